@@ -1,0 +1,70 @@
+"""aioiothub: an asyncio-native Azure IoT Hub client for devices and modules over MQTT.
+
+One connection multiplexes telemetry, cloud-to-device messages, the device twin and direct
+methods; the connection is re-established on its own, SAS tokens are renewed before they expire,
+and every request has a deadline. A faithful local hub for tests and offline development lives in
+:mod:`aioiothub.emulator`.
+
+Example:
+    >>> import aioiothub
+    >>> async def main(connection_string):
+    ...     async with aioiothub.IoTHubDeviceClient.from_connection_string(connection_string) as client:
+    ...         await client.send_message({"temperature": 21.5})
+    ...         twin = await client.get_twin()
+"""
+
+from aioiothub._version import __version__
+from aioiothub.auth import (
+    ConnectionString,
+    SasTokenCredential,
+    SharedAccessKeyCredential,
+    X509Credential,
+    derive_device_key,
+    generate_sas_token,
+)
+from aioiothub.client import IoTHubDeviceClient, IoTHubModuleClient
+from aioiothub.exceptions import (
+    AuthenticationError,
+    ConnectError,
+    ConnectionLostError,
+    CredentialError,
+    IoTHubError,
+    ProtocolError,
+    ServiceError,
+    ThrottledError,
+)
+from aioiothub.message import Message
+from aioiothub.methods import MethodRequest
+from aioiothub.options import ReconnectPolicy
+from aioiothub.transport import ProxyOptions
+from aioiothub.twin import Twin
+
+__all__ = [
+    # clients
+    "IoTHubDeviceClient",
+    "IoTHubModuleClient",
+    # what they send and receive
+    "Message",
+    "MethodRequest",
+    "Twin",
+    # options
+    "ProxyOptions",
+    "ReconnectPolicy",
+    # authentication
+    "ConnectionString",
+    "SasTokenCredential",
+    "SharedAccessKeyCredential",
+    "X509Credential",
+    "derive_device_key",
+    "generate_sas_token",
+    # errors
+    "AuthenticationError",
+    "ConnectError",
+    "ConnectionLostError",
+    "CredentialError",
+    "IoTHubError",
+    "ProtocolError",
+    "ServiceError",
+    "ThrottledError",
+    "__version__",
+]
