@@ -1,0 +1,261 @@
+"""The emulator as a running server: the hub's state behind MQTT-over-TLS and WebSocket listeners.
+
+:class:`Emulator` is a :class:`~aioiothub.emulator.hub.Hub` that, inside ``async with``, listens for
+devices. Entering builds the TLS material (an ephemeral CA and a server certificate unless files are
+given), writes the CA to a file for tools that want a path, and starts the listeners in a task group
+the emulator owns; every connection's task lives under it. Leaving closes every connection, stops
+the listeners and removes the CA file, so nothing outlives the ``async with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import ssl
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import anyio
+import anyio.abc
+
+from aioiothub.emulator.certs import (
+    client_ssl_context,
+    server_ssl_context,
+    trust_client_certificate,
+)
+from aioiothub.emulator.hub import Hub
+from aioiothub.emulator.listeners import PeerInfo, serve_tls, serve_websocket
+from aioiothub.emulator.session import Session
+
+__all__ = ["Emulator"]
+
+_LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+class Emulator(Hub):
+    """A local Azure IoT Hub: MQTT over TLS (and WebSocket), with the hub's rules and a service API.
+
+    Example:
+        >>> async with Emulator() as hub:  # doctest: +SKIP
+        ...     device = hub.add_device("dev1")
+        ...     # connect a device with device.connection_string, port=hub.port,
+        ...     # ssl_context=hub.client_ssl_context(), then:
+        ...     await hub.update_desired("dev1", {"interval": 5})
+        ...     result = await hub.invoke_method("dev1", "reboot", {"delay": 1}, timeout=5)
+
+    Args:
+        hostname: the hub's host name: what devices put in the username and SAS scope, and a name
+            in the server certificate.
+        host: the address to listen on.
+        port: the MQTT-over-TLS port; 0 picks a free one (see :attr:`port`).
+        websocket_port: the MQTT-over-WebSocket port (path ``/$iothub/websocket``); 0 picks a free
+            one, ``None`` disables the WebSocket listener.
+        certfile: a PEM server certificate (chain) to use instead of an ephemeral one; clients must
+            then trust its issuer, and :attr:`ca_pem` holds this file's content.
+        keyfile: the private key of ``certfile``.
+        telemetry_limit: how many telemetry messages to keep.
+    """
+
+    def __init__(
+        self,
+        *,
+        hostname: str = "localhost",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        websocket_port: int | None = 0,
+        certfile: str | os.PathLike[str] | None = None,
+        keyfile: str | os.PathLike[str] | None = None,
+        telemetry_limit: int = 100_000,
+    ) -> None:
+        super().__init__(hostname=hostname, telemetry_limit=telemetry_limit)
+        for argument, value in (("port", port), ("websocket_port", websocket_port)):
+            if value is None and argument == "websocket_port":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+                raise ValueError(f"{argument} must be an int between 0 and 65535, got {value!r}")
+        if (certfile is None) != (keyfile is None):
+            raise ValueError("certfile and keyfile must be given together")
+        self._host = host
+        self._requested_port = port
+        self._requested_websocket_port = websocket_port
+        self._certfile = certfile
+        self._keyfile = keyfile
+        self._server_context: ssl.SSLContext | None = None
+        self._ca_pem: bytes | None = None
+        self._ca_file: Path | None = None
+        self._port: int | None = None
+        self._websocket_port: int | None = None
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._exit_stack is not None:
+            raise RuntimeError("the emulator is already running")
+        context, ca_pem = self._tls_material()
+        for identity in self.identities():
+            if identity.authentication == "x509" and identity.certificate_pem is not None:
+                trust_client_certificate(context, identity.certificate_pem)
+        stack = contextlib.AsyncExitStack()
+        try:
+            self._ca_file = self._write_ca_file(ca_pem)
+            stack.callback(self._remove_ca_file)
+            self._task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._task_group.cancel_scope.cancel)
+            stack.callback(self._close_all, "the emulator is shutting down")
+            self._server_context = context
+            self._ca_pem = ca_pem
+            self._port = await self._task_group.start(
+                functools.partial(
+                    serve_tls, self._serve_connection, host=self._host, port=self._requested_port, ssl_context=context
+                ),
+                name=f"emulator TLS listener on {self._host}:{self._requested_port}",
+            )
+            if self._requested_websocket_port is not None:
+                self._websocket_port = await self._task_group.start(
+                    functools.partial(
+                        serve_websocket,
+                        self._serve_connection,
+                        host=self._host,
+                        port=self._requested_websocket_port,
+                        ssl_context=context,
+                    ),
+                    name=f"emulator WebSocket listener on {self._host}:{self._requested_websocket_port}",
+                )
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            self._reset()
+            raise
+        self._exit_stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        stack = self._exit_stack
+        if stack is None:
+            return None
+        try:
+            if isinstance(exc, Exception):
+                # The caller's own error must come out as it is, not wrapped in an ExceptionGroup by
+                # the task group: shut down as on a clean exit and let it propagate.
+                await stack.__aexit__(None, None, None)
+                return None
+            return await stack.__aexit__(exc_type, exc, traceback)
+        finally:
+            self._reset()
+
+    def _reset(self) -> None:
+        self._exit_stack = None
+        self._task_group = None
+        self._server_context = None
+        self._port = None
+        self._websocket_port = None
+
+    def _tls_material(self) -> tuple[ssl.SSLContext, bytes]:
+        authority = self.certificate_authority
+        if self._certfile is not None and self._keyfile is not None:
+            cert_pem = Path(self._certfile).read_bytes()
+            context = server_ssl_context(cert_pem, Path(self._keyfile).read_bytes())
+            ca_pem = cert_pem
+        else:
+            names = list(dict.fromkeys([self.hostname, *_LOCAL_NAMES, self._host]))
+            cert_pem, key_pem = authority.issue_server_certificate(names)
+            context = server_ssl_context(cert_pem, key_pem)
+            ca_pem = authority.certificate_pem
+        # "x509_ca" device certificates are issued by the same authority.
+        trust_client_certificate(context, authority.certificate_pem)
+        return context, ca_pem
+
+    @staticmethod
+    def _write_ca_file(ca_pem: bytes) -> Path:
+        descriptor, name = tempfile.mkstemp(prefix="aioiothub-emulator-ca-", suffix=".pem")
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(ca_pem)
+        return Path(name)
+
+    def _remove_ca_file(self) -> None:
+        if self._ca_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._ca_file.unlink()
+            self._ca_file = None
+
+    async def _serve_connection(self, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
+        await Session(self, stream, peer).run()
+
+    def _trust_certificate(self, certificate_pem: bytes) -> None:
+        if self._server_context is not None:
+            trust_client_certificate(self._server_context, certificate_pem)
+
+    # --- what clients need --------------------------------------------------------------------
+
+    def _running(self, what: str) -> None:
+        if self._exit_stack is None:
+            raise RuntimeError(f"{what} is known only inside 'async with Emulator()'")
+
+    @property
+    def port(self) -> int:
+        """The MQTT-over-TLS port being listened on.
+
+        Raises:
+            RuntimeError: the emulator is not running.
+        """
+        self._running("port")
+        assert self._port is not None
+        return self._port
+
+    @property
+    def websocket_port(self) -> int | None:
+        """The MQTT-over-WebSocket port being listened on, or ``None`` when disabled.
+
+        Raises:
+            RuntimeError: the emulator is not running.
+        """
+        self._running("websocket_port")
+        return self._websocket_port
+
+    @property
+    def host(self) -> str:
+        """The address the listeners are bound to."""
+        return self._host
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The certificate clients must trust (PEM): the emulator's CA, or the given ``certfile``.
+
+        Raises:
+            RuntimeError: the emulator has not been started yet.
+        """
+        if self._ca_pem is None:
+            raise RuntimeError("ca_pem is known only once the emulator has started")
+        return self._ca_pem
+
+    @property
+    def ca_file(self) -> Path:
+        """Path of a PEM file holding :attr:`ca_pem`; it is removed when the emulator stops.
+
+        Raises:
+            RuntimeError: the emulator is not running.
+        """
+        self._running("ca_file")
+        assert self._ca_file is not None
+        return self._ca_file
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts this emulator (hostname checks stay on).
+
+        Example:
+            >>> context = hub.client_ssl_context()  # doctest: +SKIP
+        """
+        context = client_ssl_context(self.ca_pem)
+        if self._certfile is not None:
+            # The given server certificate itself is the trust anchor, whoever issued it.
+            context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return context

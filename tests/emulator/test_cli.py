@@ -1,0 +1,96 @@
+"""``python -m aioiothub.emulator``: prints what a device needs, serves it, stops cleanly on a signal."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiomqtt
+import anyio
+import pytest
+
+from aioiothub.emulator.__main__ import main
+from aioiothub.emulator.certs import client_ssl_context
+from aioiothub.protocol.connect import username
+from aioiothub.protocol.connection_string import ConnectionString
+from aioiothub.protocol.sas import device_resource_uri, generate_sas_token
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _read_banner(process: anyio.abc.Process) -> str:
+    assert process.stdout is not None
+    text = ""
+    with anyio.fail_after(20):
+        async for chunk in process.stdout:
+            text += chunk.decode()
+            if "Press Ctrl-C to stop." in text:
+                return text
+    raise AssertionError(f"the emulator exited early: {text!r}")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+async def test_cli_serves_the_printed_device_and_stops_cleanly(stop_signal: signal.Signals) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "aioiothub.emulator",
+        "--port",
+        "0",
+        "--websocket-port",
+        "0",
+        "--device",
+        "d1",
+        "--module",
+        "d1/m1",
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = await anyio.open_process(command, cwd=ROOT, env=environment, stderr=subprocess.STDOUT)
+    try:
+        banner = await _read_banner(process)
+        port = int(re.search(r"^  port:\s+(\d+)", banner, re.MULTILINE)[1])  # type: ignore[index]
+        assert re.search(r"^  websocket port:\s+\d+", banner, re.MULTILINE)
+        ca_file = anyio.Path(re.search(r"^  CA file:\s+(\S+)", banner, re.MULTILINE)[1])  # type: ignore[index]
+        ca_pem = await ca_file.read_bytes()
+        connection_string = ConnectionString.parse(
+            re.search(r"^  device d1: (\S+)", banner, re.MULTILINE)[1]  # type: ignore[index]
+        )
+        assert re.search(r"^  module d1/m1: HostName=localhost;DeviceId=d1;ModuleId=m1;", banner, re.MULTILINE)
+        assert connection_string.shared_access_key is not None
+        token = generate_sas_token(
+            device_resource_uri(connection_string.host_name, "d1"),
+            connection_string.shared_access_key,
+            int(time.time()) + 600,
+        )
+        async with aiomqtt.Client(
+            connection_string.host_name,
+            port,
+            identifier="d1",
+            username=username(connection_string.host_name, "d1"),
+            password=token,
+            tls_context=client_ssl_context(ca_pem),
+            protocol=aiomqtt.ProtocolVersion.V311,
+        ) as client:
+            await client.publish("devices/d1/messages/events/", b"from the CLI test", qos=1)
+        process.send_signal(stop_signal)
+        with anyio.fail_after(20):
+            assert await process.wait() == 0
+        assert not await ca_file.exists()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await process.aclose()
+
+
+def test_bad_module_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--port", "0", "--no-websocket", "--module", "just-a-device"])
+    assert caught.value.code == 2
+    assert "DEVICE/MODULE" in capsys.readouterr().err
