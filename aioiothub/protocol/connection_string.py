@@ -168,6 +168,11 @@ class ConnectionString:
         if _HOST_NAME not in values:
             raise ValueError("connection string has no HostName")
         if _DEVICE_ID not in values:
+            if _SHARED_ACCESS_KEY_NAME in values:
+                raise ValueError(
+                    "connection string has no DeviceId: with SharedAccessKeyName it is a service (policy) "
+                    "connection string, not a device's"
+                )
             raise ValueError("connection string has no DeviceId")
         return cls(
             host_name=values[_HOST_NAME],

@@ -1,0 +1,78 @@
+"""Client options: the reconnect policy and the checks every constructor argument goes through."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+__all__ = ["ReconnectPolicy", "require_positive_int", "require_positive_number"]
+
+
+def require_positive_number(value: object, argument: str, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float, or raise naming ``argument``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{argument} must be a number, not {type(value).__name__}")
+    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "greater than zero"
+        raise ValueError(f"{argument} must be a finite number {bound}, not {value!r}")
+    return float(value)
+
+
+def require_positive_int(value: object, argument: str, *, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, or raise naming ``argument``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an integer, not {type(value).__name__}")
+    if value <= 0 or (maximum is not None and value > maximum):
+        limit = f" and at most {maximum}" if maximum is not None else ""
+        raise ValueError(f"{argument} must be greater than zero{limit}, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectPolicy:
+    """How the client reconnects after losing its connection.
+
+    Delays grow exponentially from ``initial_delay`` to ``max_delay``; each is spread by up to
+    ``jitter`` (a fraction) so that many devices that lost the hub together do not return together.
+
+    Args:
+        initial_delay: seconds before the first reconnect attempt.
+        max_delay: the longest wait between two attempts.
+        multiplier: growth factor between attempts.
+        jitter: fraction of each delay that is randomised (0 disables).
+        max_attempts: give up (``ConnectionLostError``) after this many failed attempts in a row;
+            ``None`` retries for as long as the client is open.
+
+    Example:
+        >>> policy = ReconnectPolicy(initial_delay=0.5, max_delay=10, max_attempts=20)
+        >>> policy.delay(0) <= 0.5
+        True
+    """
+
+    initial_delay: float = 0.5
+    max_delay: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.25
+    max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        require_positive_number(self.initial_delay, "initial_delay", allow_zero=True)
+        require_positive_number(self.max_delay, "max_delay", allow_zero=True)
+        if self.max_delay < self.initial_delay:
+            raise ValueError("max_delay must not be smaller than initial_delay")
+        if require_positive_number(self.multiplier, "multiplier") < 1:
+            raise ValueError(f"multiplier must be at least 1, not {self.multiplier!r}")
+        if not 0 <= require_positive_number(self.jitter, "jitter", allow_zero=True) <= 1:
+            raise ValueError(f"jitter must be between 0 and 1, not {self.jitter!r}")
+        if self.max_attempts is not None:
+            require_positive_int(self.max_attempts, "max_attempts")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before reconnect attempt number ``attempt`` (counted from 0)."""
+        base = min(self.max_delay, self.initial_delay * self.multiplier ** min(attempt, 64))
+        return base * (1 - self.jitter * random.random())
+
+    def gives_up_after(self, failures: int) -> bool:
+        """Whether ``failures`` failed attempts in a row exhaust the policy."""
+        return self.max_attempts is not None and failures >= self.max_attempts

@@ -1,0 +1,331 @@
+"""The one seam between aioiothub and the MQTT library underneath (aiomqtt over paho-mqtt).
+
+Nothing else in the package imports aiomqtt or paho. Every error they raise is translated here into
+the library's own exceptions, so callers above this module only ever see :mod:`aioiothub.exceptions`.
+
+Theory of operation
+-------------------
+An :class:`MqttConnection` is one network connection: entering it connects (TLS or WebSocket) and
+waits for CONNACK; leaving it disconnects. aiomqtt owns the socket, its registration with the event
+loop, keep-alive pings, CONNECT/CONNACK and SUBSCRIBE/SUBACK, all through its public API.
+
+Three things aiomqtt's public API cannot do, so this module reaches the paho client aiomqtt wraps
+(``aiomqtt.Client._client``); ``tests/test_transport_hooks.py`` fails loudly if that changes:
+
+* **PUBACK after the application has the message.** paho's ``manual_ack`` mode is switched on and
+  :meth:`MqttConnection.acknowledge` sends the PUBACK, so a cloud-to-device message is completed
+  only once a consumer took it (at-least-once, as IoT Hub intends).
+* **Publishes that fail the moment the connection drops.** aiomqtt's ``publish`` waits for its
+  PUBACK until a timeout even when the socket is already gone, and scans every pending call on each
+  publish. Here each QoS 1 publish is a future keyed by packet id, resolved from paho's
+  ``on_publish`` and failed with :class:`ConnectionLostError` from ``on_disconnect``, so the client
+  can re-send it on the next connection at once.
+* **Inbound dispatch without a queue hop.** paho's ``on_message`` hands each PUBLISH straight to
+  the caller's handler on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import aiomqtt
+import aiomqtt.exceptions
+import anyio
+import anyio.lowlevel
+import paho.mqtt.client as paho
+
+from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError
+
+__all__ = [
+    "SUPPORTED_AIOMQTT",
+    "ConnectParameters",
+    "InboundPublish",
+    "MqttConnection",
+    "ProxyOptions",
+]
+
+_log = logging.getLogger("aioiothub.transport")
+
+#: The aiomqtt releases whose internals the hooks above were written against (see pyproject.toml).
+SUPPORTED_AIOMQTT = ((2, 5), (3, 0))
+
+#: paho reports a refused CONNACK as an MQTT 5 reason code; IoT Hub speaks MQTT 3.1.1 return codes.
+_CONNACK_RETURN_CODES = {
+    "Unsupported protocol version": 1,
+    "Client identifier not valid": 2,
+    "Server unavailable": 3,
+    "Bad user name or password": 4,
+    "Not authorized": 5,
+}
+
+WEBSOCKET_PATH = "/$iothub/websocket"
+_DISCONNECT_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyOptions:
+    """An HTTP or SOCKS proxy to reach the hub through (needs the ``PySocks`` package).
+
+    Example:
+        >>> ProxyOptions("http", "proxy.example.com", 3128)
+        ProxyOptions(proxy_type='http', address='proxy.example.com', port=3128, username=None, password=None)
+    """
+
+    proxy_type: Literal["http", "socks4", "socks5"]
+    address: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.proxy_type not in ("http", "socks4", "socks5"):
+            raise ValueError(f"proxy_type must be 'http', 'socks4' or 'socks5', not {self.proxy_type!r}")
+        if not isinstance(self.address, str) or not self.address:
+            raise ValueError("proxy address must be a non-empty string")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ValueError(f"proxy port must be an integer from 1 to 65535, not {self.port!r}")
+
+    def __repr__(self) -> str:
+        password = None if self.password is None else "<redacted>"
+        return (
+            f"ProxyOptions(proxy_type={self.proxy_type!r}, address={self.address!r}, port={self.port!r}, "
+            f"username={self.username!r}, password={password!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectParameters:
+    """Everything needed to open one MQTT connection to the hub."""
+
+    host: str
+    port: int
+    client_id: str
+    username: str
+    password: str | None
+    ssl_context: ssl.SSLContext
+    keepalive: int
+    clean_session: bool
+    websockets: bool
+    max_in_flight: int
+    connect_timeout: float
+    proxy: ProxyOptions | None = None
+
+
+@dataclass(slots=True)
+class InboundPublish:
+    """One PUBLISH the hub sent us."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    packet_id: int
+
+
+def _proxy_settings(proxy: ProxyOptions) -> aiomqtt.ProxySettings:
+    try:
+        import socks  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ValueError("proxy needs the PySocks package: pip install 'aioiothub[proxy]'") from exc
+    kinds = {"http": socks.HTTP, "socks4": socks.SOCKS4, "socks5": socks.SOCKS5}
+    return aiomqtt.ProxySettings(
+        proxy_type=kinds[proxy.proxy_type],
+        proxy_addr=proxy.address,
+        proxy_port=proxy.port,
+        proxy_username=proxy.username,
+        proxy_password=proxy.password,
+    )
+
+
+def _connack_return_code(error: aiomqtt.MqttCodeError) -> int | None:
+    code = error.rc
+    if isinstance(code, int):
+        return code
+    if code is None:
+        return None
+    return _CONNACK_RETURN_CODES.get(str(code))
+
+
+class MqttConnection:
+    """One MQTT 3.1.1 connection to IoT Hub.
+
+    Args:
+        parameters: where and how to connect.
+        on_message: called on the event loop thread for each inbound PUBLISH. It must not raise;
+            QoS 1 messages stay unacknowledged until :meth:`acknowledge` is called.
+    """
+
+    def __init__(self, parameters: ConnectParameters, on_message: Callable[[InboundPublish], None]) -> None:
+        self._parameters = parameters
+        self._on_message = on_message
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[None] = self._loop.create_future()
+        """Completes (with :class:`ConnectionLostError`) when the connection ends for any reason."""
+        self._client = aiomqtt.Client(
+            parameters.host,
+            parameters.port,
+            username=parameters.username,
+            password=parameters.password,
+            identifier=parameters.client_id,
+            clean_session=parameters.clean_session,
+            transport="websockets" if parameters.websockets else "tcp",
+            websocket_path=WEBSOCKET_PATH if parameters.websockets else None,
+            keepalive=parameters.keepalive,
+            timeout=parameters.connect_timeout,
+            tls_context=parameters.ssl_context,
+            max_inflight_messages=parameters.max_in_flight,
+            proxy=_proxy_settings(parameters.proxy) if parameters.proxy else None,
+            logger=_log,
+        )
+        self._paho: paho.Client = self._client._client
+        self._paho.manual_ack_set(True)
+        self._paho.on_message = self._handle_message
+        self._paho.on_publish = self._handle_puback
+        self._aiomqtt_on_disconnect = self._paho.on_disconnect
+        self._paho.on_disconnect = self._handle_disconnect
+        self._entered = False
+
+    async def __aenter__(self) -> Self:
+        try:
+            # paho connects in a worker thread that cannot be interrupted: shielding (bounded by
+            # the connect timeout) lets a cancelled connect finish and then be closed, instead of
+            # leaving a socket open behind our back.
+            with anyio.CancelScope(shield=True):
+                await self._client.__aenter__()
+        except aiomqtt.exceptions.MqttConnectError as exc:
+            self._mark_lost("the hub refused the connection")
+            code = _connack_return_code(exc)
+            if code in (4, 5):
+                raise AuthenticationError(
+                    f"the hub refused the credentials (CONNACK {code})", return_code=code
+                ) from None
+            raise ConnectError(f"the hub refused the connection (CONNACK {code})", return_code=code) from None
+        except aiomqtt.MqttError as exc:
+            self._mark_lost("could not connect")
+            raise ConnectError(f"could not connect to {self._parameters.host}: {exc}") from None
+        except BaseException:
+            self._mark_lost("connecting was interrupted")
+            self._force_close()
+            raise
+        self._entered = True
+        if anyio.current_effective_deadline() == -math.inf:
+            await self.__aexit__(None, None, None)
+            await anyio.lowlevel.checkpoint()
+        # A drop that aiomqtt notices without paho's on_disconnect (an exception in its socket
+        # callbacks) must still fail our in-flight publishes.
+        self._client._disconnected.add_done_callback(self._aiomqtt_disconnected)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._entered:
+            return
+        self._entered = False
+        if self.lost.done():
+            self._force_close()
+            return
+        try:
+            with anyio.move_on_after(_DISCONNECT_TIMEOUT, shield=True):
+                await self._client.__aexit__(None, None, None)
+        except aiomqtt.MqttError:
+            pass
+        finally:
+            self._mark_lost("the connection was closed")
+            self._force_close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is still up."""
+        return self._entered and not self.lost.done()
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> asyncio.Future[None]:
+        """Send a PUBLISH; the returned future completes on PUBACK (at once for QoS 0).
+
+        Raises:
+            ConnectionLostError: the connection is already gone (the future fails with it when the
+                connection drops before the PUBACK).
+        """
+        if self.lost.done():
+            raise ConnectionLostError("not connected")
+        info = self._paho.publish(topic, payload, qos)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise ConnectionLostError(f"could not publish: {paho.error_string(info.rc)}")
+        future = self._loop.create_future()
+        if qos == 0:
+            future.set_result(None)
+        else:
+            self._pending[info.mid] = future
+        return future
+
+    async def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:
+        """Subscribe to topic filters at once and return the granted QoS of each."""
+        if self.lost.done():
+            raise ConnectionLostError("not connected")
+        try:
+            granted = await self._client.subscribe(filters, timeout=self._parameters.connect_timeout)
+        except aiomqtt.MqttError as exc:
+            raise ConnectionLostError(f"subscribe failed: {exc}") from None
+        return [code if isinstance(code, int) else int(code.value) for code in granted]
+
+    def acknowledge(self, message: InboundPublish) -> None:
+        """Send the PUBACK for a QoS 1 message (nothing for QoS 0 or once the connection is gone)."""
+        if message.qos == 1 and not self.lost.done():
+            self._paho.ack(message.packet_id, 1)
+
+    # paho callbacks: they run on the event loop thread and must never raise into paho.
+
+    def _handle_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            _log.warning("dropped a message whose topic is not UTF-8: %r", message._topic)
+            self._paho.ack(message.mid, message.qos)
+            return
+        try:
+            self._on_message(InboundPublish(topic, bytes(message.payload), message.qos, message.mid))
+        except Exception:
+            _log.exception("message handler failed for topic %r", topic)
+
+    def _handle_puback(self, client: paho.Client, userdata: Any, mid: int, *args: Any) -> None:
+        future = self._pending.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _handle_disconnect(self, client: paho.Client, userdata: Any, *args: Any) -> None:
+        try:
+            if self._aiomqtt_on_disconnect is not None:
+                self._aiomqtt_on_disconnect(client, userdata, *args)
+        finally:
+            self._mark_lost("the connection was lost")
+
+    def _aiomqtt_disconnected(self, future: asyncio.Future[None]) -> None:
+        # aiomqtt reports the drop through this future; nobody else awaits it, so it is read here
+        # (otherwise asyncio logs "Future exception was never retrieved").
+        if not future.cancelled():
+            future.exception()
+        self._mark_lost("the connection was lost")
+
+    def _mark_lost(self, reason: str) -> None:
+        if not self.lost.done():
+            self.lost.set_exception(ConnectionLostError(reason))
+            # Nobody may be waiting on it; retrieving it keeps asyncio from logging it as unretrieved.
+            self.lost.exception()
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLostError(reason))
+                future.exception()
+
+    def _force_close(self) -> None:
+        # paho's own close runs aiomqtt's socket-close hook, which unregisters the socket from the
+        # event loop and stops aiomqtt's keep-alive task.
+        if self._paho.socket() is not None:
+            self._paho._sock_close()
