@@ -299,6 +299,9 @@ def _expect_length(length: int, expected: int, packet_type: int) -> None:
 class _PacketReader:
     """Framing shared by both directions: buffering, fixed headers, size limit, and PUBLISH."""
 
+    #: Packet types this direction may carry; anything else is refused from its fixed header.
+    _accepted_types: frozenset[int] = frozenset()
+
     _buffer: bytearray
     _offset: int
     _max_packet_size: int
@@ -383,6 +386,9 @@ class _PacketReader:
                     f"packet too large: {_PACKET_NAMES[first >> 4]} of {end - pos} bytes, limit {max_packet_size}"
                 )
             if end > size:
+                if first >> 4 not in self._accepted_types:
+                    # Rejected now rather than once a body of up to the size limit has arrived.
+                    raise MalformedPacket(f"packet type {first >> 4} may not be sent here")
                 break
             if first >> 4 == _PUBLISH:
                 # The hot path (telemetry), kept inline.
@@ -441,6 +447,8 @@ class MqttServerCodec(_PacketReader):
             with reason "packet too large" as soon as its fixed header has arrived.
     """
 
+    _accepted_types = frozenset({_CONNECT, _PUBLISH, _PUBACK, _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT})
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         """Add received bytes and return every packet they complete, in order.
 
@@ -485,6 +493,8 @@ class MqttClientCodec(_PacketReader):
     Args:
         max_packet_size: the largest packet accepted, fixed header included.
     """
+
+    _accepted_types = frozenset({_CONNACK, _PUBLISH, _PUBACK, _SUBACK, _UNSUBACK, _PINGRESP})
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[ClientBoundPacket]:
         """Add received bytes and return every packet they complete, in order.

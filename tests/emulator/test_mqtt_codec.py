@@ -558,3 +558,11 @@ def test_publishes_survive_any_chunking(messages: list[tuple[str, bytes, int, bo
         parsed.extend(codec.feed(stream[previous:cut]))
         previous = cut
     assert parsed == expected
+
+
+@pytest.mark.parametrize("first_byte", [0x00, 0xF0, 0x20, 0x90])
+def test_a_packet_type_clients_may_not_send_is_refused_from_its_fixed_header(first_byte: int) -> None:
+    codec = MqttServerCodec()
+    # Only the fixed header of a large packet has arrived: the codec must not wait for the body.
+    with pytest.raises(MalformedPacket, match="may not be sent"):
+        codec.feed(bytes([first_byte, 0xFF, 0xFF, 0x0F]))
