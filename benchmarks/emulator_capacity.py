@@ -1,0 +1,193 @@
+"""Emulator capacity: telemetry ingest on one TLS connection, and concurrent TLS connections.
+
+The emulator runs in this process; the load comes from byte-level clients in a child process
+(``_capacity_clients.py``) so that no client library is the bottleneck and the two do not share an
+event loop.
+
+* Ingest: one TLS connection sends QoS 1 telemetry (each message with its own ``$.mid``) with 2,000
+  unacknowledged messages allowed; the rate runs until the last PUBACK. Every message must be
+  stored. Target: at least 15,000 messages/s.
+* Connections: N TLS connections with SAS authentication are opened (200 handshakes at a time) and
+  held; then every one of them is pinged. Target: at least 5,000.
+
+The targets are reported as met or missed; missing one does not make the command fail (timed goals
+on a shared machine are for reading, not for CI).
+
+Usage::
+
+    python benchmarks/emulator_capacity.py [--smoke] [--json out.json] [--connections 5000]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import _common
+import anyio
+from _common import BENCH_DIR, REPO_ROOT, number, table
+from _worker_base import process_status
+
+from aioiothub.emulator import Emulator
+from aioiothub.protocol.connect import username
+from aioiothub.protocol.sas import device_resource_uri, generate_sas_token
+
+CLIENTS = BENCH_DIR / "_capacity_clients.py"
+INGEST_TARGET = 15_000
+CONNECTIONS_TARGET = 5_000
+PHASE_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much load to generate."""
+
+    messages: int
+    repetitions: int
+    connections: int
+
+
+FULL = Sizes(messages=60_000, repetitions=3, connections=CONNECTIONS_TARGET)
+SMOKE = Sizes(messages=2_000, repetitions=1, connections=50)
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+
+def _token(hub: Emulator, device_id: str, key: str | None) -> str:
+    assert key is not None
+    return generate_sas_token(device_resource_uri(hub.hostname, device_id), key, int(time.time()) + 3600)
+
+
+async def ingest(sizes: Sizes) -> dict[str, Any]:
+    """The flood: messages per second per repetition, each checked against what the emulator stored."""
+    rates = []
+    async with Emulator(websocket_port=None, telemetry_limit=sizes.messages) as hub:
+        device = hub.add_device("dev1")
+        for _ in range(sizes.repetitions):
+            hub.clear_telemetry()
+            command = [
+                sys.executable,
+                str(CLIENTS),
+                "flood",
+                str(hub.port),
+                str(hub.ca_file),
+                username(hub.hostname, "dev1"),
+                _token(hub, "dev1", device.primary_key),
+                str(sizes.messages),
+            ]
+            with anyio.fail_after(PHASE_TIMEOUT):
+                result = await anyio.run_process(command, env=_environment(), check=False)
+            if result.returncode != 0:
+                raise RuntimeError(f"the flood client failed:\n{result.stderr.decode(errors='replace')}")
+            records = hub.telemetry("dev1")
+            if len(records) != sizes.messages or records[-1].system_properties["$.mid"] != str(sizes.messages - 1):
+                raise RuntimeError(f"the emulator stored {len(records)} of {sizes.messages} messages")
+            rates.append(float(result.stdout))
+    return {"rates": rates, "median": statistics.median(rates), "messages": sizes.messages}
+
+
+async def connections(count: int) -> dict[str, Any]:
+    """Open ``count`` connections, count them at the emulator, ping them all."""
+    # Each process holds one end of every connection: the limit is per process, and the client inherits it.
+    warning = _common.raise_open_files_limit(count + 500)
+    async with Emulator(websocket_port=None) as hub:
+        credentials: list[str] = []
+        for index in range(count):
+            device = hub.add_device(f"d{index}")
+            credentials += [username(hub.hostname, f"d{index}"), _token(hub, f"d{index}", device.primary_key)]
+        before = process_status()
+        command = [sys.executable, str(CLIENTS), "many", str(hub.port), str(hub.ca_file), str(count)]
+        output = b""
+        async with await anyio.open_process(command, env=_environment()) as process:
+            assert process.stdin is not None
+            assert process.stdout is not None
+            await process.stdin.send("".join(f"{line}\n" for line in credentials).encode())
+            with anyio.fail_after(PHASE_TIMEOUT):
+                async for chunk in process.stdout:
+                    output += chunk
+                    if b"\n" in output:
+                        break
+                connected = sum(hub.is_connected(f"d{index}") for index in range(count))
+                held = process_status()
+                await process.stdin.send(b"go\n")
+                async for chunk in process.stdout:
+                    output += chunk
+                status = await process.wait()
+        lines = output.decode(errors="replace").split()
+        if status != 0 or len(lines) < 4 or lines[0] != "connected" or lines[2] != "pinged":
+            raise RuntimeError(f"the connections client failed (exit status {status}): {output!r}")
+        seconds = float(lines[1])
+    return {
+        "requested": count,
+        "connected": connected,
+        "pinged": int(lines[3]),
+        "connect_seconds": seconds,
+        "emulator_rss_growth_bytes": held["rss_bytes"] - before["rss_bytes"],
+        "warning": warning,
+    }
+
+
+async def run(sizes: Sizes) -> dict[str, Any]:
+    """Both measurements."""
+    return {"sizes": sizes.__dict__, "ingest": await ingest(sizes), "connections": await connections(sizes.connections)}
+
+
+def _verdict(all_held: bool, requested: int) -> str:
+    if not all_held:
+        return "MISSED"
+    return "met" if requested >= CONNECTIONS_TARGET else "not tried at this size"
+
+
+def report(results: dict[str, Any]) -> str:
+    """The results table."""
+    ingest_result, held = results["ingest"], results["connections"]
+    rate = ingest_result["median"]
+    all_held = held["connected"] == held["requested"] == held["pinged"]
+    rss_kib = held["emulator_rss_growth_bytes"] / max(1, held["connected"]) / 1024
+    rows = [
+        [
+            f"ingest, QoS 1, one TLS connection (msg/s, median of {len(ingest_result['rates'])} x "
+            f"{ingest_result['messages']:,})",
+            number(rate),
+            f"{INGEST_TARGET:,}",
+            "met" if rate >= INGEST_TARGET else "MISSED",
+        ],
+        [
+            f"concurrent TLS connections held and pinged (of {held['requested']:,})",
+            f"{min(held['connected'], held['pinged']):,}",
+            f"{CONNECTIONS_TARGET:,}",
+            _verdict(all_held, held["requested"]),
+        ],
+        ["  time to open them all (s)", f"{held['connect_seconds']:.1f}", "", ""],
+        ["  emulator RSS per connection (KiB)", f"{rss_kib:.1f}", "", ""],
+    ]
+    text = table(
+        f"Emulator capacity on this machine ({os.cpu_count()} CPUs)", ["measure", "result", "target", ""], rows
+    )
+    if held["warning"]:
+        text += f"\nwarning: {held['warning']}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its table."""
+    command_line = _common.parser(__doc__.splitlines()[0])
+    command_line.add_argument("--connections", type=int, help=f"connections to hold (default {CONNECTIONS_TARGET})")
+    arguments = command_line.parse_args(argv)
+    sizes = SMOKE if arguments.smoke else FULL
+    if arguments.connections:
+        sizes = Sizes(sizes.messages, sizes.repetitions, arguments.connections)
+    results = anyio.run(run, sizes, backend="asyncio")
+    print(report(results))
+    _common.write_json(arguments.json, {"benchmark": "emulator_capacity", **results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
