@@ -343,6 +343,10 @@ class HubSession:
     async def ensure_subscribed(self, topic_filter: str, qos: int) -> None:
         """Subscribe once per connection; later connections restore it before going live."""
         self._wanted_filters[topic_filter] = qos
+        connection = self._connection
+        subscribed_on, names = self._subscribed
+        if connection is not None and subscribed_on is connection and connection.connected and topic_filter in names:
+            return
         while True:
             connection = await self.current()
             async with self._subscribe_lock:
@@ -363,7 +367,8 @@ class HubSession:
     async def publish(self, topic: str, payload: bytes, qos: int) -> None:
         """Publish with at-least-once delivery across reconnects, within the in-flight window."""
         async with self._window:
-            with anyio.fail_after(self.settings.request_timeout):
+            # asyncio's own timeout: this runs once per message, and an anyio cancel scope costs more.
+            async with asyncio.timeout(self.settings.request_timeout):
                 while True:
                     connection = self._connection
                     if connection is None or not connection.connected:
@@ -382,7 +387,7 @@ class HubSession:
 
     async def twin_request(self, build_topic: Callable[[str], str], body: bytes) -> _TwinResponse:
         """Send a twin request and wait for its response, resending on a new connection."""
-        with anyio.fail_after(self.settings.request_timeout):
+        async with asyncio.timeout(self.settings.request_timeout):
             await self.ensure_subscribed(topics.TWIN_RESPONSE_SUBSCRIPTION, 0)
             request_id = self._new_request_id()
             future: asyncio.Future[_TwinResponse] = asyncio.get_running_loop().create_future()

@@ -22,6 +22,11 @@ Three things aiomqtt's public API cannot do, so this module reaches the paho cli
   can re-send it on the next connection at once.
 * **Inbound dispatch without a queue hop.** paho's ``on_message`` hands each PUBLISH straight to
   the caller's handler on the event loop thread.
+* **One write per event-loop turn.** aiomqtt registers a socket writer through
+  ``call_soon_threadsafe`` for every packet paho queues (a self-pipe wake-up each, and two loop
+  turns before the bytes leave); here the first packet of a turn leaves at once, the others queued
+  in that turn are written together on the next, and the socket is watched for writability only
+  while the kernel buffer is full.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import asyncio
 import logging
 import math
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -190,6 +196,11 @@ class MqttConnection:
         self._paho.on_publish = self._handle_puback
         self._aiomqtt_on_disconnect = self._paho.on_disconnect
         self._paho.on_disconnect = self._handle_disconnect
+        self._paho.on_socket_register_write = self._handle_register_write
+        self._paho.on_socket_unregister_write = self._handle_unregister_write
+        self._loop_thread = threading.get_ident()
+        self._flush_scheduled = False
+        self._writer_fd: int | None = None
         self._entered = False
 
     async def __aenter__(self) -> Self:
@@ -312,6 +323,42 @@ class MqttConnection:
         if not future.cancelled():
             future.exception()
         self._mark_lost("the connection was lost")
+
+    def _handle_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho has packets to send. The first packet of an event-loop turn is written at once (a
+        # lone request waits for nothing); the ones queued after it in the same turn are written
+        # together by one flush on the next turn. The socket is watched for writability only
+        # while the kernel buffer is full.
+        if threading.get_ident() != self._loop_thread:  # paho's CONNECT, from aiomqtt's worker thread
+            self._loop.call_soon_threadsafe(self._schedule_flush)
+        elif not self._flush_scheduled:
+            self._schedule_flush()
+            self._write()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._write()
+        sock = self._paho.socket()
+        if sock is not None and self._writer_fd is None and self._paho.want_write():
+            self._writer_fd = sock.fileno()
+            self._loop.add_writer(self._writer_fd, self._write)
+
+    def _write(self) -> None:
+        try:
+            self._paho.loop_write()
+        except Exception as exc:
+            self._mark_lost(f"writing failed: {exc}")
+            self._force_close()
+
+    def _handle_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if self._writer_fd is not None:
+            self._loop.remove_writer(self._writer_fd)
+            self._writer_fd = None
 
     def _mark_lost(self, reason: str) -> None:
         if not self.lost.done():
