@@ -131,7 +131,7 @@ class HubSession:
         self._closing = False
         self._wanted_filters: dict[str, int] = {}
         self._subscribed: tuple[MqttConnection | None, set[str]] = (None, set())
-        self._subscribe_lock = anyio.Lock()
+        self._subscribe_lock = anyio.Lock(fast_acquire=True)
         self._window = asyncio.Semaphore(settings.max_in_flight)
         self._next_request_id = 0
         self._twin_requests: dict[str, asyncio.Future[_TwinResponse]] = {}
