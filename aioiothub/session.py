@@ -23,6 +23,7 @@ messages go into bounded buffers read by the application's ``async for`` loops.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import ssl
@@ -140,18 +141,29 @@ class HubSession:
         self._desired_stale = False
         self._desired_resync_running = False
         self._desired_missed_version: int | None = None
-        size = settings.inbound_buffer_size
-        self._desired_buffer: _Buffer[dict[str, Any]] = _Buffer(size)
-        self._methods_buffer: _Buffer[MethodRequest] = _Buffer(size)
         self._methods_wanted = False
-        self._messages_buffer: _Buffer[_Delivery] = _Buffer(size)
         # Module input messages go to the consumer of their input name, else to the catch-all (None).
-        self._inputs_buffers: dict[str | None, _Buffer[_Delivery]] = {None: _Buffer(size)}
+        self._inputs_buffers: dict[str | None, _Buffer[_Delivery]] = {}
         self._state_listeners: list[MemoryObjectSendStream[bool]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
         prefix = f"devices/{settings.device_id}/"
         self._c2d_prefix = prefix + "messages/devicebound/"
         self._inputs_prefix = f"{prefix}modules/{settings.module_id}/inputs/"
+
+    # Inbound buffers are created on first use: thousands of clients in one process each need
+    # only the kinds they consume.
+
+    @functools.cached_property
+    def _desired_buffer(self) -> _Buffer[dict[str, Any]]:
+        return _Buffer(self.settings.inbound_buffer_size)
+
+    @functools.cached_property
+    def _methods_buffer(self) -> _Buffer[MethodRequest]:
+        return _Buffer(self.settings.inbound_buffer_size)
+
+    @functools.cached_property
+    def _messages_buffer(self) -> _Buffer[_Delivery]:
+        return _Buffer(self.settings.inbound_buffer_size)
 
     # ----------------------------------------------------------------- state
 
@@ -323,9 +335,9 @@ class HubSession:
                 future.set_exception(error)
                 future.exception()
         self._twin_requests.clear()
-        self._desired_buffer.close()
-        self._methods_buffer.close()
-        self._messages_buffer.close()
+        for name in ("_desired_buffer", "_methods_buffer", "_messages_buffer"):
+            if name in self.__dict__:  # created on first use
+                self.__dict__[name].close()
         for buffer in self._inputs_buffers.values():
             buffer.close()
         for listener in self._state_listeners:
@@ -518,8 +530,10 @@ class HubSession:
         if buffer is not None:
             return buffer
         buffer = self._inputs_buffers[input_name] = _Buffer(self.settings.inbound_buffer_size)
+        if input_name is None:
+            return buffer
         # Messages for this input that arrived before it had a consumer wait in the catch-all.
-        catch_all = self._inputs_buffers[None]
+        catch_all = self._inputs_buffer_for(None)
         others: list[_Delivery] = []
         while True:
             try:
@@ -556,7 +570,7 @@ class HubSession:
                 message = Message.from_wire(
                     inbound.payload, parsed_input.properties, input_name=parsed_input.input_name
                 )
-                buffer = self._inputs_buffers.get(parsed_input.input_name) or self._inputs_buffers[None]
+                buffer = self._inputs_buffers.get(parsed_input.input_name) or self._inputs_buffer_for(None)
                 self._offer_delivery(buffer, message, inbound, connection, "module input")
                 return
             else:
