@@ -82,6 +82,8 @@ class MethodRequest:
             TypeError: ``status`` is not an integer or ``payload`` is not JSON-serialisable.
             ValueError: the encoded payload is over 128 KiB.
             RuntimeError: this request was already answered.
+            ConnectionLostError: the connection dropped; the hub has already failed the invocation.
+            TimeoutError: the hub did not acknowledge the response within ``request_timeout``.
         """
         if isinstance(status, bool) or not isinstance(status, int):
             raise TypeError(f"status must be an integer, not {type(status).__name__}")

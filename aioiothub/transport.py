@@ -269,6 +269,9 @@ class MqttConnection:
         info = self._paho.publish(topic, payload, qos)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectionLostError(f"could not publish: {paho.error_string(info.rc)}")
+        if self.lost.done():
+            # Writing the packet at once can be what found the connection gone.
+            raise ConnectionLostError("the connection was lost while publishing")
         future = self._loop.create_future()
         if qos == 0:
             future.set_result(None)
