@@ -17,7 +17,7 @@ from aioiothub.methods import MethodRequest
 from aioiothub.options import ReconnectPolicy, require_positive_int, require_positive_number
 from aioiothub.protocol import topics
 from aioiothub.protocol.connect import product_info_string, validate_identity
-from aioiothub.protocol.limits import MAX_TELEMETRY_BYTES
+from aioiothub.protocol.limits import MAX_TELEMETRY_BYTES, message_wire_size
 from aioiothub.protocol.twin import validate_patch, validate_section_size
 from aioiothub.session import HubSession, SessionSettings
 from aioiothub.transport import ProxyOptions
@@ -212,7 +212,7 @@ class _HubClient:
         if task_group is None or session is None:
             return None
         self._task_group = None
-        await session.close()
+        session.close()
         task_group.cancel_scope.cancel()
         try:
             return await task_group.__aexit__(exc_type, exc, tb)
@@ -254,11 +254,12 @@ class _HubClient:
         built = _to_message(message)
         if output_name is not None:
             built = built.replace(output_name=output_name)
-        size = built.wire_size()
+        properties = built.wire_properties()  # once: both the size check and the topic need it
+        size = message_wire_size(built.body, properties)
         if size > MAX_TELEMETRY_BYTES:
             raise ValueError(f"message is {size} bytes on the wire; IoT Hub accepts at most {MAX_TELEMETRY_BYTES}")
         settings = self._settings
-        topic = topics.telemetry_topic(settings.device_id, settings.module_id, built.wire_properties())
+        topic = topics.telemetry_topic(settings.device_id, settings.module_id, properties)
         await session.publish(topic, built.body, qos)
 
     async def send_message(self, message: MessageLike, *, qos: int = 1) -> None:

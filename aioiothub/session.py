@@ -36,7 +36,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from aioiothub.auth import SasTokenCredential, SharedAccessKeyCredential, X509Credential
+from aioiothub.auth import Credential, SasTokenCredential, X509Credential
 from aioiothub.exceptions import (
     AuthenticationError,
     ConnectError,
@@ -59,7 +59,9 @@ __all__ = ["HubSession", "SessionSettings"]
 
 _log = logging.getLogger("aioiothub")
 
-Credential = SharedAccessKeyCredential | SasTokenCredential | X509Credential
+_TWIN_RESPONSE_PREFIX = topics.filter_prefix(topics.TWIN_RESPONSE_SUBSCRIPTION)
+_DESIRED_PREFIX = topics.filter_prefix(topics.TWIN_DESIRED_SUBSCRIPTION)
+_METHODS_PREFIX = topics.filter_prefix(topics.METHODS_SUBSCRIPTION)
 T = TypeVar("T")
 
 
@@ -146,9 +148,12 @@ class HubSession:
         self._inputs_buffers: dict[str | None, _Buffer[_Delivery]] = {}
         self._state_listeners: list[MemoryObjectSendStream[bool]] = []
         self._task_group: anyio.abc.TaskGroup | None = None
-        prefix = f"devices/{settings.device_id}/"
-        self._c2d_prefix = prefix + "messages/devicebound/"
-        self._inputs_prefix = f"{prefix}modules/{settings.module_id}/inputs/"
+        self._c2d_prefix = topics.filter_prefix(topics.c2d_subscription(settings.device_id))
+        self._inputs_prefix = (
+            topics.filter_prefix(topics.input_subscription(settings.device_id, settings.module_id))
+            if settings.module_id is not None
+            else None
+        )
 
     # Inbound buffers are created on first use: thousands of clients in one process each need
     # only the kinds they consume.
@@ -271,7 +276,6 @@ class HubSession:
                 async with anyio.create_task_group() as connection_tasks:
                     if not first and self._desired_wanted:
                         self.request_desired_resync()
-                    renewing = False
                     with anyio.move_on_after(max(0.0, renew_at - time.time())) as renewal:
                         # asyncio.wait, unlike awaiting the future, leaves it intact when cancelled.
                         await asyncio.wait((connection.lost,))
@@ -321,7 +325,7 @@ class HubSession:
         )
         return parameters, renew_at
 
-    async def close(self) -> None:
+    def close(self) -> None:
         """Stop reconnecting and fail what still waits (the caller cancels :meth:`run`)."""
         self._closing = True
         self._state_changed.set()
@@ -551,21 +555,21 @@ class HubSession:
     # ---------------------------------------------------------------- dispatch
 
     def _dispatch(self, inbound: InboundPublish) -> None:
-        connection = self._connection_for(inbound)
+        connection = self._connection_for_dispatch()
         topic = inbound.topic
         try:
-            if topic.startswith("$iothub/twin/res/"):
+            if topic.startswith(_TWIN_RESPONSE_PREFIX):
                 self._on_twin_response(inbound)
-            elif topic.startswith("$iothub/twin/PATCH/properties/desired/"):
+            elif topic.startswith(_DESIRED_PREFIX):
                 self._on_desired_patch(inbound)
-            elif topic.startswith("$iothub/methods/POST/"):
+            elif topic.startswith(_METHODS_PREFIX):
                 self._on_method_request(inbound, connection)
             elif topic.startswith(self._c2d_prefix):
                 parsed_c2d = topics.parse_c2d_topic(topic)
                 message = Message.from_wire(inbound.payload, parsed_c2d.properties)
                 self._offer_delivery(self._messages_buffer, message, inbound, connection, "cloud-to-device")
                 return
-            elif self.settings.module_id is not None and topic.startswith(self._inputs_prefix):
+            elif self._inputs_prefix is not None and topic.startswith(self._inputs_prefix):
                 parsed_input = topics.parse_input_topic(topic)
                 message = Message.from_wire(
                     inbound.payload, parsed_input.properties, input_name=parsed_input.input_name
@@ -580,7 +584,7 @@ class HubSession:
         if connection is not None:
             connection.acknowledge(inbound)
 
-    def _connection_for(self, inbound: InboundPublish) -> MqttConnection | None:
+    def _connection_for_dispatch(self) -> MqttConnection | None:
         # Messages can arrive between CONNACK and the moment the session adopts the connection
         # (a resumed session delivers queued C2D messages at once); they belong to the newest one.
         return self._connection or self._subscribed[0]

@@ -84,6 +84,37 @@ def _load_certificate(cert: bytes, argument: str = "cert") -> x509.Certificate:
         raise ValueError(f"{argument} is not a PEM or DER X.509 certificate: {exc}") from None
 
 
+def _leaf_extensions(usage: x509.ObjectIdentifier) -> list[tuple[x509.ExtensionType, bool]]:
+    """Extensions of an end-entity certificate for one use (server or client auth)."""
+    return [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (_leaf_key_usage(), True),
+        (x509.ExtendedKeyUsage([usage]), False),
+    ]
+
+
+def _sign_certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    signing_key: ec.EllipticCurvePrivateKey,
+    lifetime: datetime.timedelta,
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+) -> x509.Certificate:
+    """Build and sign a certificate for ``key`` (``(extension, critical)`` pairs in order)."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    return _validity(builder, lifetime).sign(signing_key, hashes.SHA256())
+
+
 class CertificateAuthority:
     """A private certificate authority that signs the emulator's server and client certificates.
 
@@ -109,30 +140,19 @@ class CertificateAuthority:
         """
         name = _name(common_name, "common_name")
         key = _new_key()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        ca_usage = x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=True,
+            crl_sign=True,
+            encipher_only=False,
+            decipher_only=False,
         )
-        certificate = _validity(builder, _CA_LIFETIME).sign(key, hashes.SHA256())
+        extensions = [(x509.BasicConstraints(ca=True, path_length=0), True), (ca_usage, True)]
+        certificate = _sign_certificate(name, name, key, key, _CA_LIFETIME, extensions)
         return cls(certificate, key)
 
     @classmethod
@@ -169,21 +189,16 @@ class CertificateAuthority:
         alternative_names: Sequence[x509.GeneralName] = (),
     ) -> tuple[bytes, bytes]:
         key = _new_key()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name, argument))
-            .issuer_name(self._certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_leaf_key_usage(), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
+        extensions = _leaf_extensions(usage)
+        extensions.append(
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), False)
         )
         if alternative_names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
-        certificate = _validity(builder, _LEAF_LIFETIME).sign(self._key, hashes.SHA256())
+            extensions.append((x509.SubjectAlternativeName(alternative_names), False))
+        subject = _name(common_name, argument)
+        certificate = _sign_certificate(
+            subject, self._certificate.subject, key, self._key, _LEAF_LIFETIME, extensions
+        )
         return certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
     def issue_server_certificate(self, hostnames: Sequence[str]) -> tuple[bytes, bytes]:
@@ -231,18 +246,8 @@ def generate_self_signed_certificate(common_name: str) -> tuple[bytes, bytes]:
     """
     name = _name(common_name, "common_name")
     key = _new_key()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_leaf_key_usage(), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-    certificate = _validity(builder, _LEAF_LIFETIME).sign(key, hashes.SHA256())
+    extensions = _leaf_extensions(ExtendedKeyUsageOID.CLIENT_AUTH)
+    certificate = _sign_certificate(name, name, key, key, _LEAF_LIFETIME, extensions)
     return certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 

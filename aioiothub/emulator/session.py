@@ -69,6 +69,7 @@ from aioiothub.protocol.topics import (
     parse_method_response_topic,
     parse_telemetry_topic,
     parse_twin_request_topic,
+    telemetry_topic,
     twin_response_topic,
 )
 
@@ -265,10 +266,10 @@ class Session:
         self._allowed = allowed_subscriptions(device_id, module_id)
         if module_id is None:
             self._cloud_filter = c2d_subscription(device_id)
-            self._telemetry_prefix = f"devices/{device_id}/messages/events/"
         else:
             self._cloud_filter = input_subscription(device_id, module_id)
-            self._telemetry_prefix = f"devices/{device_id}/modules/{module_id}/messages/events/"
+        # Without properties the telemetry topic is exactly the prefix every telemetry topic shares.
+        self._telemetry_prefix = telemetry_topic(device_id, module_id)
 
     def _valid_will(self, connect: Connect) -> bool:
         will = connect.will

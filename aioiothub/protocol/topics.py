@@ -38,6 +38,7 @@ __all__ = [
     "dps_poll_topic",
     "dps_register_topic",
     "dps_response_topic",
+    "filter_prefix",
     "input_subscription",
     "input_topic",
     "method_request_topic",
@@ -274,6 +275,20 @@ class C2DTopic:
 
     device_id: str
     properties: dict[str, str | None]
+
+
+def filter_prefix(topic_filter: str) -> str:
+    """The literal start of a ``…/#`` filter: every topic the filter matches begins with it.
+
+    Dispatch by prefix is cheaper than parsing each topic to learn its kind.
+
+    Example:
+        >>> filter_prefix(METHODS_SUBSCRIPTION)
+        '$iothub/methods/POST/'
+    """
+    if not topic_filter.endswith("/#"):
+        raise ValueError(f"topic_filter must end with '/#', not {topic_filter!r}")
+    return topic_filter[:-1]
 
 
 def c2d_subscription(device_id: str) -> str:

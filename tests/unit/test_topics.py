@@ -494,3 +494,12 @@ topic_like = st.text() | st.builds(
 def test_parsers_raise_only_protocol_error(parse: Callable[[str], object], topic: str) -> None:
     with contextlib.suppress(ProtocolError):
         parse(topic)
+
+
+def test_filter_prefix_is_the_literal_start_of_a_multi_level_filter() -> None:
+    from aioiothub.protocol.topics import filter_prefix
+
+    assert filter_prefix("$iothub/methods/POST/#") == "$iothub/methods/POST/"
+    assert filter_prefix("devices/d1/messages/devicebound/#") == "devices/d1/messages/devicebound/"
+    with pytest.raises(ValueError, match="topic_filter"):
+        filter_prefix("$iothub/twin/res/")
