@@ -17,9 +17,20 @@ from aioiothub.protocol.properties import decode_property_bag, quote_component
 
 __all__ = [
     "API_VERSION",
+    "CONNACK_ACCEPTED",
+    "CONNACK_BAD_CREDENTIALS",
+    "CONNACK_IDENTIFIER_REJECTED",
+    "CONNACK_NOT_AUTHORIZED",
+    "CONNACK_REASONS",
+    "CONNACK_SERVER_UNAVAILABLE",
+    "CONNACK_UNACCEPTABLE_PROTOCOL",
     "DEFAULT_PRODUCT_INFO",
     "DPS_API_VERSION",
     "MAX_IDENTITY_LENGTH",
+    "MAX_KEEPALIVE",
+    "MQTT_PORT",
+    "WEBSOCKET_PATH",
+    "WEBSOCKET_PORT",
     "DpsUsername",
     "IdentityUsername",
     "client_id",
@@ -42,6 +53,36 @@ DEFAULT_PRODUCT_INFO = f"aioiothub/{__version__}"
 
 MAX_IDENTITY_LENGTH = 128
 """Longest device, module or registration id IoT Hub accepts."""
+
+MAX_KEEPALIVE = 1177
+"""Longest keep-alive (seconds) IoT Hub accepts from a client; it allows 1.5 x the client's value."""
+
+MQTT_PORT = 8883
+"""MQTT over TLS."""
+
+WEBSOCKET_PORT = 443
+"""MQTT over WebSocket over TLS, and the hub's HTTPS endpoints."""
+
+WEBSOCKET_PATH = "/$iothub/websocket"
+"""The HTTP path of the MQTT-over-WebSocket upgrade (subprotocol ``mqtt``)."""
+
+# MQTT 3.1.1 CONNACK return codes, as IoT Hub uses them (protocol.md section 1).
+CONNACK_ACCEPTED = 0
+CONNACK_UNACCEPTABLE_PROTOCOL = 1
+CONNACK_IDENTIFIER_REJECTED = 2
+CONNACK_SERVER_UNAVAILABLE = 3
+CONNACK_BAD_CREDENTIALS = 4
+CONNACK_NOT_AUTHORIZED = 5
+
+CONNACK_REASONS = {
+    CONNACK_ACCEPTED: "accepted",
+    CONNACK_UNACCEPTABLE_PROTOCOL: "unacceptable protocol version",
+    CONNACK_IDENTIFIER_REJECTED: "identifier rejected",
+    CONNACK_SERVER_UNAVAILABLE: "server unavailable",
+    CONNACK_BAD_CREDENTIALS: "bad user name or password",
+    CONNACK_NOT_AUTHORIZED: "not authorized",
+}
+"""What each CONNACK return code means."""
 
 # Plug and Play model ids were introduced with this api-version; older ones ignore or reject them.
 _MODEL_ID_API_VERSION = "2020-09-30"

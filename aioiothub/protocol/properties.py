@@ -20,6 +20,7 @@ __all__ = [
     "encode_property_bag",
     "quote_component",
     "unquote_component",
+    "validate_application_properties",
 ]
 
 SYSTEM_PROPERTY_KEYS: frozenset[str] = frozenset(
@@ -204,3 +205,36 @@ def decode_property_bag(bag: str) -> dict[str, str | None]:
     except ProtocolError as exc:
         raise ProtocolError(f"malformed property bag {bag!r}: {exc}") from None
     return properties
+
+
+def validate_application_properties(properties: Mapping[str, str], *, argument: str = "properties") -> dict[str, str]:
+    """Check application properties as IoT Hub requires them, and return them as a new dict.
+
+    Names and values are ASCII strings, names are not empty and are not system property keys.
+    Both roles use it: the client for what it sends, the emulator for what its caller queues.
+
+    Example:
+        >>> validate_application_properties({"alert": "1"})
+        {'alert': '1'}
+
+    Raises:
+        TypeError: ``properties`` is not a mapping, or a name or value is not a ``str``.
+        ValueError: a name is empty, reserved or not ASCII, or a value is not ASCII.
+    """
+    if not isinstance(properties, Mapping):
+        raise TypeError(f"{argument} must be a mapping or None, not {type(properties).__name__}")
+    copied = dict(properties)
+    for name, value in copied.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{argument}: names must be str, got {name!r}")
+        if not name:
+            raise ValueError(f"{argument}: names must not be empty")
+        if not name.isascii():
+            raise ValueError(f"{argument}: name {name!r} must be ASCII")
+        if name in SYSTEM_PROPERTY_KEYS:
+            raise ValueError(f"{argument}: {name!r} is a system property; use the matching argument for it")
+        if not isinstance(value, str):
+            raise TypeError(f"{argument}[{name!r}] must be a str, not {type(value).__name__}")
+        if not value.isascii():
+            raise ValueError(f"{argument}[{name!r}] must be ASCII, got {value!r}")
+    return copied

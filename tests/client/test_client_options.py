@@ -13,12 +13,12 @@ from typing import Any
 
 import anyio
 import pytest
-from client_helpers import STEP, TCP_SAS, device_client, module_client, new_id, wait_subscribed
 
 import aioiothub
 from aioiothub.emulator import Emulator, Hub
 from aioiothub.protocol.limits import MAX_TELEMETRY_BYTES
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION
+from tests.client.client_helpers import STEP, TCP_SAS, device_client, module_client, new_id, wait_subscribed
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,11 @@ from typing import Any
 
 import anyio
 import pytest
-from client_helpers import (
+
+import aioiothub
+from aioiothub.emulator import DeviceIdentity, Emulator
+from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, TWIN_DESIRED_SUBSCRIPTION
+from tests.client.client_helpers import (
     DEVICE_SETUPS,
     STEP,
     TCP_SAS,
@@ -24,10 +28,6 @@ from client_helpers import (
     take,
     wait_subscribed,
 )
-
-import aioiothub
-from aioiothub.emulator import DeviceIdentity, Emulator
-from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, TWIN_DESIRED_SUBSCRIPTION
 
 pytestmark = pytest.mark.anyio
 

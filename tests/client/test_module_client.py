@@ -11,7 +11,11 @@ from typing import Any
 
 import anyio
 import pytest
-from client_helpers import (
+
+import aioiothub
+from aioiothub.emulator import Emulator, ModuleIdentity
+from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, TWIN_DESIRED_SUBSCRIPTION
+from tests.client.client_helpers import (
     MODULE_SETUPS,
     STEP,
     TCP_SAS,
@@ -23,10 +27,6 @@ from client_helpers import (
     take,
     wait_subscribed,
 )
-
-import aioiothub
-from aioiothub.emulator import Emulator, ModuleIdentity
-from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, TWIN_DESIRED_SUBSCRIPTION
 
 pytestmark = pytest.mark.anyio
 

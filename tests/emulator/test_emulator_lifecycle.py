@@ -8,10 +8,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from emulator_helpers import STEP, mqtt_client, raw_client
 
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.certs import CertificateAuthority, certificate_common_name
+from tests.emulator.emulator_helpers import STEP, mqtt_client, raw_client
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
-from emulator_helpers import STEP, RawClient, raw_client, raw_connection, sas_password
 
 from aioiothub.emulator import Emulator, Identity
 from aioiothub.emulator.mqtt_codec import (
@@ -22,6 +21,7 @@ from aioiothub.emulator.mqtt_codec import (
 )
 from aioiothub.protocol.connect import username
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, TWIN_RESPONSE_SUBSCRIPTION, c2d_subscription
+from tests.emulator.emulator_helpers import STEP, RawClient, raw_client, raw_connection, sas_password
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,6 @@ import json
 
 import anyio
 import pytest
-from emulator_helpers import STEP, RawClient, mqtt_client, raw_client
 
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.mqtt_codec import PingResp, PubAck, encode_pingreq, encode_publish
@@ -19,6 +18,7 @@ from aioiothub.protocol.topics import (
     twin_get_topic,
     twin_patch_reported_topic,
 )
+from tests.emulator.emulator_helpers import STEP, RawClient, mqtt_client, raw_client
 
 pytestmark = pytest.mark.anyio
 

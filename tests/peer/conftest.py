@@ -8,17 +8,11 @@ skips would hide exactly the disagreements it exists to find.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    # benchmarks/ is not an installed package; it is found from the repository root.
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks._peer_venv import PeerVenvError, ensure_peer_python  # noqa: E402
+from benchmarks._peer_venv import PeerVenvError, ensure_peer_python
 
 
 @pytest.fixture(scope="session")
