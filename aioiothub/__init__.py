@@ -35,8 +35,7 @@ from aioiothub.exceptions import (
 )
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
-from aioiothub.options import ReconnectPolicy
-from aioiothub.transport import ProxyOptions
+from aioiothub.options import ProxyOptions, ReconnectPolicy
 from aioiothub.twin import Twin
 
 __all__ = [

@@ -14,13 +14,12 @@ import anyio.abc
 from aioiothub.auth import ConnectionString, SasTokenCredential, SharedAccessKeyCredential, X509Credential
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
-from aioiothub.options import ReconnectPolicy, require_positive_int, require_positive_number
+from aioiothub.options import ProxyOptions, ReconnectPolicy, require_positive_int, require_positive_number
 from aioiothub.protocol import topics
 from aioiothub.protocol.connect import product_info_string, validate_identity
 from aioiothub.protocol.limits import MAX_TELEMETRY_BYTES, message_wire_size
 from aioiothub.protocol.twin import validate_patch, validate_section_size
 from aioiothub.session import HubSession, SessionSettings
-from aioiothub.transport import ProxyOptions
 from aioiothub.twin import Twin
 
 __all__ = ["IoTHubDeviceClient", "IoTHubModuleClient"]

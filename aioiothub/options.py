@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["ReconnectPolicy", "require_positive_int", "require_positive_number"]
+__all__ = ["ProxyOptions", "ReconnectPolicy", "require_positive_int", "require_positive_number"]
 
 
 def require_positive_number(value: object, argument: str, *, allow_zero: bool = False) -> float:
@@ -76,3 +77,34 @@ class ReconnectPolicy:
     def gives_up_after(self, failures: int) -> bool:
         """Whether ``failures`` failed attempts in a row exhaust the policy."""
         return self.max_attempts is not None and failures >= self.max_attempts
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyOptions:
+    """An HTTP or SOCKS proxy to reach the hub through (needs the ``PySocks`` package).
+
+    Example:
+        >>> ProxyOptions("http", "proxy.example.com", 3128)
+        ProxyOptions(proxy_type='http', address='proxy.example.com', port=3128, username=None, password=None)
+    """
+
+    proxy_type: Literal["http", "socks4", "socks5"]
+    address: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.proxy_type not in ("http", "socks4", "socks5"):
+            raise ValueError(f"proxy_type must be 'http', 'socks4' or 'socks5', not {self.proxy_type!r}")
+        if not isinstance(self.address, str) or not self.address:
+            raise ValueError("proxy address must be a non-empty string")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ValueError(f"proxy port must be an integer from 1 to 65535, not {self.port!r}")
+
+    def __repr__(self) -> str:
+        password = None if self.password is None else "<redacted>"
+        return (
+            f"ProxyOptions(proxy_type={self.proxy_type!r}, address={self.address!r}, port={self.port!r}, "
+            f"username={self.username!r}, password={password!r})"
+        )

@@ -48,11 +48,12 @@ from aioiothub.exceptions import (
 )
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
-from aioiothub.options import ReconnectPolicy
+from aioiothub.options import ProxyOptions, ReconnectPolicy
 from aioiothub.protocol import topics
 from aioiothub.protocol.connect import client_id, username
 from aioiothub.protocol.sas import device_resource_uri
-from aioiothub.transport import ConnectParameters, InboundPublish, MqttConnection, ProxyOptions
+from aioiothub.transports.aiomqtt import MqttConnection
+from aioiothub.transports.base import ConnectParameters, InboundPublish
 from aioiothub.twin import DesiredPropertyTracker, Twin
 
 __all__ = ["HubSession", "SessionSettings"]

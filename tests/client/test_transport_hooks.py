@@ -15,7 +15,8 @@ import aiomqtt
 import paho.mqtt.client as paho
 import pytest
 
-from aioiothub.transport import SUPPORTED_AIOMQTT, ConnectParameters, MqttConnection
+from aioiothub.transports.aiomqtt import SUPPORTED_AIOMQTT, MqttConnection
+from aioiothub.transports.base import ConnectParameters
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,8 @@
-"""The one seam between aioiothub and the MQTT library underneath (aiomqtt over paho-mqtt).
+"""The default transport: aiomqtt over paho-mqtt, behind :class:`~aioiothub.transports.base.Transport`.
 
-Nothing else in the package imports aiomqtt or paho. Every error they raise is translated here into
-the library's own exceptions, so callers above this module only ever see :mod:`aioiothub.exceptions`.
+Nothing else in the package imports aiomqtt or paho (``tests/unit/test_import_boundaries.py``).
+Every error they raise is translated here into the library's own exceptions, so callers above this
+module only ever see :mod:`aioiothub.exceptions`.
 
 Theory of operation
 -------------------
@@ -10,7 +11,7 @@ waits for CONNACK; leaving it disconnects. aiomqtt owns the socket, its registra
 loop, keep-alive pings, CONNECT/CONNACK and SUBSCRIBE/SUBACK, all through its public API.
 
 Three things aiomqtt's public API cannot do, so this module reaches the paho client aiomqtt wraps
-(``aiomqtt.Client._client``); ``tests/test_transport_hooks.py`` fails loudly if that changes:
+(``aiomqtt.Client._client``); ``tests/client/test_transport_hooks.py`` fails loudly if that changes:
 
 * **PUBACK after the application has the message.** paho's ``manual_ack`` mode is switched on and
   :meth:`MqttConnection.acknowledge` sends the PUBACK, so a cloud-to-device message is completed
@@ -27,6 +28,10 @@ Three things aiomqtt's public API cannot do, so this module reaches the paho cli
   turns before the bytes leave); here the first packet of a turn leaves at once, the others queued
   in that turn are written together on the next, and the socket is watched for writability only
   while the kernel buffer is full.
+* **Liveness.** paho resets its own "last received" time whenever it sends a PINGREQ, so the
+  session's liveness rule could not trust it; inbound PUBLISH, PUBACK, SUBACK and PINGRESP stamp
+  :attr:`MqttConnection.last_received` here instead (PINGRESP through paho's ``_handle_pingresp``),
+  and :meth:`MqttConnection.ping` sends a PINGREQ through paho's ``_send_pingreq``.
 """
 
 from __future__ import annotations
@@ -34,12 +39,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import ssl
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import aiomqtt
 import aiomqtt.exceptions
@@ -48,14 +51,11 @@ import anyio.lowlevel
 import paho.mqtt.client as paho
 
 from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError
+from aioiothub.options import ProxyOptions
+from aioiothub.protocol.connect import CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED, CONNACK_REASONS, WEBSOCKET_PATH
+from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler
 
-__all__ = [
-    "SUPPORTED_AIOMQTT",
-    "ConnectParameters",
-    "InboundPublish",
-    "MqttConnection",
-    "ProxyOptions",
-]
+__all__ = ["SUPPORTED_AIOMQTT", "MqttConnection"]
 
 _log = logging.getLogger("aioiothub.transport")
 
@@ -71,67 +71,7 @@ _CONNACK_RETURN_CODES = {
     "Not authorized": 5,
 }
 
-WEBSOCKET_PATH = "/$iothub/websocket"
 _DISCONNECT_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyOptions:
-    """An HTTP or SOCKS proxy to reach the hub through (needs the ``PySocks`` package).
-
-    Example:
-        >>> ProxyOptions("http", "proxy.example.com", 3128)
-        ProxyOptions(proxy_type='http', address='proxy.example.com', port=3128, username=None, password=None)
-    """
-
-    proxy_type: Literal["http", "socks4", "socks5"]
-    address: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.proxy_type not in ("http", "socks4", "socks5"):
-            raise ValueError(f"proxy_type must be 'http', 'socks4' or 'socks5', not {self.proxy_type!r}")
-        if not isinstance(self.address, str) or not self.address:
-            raise ValueError("proxy address must be a non-empty string")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
-            raise ValueError(f"proxy port must be an integer from 1 to 65535, not {self.port!r}")
-
-    def __repr__(self) -> str:
-        password = None if self.password is None else "<redacted>"
-        return (
-            f"ProxyOptions(proxy_type={self.proxy_type!r}, address={self.address!r}, port={self.port!r}, "
-            f"username={self.username!r}, password={password!r})"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectParameters:
-    """Everything needed to open one MQTT connection to the hub."""
-
-    host: str
-    port: int
-    client_id: str
-    username: str
-    password: str | None
-    ssl_context: ssl.SSLContext
-    keepalive: int
-    clean_session: bool
-    websockets: bool
-    max_in_flight: int
-    connect_timeout: float
-    proxy: ProxyOptions | None = None
-
-
-@dataclass(slots=True)
-class InboundPublish:
-    """One PUBLISH the hub sent us."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    packet_id: int
 
 
 def _proxy_settings(proxy: ProxyOptions) -> aiomqtt.ProxySettings:
@@ -167,13 +107,15 @@ class MqttConnection:
             QoS 1 messages stay unacknowledged until :meth:`acknowledge` is called.
     """
 
-    def __init__(self, parameters: ConnectParameters, on_message: Callable[[InboundPublish], None]) -> None:
+    def __init__(self, parameters: ConnectParameters, on_message: MessageHandler) -> None:
         self._parameters = parameters
         self._on_message = on_message
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[None] = self._loop.create_future()
         """Completes (with :class:`ConnectionLostError`) when the connection ends for any reason."""
+        self._last_received = self._loop.time()
+        will = parameters.will
         self._client = aiomqtt.Client(
             parameters.host,
             parameters.port,
@@ -188,6 +130,7 @@ class MqttConnection:
             tls_context=parameters.ssl_context,
             max_inflight_messages=parameters.max_in_flight,
             proxy=_proxy_settings(parameters.proxy) if parameters.proxy else None,
+            will=aiomqtt.Will(will.topic, will.payload, will.qos, will.retain) if will is not None else None,
             logger=_log,
         )
         self._paho: paho.Client = self._client._client
@@ -198,6 +141,8 @@ class MqttConnection:
         self._paho.on_disconnect = self._handle_disconnect
         self._paho.on_socket_register_write = self._handle_register_write
         self._paho.on_socket_unregister_write = self._handle_unregister_write
+        self._paho_handle_pingresp = self._paho._handle_pingresp
+        self._paho._handle_pingresp = self._handle_pingresp  # type: ignore[method-assign]
         self._loop_thread = threading.get_ident()
         self._flush_scheduled = False
         self._writer_fd: int | None = None
@@ -213,11 +158,14 @@ class MqttConnection:
         except aiomqtt.exceptions.MqttConnectError as exc:
             self._mark_lost("the hub refused the connection")
             code = _connack_return_code(exc)
-            if code in (4, 5):
+            reason = CONNACK_REASONS.get(code, "unknown reason") if code is not None else "unknown reason"
+            if code in (CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED):
                 raise AuthenticationError(
-                    f"the hub refused the credentials (CONNACK {code})", return_code=code
+                    f"the hub refused the credentials (CONNACK {code}: {reason})", return_code=code
                 ) from None
-            raise ConnectError(f"the hub refused the connection (CONNACK {code})", return_code=code) from None
+            raise ConnectError(
+                f"the hub refused the connection (CONNACK {code}: {reason})", return_code=code
+            ) from None
         except aiomqtt.MqttError as exc:
             self._mark_lost("could not connect")
             raise ConnectError(f"could not connect to {self._parameters.host}: {exc}") from None
@@ -226,6 +174,7 @@ class MqttConnection:
             self._force_close()
             raise
         self._entered = True
+        self._last_received = self._loop.time()
         if anyio.current_effective_deadline() == -math.inf:
             await self.__aexit__(None, None, None)
             await anyio.lowlevel.checkpoint()
@@ -257,7 +206,12 @@ class MqttConnection:
         """Whether the connection is still up."""
         return self._entered and not self.lost.done()
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> asyncio.Future[None]:
+    @property
+    def last_received(self) -> float:
+        """``loop.time()`` when the last packet arrived from the hub."""
+        return self._last_received
+
+    def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> asyncio.Future[None]:
         """Send a PUBLISH; the returned future completes on PUBACK (at once for QoS 0).
 
         Raises:
@@ -266,7 +220,7 @@ class MqttConnection:
         """
         if self.lost.done():
             raise ConnectionLostError("not connected")
-        info = self._paho.publish(topic, payload, qos)
+        info = self._paho.publish(topic, payload, qos, retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectionLostError(f"could not publish: {paho.error_string(info.rc)}")
         if self.lost.done():
@@ -279,20 +233,31 @@ class MqttConnection:
             self._pending[info.mid] = future
         return future
 
-    async def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:
+    async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
         """Subscribe to topic filters at once and return the granted QoS of each."""
         if self.lost.done():
             raise ConnectionLostError("not connected")
         try:
-            granted = await self._client.subscribe(filters, timeout=self._parameters.connect_timeout)
+            granted = await self._client.subscribe(list(filters), timeout=self._parameters.connect_timeout)
         except aiomqtt.MqttError as exc:
             raise ConnectionLostError(f"subscribe failed: {exc}") from None
+        self._last_received = self._loop.time()
         return [code if isinstance(code, int) else int(code.value) for code in granted]
 
     def acknowledge(self, message: InboundPublish) -> None:
         """Send the PUBACK for a QoS 1 message (nothing for QoS 0 or once the connection is gone)."""
         if message.qos == 1 and not self.lost.done():
             self._paho.ack(message.packet_id, 1)
+
+    def ping(self) -> None:
+        """Send a PINGREQ now (a liveness probe)."""
+        if not self.lost.done():
+            self._paho._send_pingreq()
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection at once, without DISCONNECT."""
+        self._mark_lost(reason)
+        self._force_close()
 
     # paho callbacks: they run on the event loop thread and must never raise into paho.
 
@@ -303,12 +268,18 @@ class MqttConnection:
             _log.warning("dropped a message whose topic is not UTF-8: %r", message._topic)
             self._paho.ack(message.mid, message.qos)
             return
+        self._last_received = self._loop.time()
         try:
             self._on_message(InboundPublish(topic, bytes(message.payload), message.qos, message.mid))
         except Exception:
             _log.exception("message handler failed for topic %r", topic)
 
+    def _handle_pingresp(self) -> Any:
+        self._last_received = self._loop.time()
+        return self._paho_handle_pingresp()
+
     def _handle_puback(self, client: paho.Client, userdata: Any, mid: int, *args: Any) -> None:
+        self._last_received = self._loop.time()
         future = self._pending.pop(mid, None)
         if future is not None and not future.done():
             future.set_result(None)
