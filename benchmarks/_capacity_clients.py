@@ -20,7 +20,7 @@ import ssl
 import sys
 import time
 
-from aioiothub.emulator.mqtt_codec import encode_connect, encode_pingreq, encode_publish
+from aioiothub.protocol.mqtt import encode_connect, encode_pingreq, encode_publish
 
 CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 PINGRESP = b"\xd0\x00"

@@ -52,12 +52,12 @@ from aioiothub.emulator.certs import (
     certificate_thumbprints,
     generate_self_signed_certificate,
 )
-from aioiothub.emulator.mqtt_codec import Connect
 from aioiothub.exceptions import CredentialError, ProtocolError, ServiceError
 from aioiothub.protocol.connect import parse_username, validate_identity
 from aioiothub.protocol.connection_string import ConnectionString
 from aioiothub.protocol.limits import MAX_C2D_BODY_BYTES, MAX_METHOD_PAYLOAD_BYTES, MAX_TELEMETRY_BYTES
 from aioiothub.protocol.limits import message_wire_size as _message_wire_size
+from aioiothub.protocol.mqtt import Connect
 from aioiothub.protocol.properties import SYSTEM_PROPERTY_KEYS
 from aioiothub.protocol.sas import device_resource_uri, verify_sas_token
 from aioiothub.protocol.topics import (

@@ -42,7 +42,8 @@ from aioiothub.emulator.hub import (
     MqttSessionState,
 )
 from aioiothub.emulator.listeners import PeerInfo
-from aioiothub.emulator.mqtt_codec import (
+from aioiothub.exceptions import ProtocolError
+from aioiothub.protocol.mqtt import (
     Connect,
     Disconnect,
     MalformedPacket,
@@ -60,7 +61,6 @@ from aioiothub.emulator.mqtt_codec import (
     encode_suback,
     encode_unsuback,
 )
-from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.topics import (
     TWIN_RESPONSE_SUBSCRIPTION,
     allowed_subscriptions,

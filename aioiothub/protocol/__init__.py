@@ -26,6 +26,7 @@ Modules, each with one job:
 * :mod:`.topics` -- every topic and subscription filter, with a parser for each.
 * :mod:`.twin` -- JSON merge patches and the twin document rules.
 * :mod:`.limits` -- message size limits as the hub counts them.
+* :mod:`.mqtt` -- the MQTT 3.1.1 codec (packets to bytes and back), for the client and the hub role.
 * :mod:`.dps` -- Device Provisioning Service request and response bodies.
 * :mod:`.sas` and :mod:`.connection_string` -- shared access signatures and connection strings.
 """

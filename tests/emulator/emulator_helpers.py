@@ -13,7 +13,8 @@ import anyio
 import anyio.abc
 
 from aioiothub.emulator import Emulator, Identity
-from aioiothub.emulator.mqtt_codec import (
+from aioiothub.protocol.connect import client_id, username
+from aioiothub.protocol.mqtt import (
     ClientBoundPacket,
     ConnAck,
     MqttClientCodec,
@@ -24,7 +25,6 @@ from aioiothub.emulator.mqtt_codec import (
     encode_puback,
     encode_subscribe,
 )
-from aioiothub.protocol.connect import client_id, username
 from aioiothub.protocol.sas import device_resource_uri, generate_sas_token
 
 #: How long a test waits for something the emulator should do at once.

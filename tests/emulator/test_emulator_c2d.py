@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from aioiothub.emulator import Emulator
-from aioiothub.emulator.mqtt_codec import PingResp, SubAck, encode_pingreq, encode_puback, encode_subscribe
 from aioiothub.exceptions import ServiceError
 from aioiothub.protocol.connect import username
+from aioiothub.protocol.mqtt import PingResp, SubAck, encode_pingreq, encode_puback, encode_subscribe
 from aioiothub.protocol.topics import c2d_subscription, input_subscription, parse_c2d_topic, parse_input_topic
 from tests.emulator.emulator_helpers import STEP, raw_client, raw_connection, sas_password
 

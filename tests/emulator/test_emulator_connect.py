@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from aioiothub.emulator import Emulator
-from aioiothub.emulator.mqtt_codec import ConnAck, PingResp, encode_connect, encode_pingreq
 from aioiothub.protocol.connect import client_id, username
+from aioiothub.protocol.mqtt import ConnAck, PingResp, encode_connect, encode_pingreq
 from tests.emulator.emulator_helpers import STEP, mqtt_client, raw_client, raw_connection, sas_password, x509_context
 
 pytestmark = pytest.mark.anyio

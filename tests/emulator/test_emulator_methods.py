@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from aioiothub.emulator import Emulator, MethodResult
-from aioiothub.emulator.mqtt_codec import PubAck, encode_publish
+from aioiothub.protocol.mqtt import PubAck, encode_publish
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, method_response_topic, parse_method_request_topic
 from tests.emulator.emulator_helpers import raw_client
 

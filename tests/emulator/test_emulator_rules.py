@@ -10,7 +10,8 @@ import anyio
 import pytest
 
 from aioiothub.emulator import Emulator, Identity
-from aioiothub.emulator.mqtt_codec import (
+from aioiothub.protocol.connect import username
+from aioiothub.protocol.mqtt import (
     PingResp,
     PubAck,
     SubAck,
@@ -19,7 +20,6 @@ from aioiothub.emulator.mqtt_codec import (
     encode_publish,
     encode_subscribe,
 )
-from aioiothub.protocol.connect import username
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, TWIN_RESPONSE_SUBSCRIPTION, c2d_subscription
 from tests.emulator.emulator_helpers import STEP, RawClient, raw_client, raw_connection, sas_password
 

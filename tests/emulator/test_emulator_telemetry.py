@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from aioiothub.emulator import Emulator, TelemetryRecord
-from aioiothub.emulator.mqtt_codec import ConnAck, PubAck, Will, encode_connect, encode_disconnect, encode_publish
 from aioiothub.protocol.connect import username
+from aioiothub.protocol.mqtt import ConnAck, PubAck, Will, encode_connect, encode_disconnect, encode_publish
 from tests.emulator.emulator_helpers import STEP, mqtt_client, raw_client, raw_connection, sas_password
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from aioiothub.emulator import Emulator
-from aioiothub.emulator.mqtt_codec import PingResp, PubAck, encode_pingreq, encode_publish
+from aioiothub.protocol.mqtt import PingResp, PubAck, encode_pingreq, encode_publish
 from aioiothub.protocol.topics import (
     TWIN_DESIRED_SUBSCRIPTION,
     TWIN_RESPONSE_SUBSCRIPTION,

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import serialization
 
 from aioiothub.emulator import Hub, Identity
 from aioiothub.emulator.certs import CertificateAuthority, generate_self_signed_certificate
-from aioiothub.emulator.mqtt_codec import Connect
 from aioiothub.protocol.connect import client_id, username
+from aioiothub.protocol.mqtt import Connect
 from aioiothub.protocol.sas import device_resource_uri, generate_sas_token
 
 NOW = 1_800_000_000.0

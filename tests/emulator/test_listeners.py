@@ -43,7 +43,7 @@ from aioiothub.emulator.certs import (
     trust_client_certificate,
 )
 from aioiothub.emulator.listeners import PeerInfo, WebSocketByteStream, serve_tls, serve_websocket
-from aioiothub.emulator.mqtt_codec import (
+from aioiothub.protocol.mqtt import (
     ConnAck,
     Connect,
     Disconnect,

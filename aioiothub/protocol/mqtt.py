@@ -1,4 +1,4 @@
-"""Sans-IO MQTT 3.1.1 codec for the emulator: packets as frozen dataclasses, bytes in, bytes out.
+"""Sans-IO MQTT 3.1.1 codec for both roles: packets as frozen dataclasses, bytes in, bytes out.
 
 Theory of operation
 -------------------
@@ -11,9 +11,10 @@ rest of the buffer holds less than one packet; the parsed prefix is then dropped
 whatever the chunking. The size limit is checked as soon as a fixed header is complete, so an
 oversize packet is refused before its body is buffered.
 
-:class:`MqttServerCodec` reads what a client sends (the hub's side); :class:`MqttClientCodec` reads
-what a server sends (used by tests and benchmarks). Both refuse anything MQTT 3.1.1 forbids with
-:class:`MalformedPacket`, after which the codec stays broken: the connection must be closed.
+:class:`MqttServerCodec` reads what a client sends (the emulator's side); :class:`MqttClientCodec`
+reads what a server sends (the native client transport's side, and the tests' raw clients). Both
+refuse anything MQTT 3.1.1 forbids with :class:`MalformedPacket`, after which the codec stays
+broken: the connection must be closed.
 The ``encode_*`` functions build packets for either direction and check their arguments.
 """
 

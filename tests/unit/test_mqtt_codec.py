@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aioiothub.emulator.mqtt_codec import (
+from aioiothub.exceptions import ProtocolError
+from aioiothub.protocol.mqtt import (
     DEFAULT_MAX_PACKET_SIZE,
     ConnAck,
     Connect,
@@ -33,7 +34,6 @@ from aioiothub.emulator.mqtt_codec import (
     encode_unsuback,
     encode_unsubscribe,
 )
-from aioiothub.exceptions import ProtocolError
 
 
 def parse_one(data: bytes) -> object:
