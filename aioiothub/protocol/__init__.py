@@ -28,6 +28,7 @@ Modules, each with one job:
 * :mod:`.limits` -- message size limits as the hub counts them.
 * :mod:`.mqtt` -- the MQTT 3.1.1 codec (packets to bytes and back), for the client and the hub role.
 * :mod:`.dps` -- Device Provisioning Service request and response bodies.
+* :mod:`.json_payloads` -- JSON bodies from the network, read without letting hostile nesting crash.
 * :mod:`.sas` and :mod:`.connection_string` -- shared access signatures and connection strings.
 """
 
