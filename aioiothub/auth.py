@@ -15,7 +15,7 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -41,6 +41,7 @@ __all__ = [
     "SasTokenCredential",
     "SasTokenGrant",
     "SharedAccessKeyCredential",
+    "TokenCredential",
     "X509Credential",
     "derive_device_key",
     "generate_sas_token",
@@ -65,6 +66,23 @@ class SasTokenGrant:
 
     def __repr__(self) -> str:
         return f"SasTokenGrant(token={_REDACTED}, expiry={self.expiry!r})"
+
+
+class TokenCredential(Protocol):
+    """Anything that hands out SAS tokens: a key, a token from elsewhere, a signing service.
+
+    The session asks for a token before every connection, with ``fresh=True`` when it reconnects
+    because the current token is due for renewal.
+    """
+
+    @property
+    def renewable(self) -> bool:
+        """Whether a new token can be had before the current one expires."""
+        ...
+
+    async def get_token(self, resource_uri: str, now: float, *, fresh: bool = False) -> SasTokenGrant:
+        """A token for ``resource_uri``; a new one (where possible) when ``fresh`` is true."""
+        ...
 
 
 class SharedAccessKeyCredential:
@@ -115,12 +133,13 @@ class SharedAccessKeyCredential:
         """Always ``True``: a new token can be signed at any time."""
         return True
 
-    async def get_token(self, resource_uri: str, now: float) -> SasTokenGrant:
+    async def get_token(self, resource_uri: str, now: float, *, fresh: bool = False) -> SasTokenGrant:
         """Sign a token for ``resource_uri`` valid until ``int(now) + ttl``.
 
         Args:
             resource_uri: the scope, e.g. ``myhub.azure-devices.net/devices/dev1``.
             now: the current time in Unix seconds.
+            fresh: accepted for :class:`TokenCredential`; every token signed here is new.
 
         Returns:
             The token and its expiry.
@@ -148,8 +167,8 @@ class SasTokenCredential:
 
     Args:
         token: the SAS token text.
-        renew: called without arguments when the current token has expired; returns a new token,
-            directly or as an awaitable. Exceptions it raises propagate unchanged. Callers that
+        renew: called without arguments when a new token is needed (the current one expired, or
+            the client is renewing it ahead of expiry); returns a new token, directly or as an awaitable. Exceptions it raises propagate unchanged. Callers that
             share one credential between concurrent connects may see it called once by each.
 
     Raises:
@@ -176,7 +195,7 @@ class SasTokenCredential:
         """Expiry of the current token in Unix seconds."""
         return self._token.expiry
 
-    async def get_token(self, resource_uri: str, now: float) -> SasTokenGrant:
+    async def get_token(self, resource_uri: str, now: float, *, fresh: bool = False) -> SasTokenGrant:
         """Return the current token while it is valid (``expiry > now``), else a renewed one.
 
         The token's own scope is used as it is; ``resource_uri`` is accepted for interface parity
@@ -185,6 +204,8 @@ class SasTokenCredential:
         Args:
             resource_uri: the scope the connection needs.
             now: the current time in Unix seconds.
+            fresh: ask ``renew`` for a new token even though the current one is still valid (the
+                client renews ahead of expiry); without ``renew`` the current token is returned.
 
         Returns:
             The token and its expiry.
@@ -193,7 +214,7 @@ class SasTokenCredential:
             CredentialError: the token has expired and no ``renew`` was given, or ``renew``
                 returned something that is not a valid, unexpired token.
         """
-        if self._token.expiry > now:
+        if self._token.expiry > now and not (fresh and self._renew is not None):
             return SasTokenGrant(self._token_text, self._token.expiry)
         if self._renew is None:
             raise CredentialError(
@@ -350,5 +371,5 @@ class X509Credential:
         )
 
 
-Credential: TypeAlias = SharedAccessKeyCredential | SasTokenCredential | X509Credential
+Credential: TypeAlias = TokenCredential | X509Credential
 """Anything a client can authenticate with."""
