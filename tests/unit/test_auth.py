@@ -19,6 +19,7 @@ from aioiothub.auth import (
     SasTokenCredential,
     SasTokenGrant,
     SharedAccessKeyCredential,
+    TokenCredential,
     X509Credential,
 )
 from aioiothub.exceptions import CredentialError
@@ -35,7 +36,11 @@ def test_reexports() -> None:
     assert auth.verify_sas_token is sas.verify_sas_token
     assert auth.derive_device_key is sas.derive_device_key
     assert auth.SasToken is sas.SasToken
-    assert set(typing.get_args(Credential)) == {SharedAccessKeyCredential, SasTokenCredential, X509Credential}
+    assert set(typing.get_args(Credential)) == {TokenCredential, X509Credential}
+    # Both token credentials satisfy the protocol the session relies on (checked by mypy too).
+    key_credential: TokenCredential = SharedAccessKeyCredential(KEY)
+    token_credential: TokenCredential = SasTokenCredential(_token(2000))
+    assert key_credential.renewable and not token_credential.renewable
 
 
 def test_grant_repr_redacts_token() -> None:
@@ -129,6 +134,28 @@ async def test_token_credential_returns_the_token_while_valid() -> None:
     assert calls == []
     assert credential.expiry == 2000
     assert credential.renewable is True
+
+
+@pytest.mark.anyio
+async def test_token_credential_renews_ahead_of_expiry_when_asked_for_a_fresh_token() -> None:
+    renewed = _token(9000)
+    calls: list[int] = []
+
+    def renew() -> str:
+        calls.append(1)
+        return renewed
+
+    credential = SasTokenCredential(_token(2000), renew=renew)
+    # Still valid for 100 s: a renewal reconnect asks for a fresh token and gets the new one.
+    assert await credential.get_token(URI, now=1900, fresh=True) == SasTokenGrant(renewed, 9000)
+    assert calls == [1]
+
+
+@pytest.mark.anyio
+async def test_token_credential_without_renew_returns_the_current_token_when_asked_for_a_fresh_one() -> None:
+    token = _token(2000)
+    credential = SasTokenCredential(token)
+    assert await credential.get_token(URI, now=1900, fresh=True) == SasTokenGrant(token, 2000)
 
 
 @pytest.mark.anyio
