@@ -40,7 +40,8 @@ def test_reexports() -> None:
     # Both token credentials satisfy the protocol the session relies on (checked by mypy too).
     key_credential: TokenCredential = SharedAccessKeyCredential(KEY)
     token_credential: TokenCredential = SasTokenCredential(_token(2000))
-    assert key_credential.renewable and not token_credential.renewable
+    assert key_credential.renewable
+    assert not token_credential.renewable
 
 
 def test_grant_repr_redacts_token() -> None:
