@@ -35,7 +35,7 @@ from aioiothub.exceptions import (
 )
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
-from aioiothub.options import ProxyOptions, ReconnectPolicy
+from aioiothub.options import ClientOptions, ProxyOptions, ReconnectPolicy
 from aioiothub.twin import Twin
 
 __all__ = [

@@ -168,7 +168,8 @@ class SasTokenCredential:
     Args:
         token: the SAS token text.
         renew: called without arguments when a new token is needed (the current one expired, or
-            the client is renewing it ahead of expiry); returns a new token, directly or as an awaitable. Exceptions it raises propagate unchanged. Callers that
+            the client is renewing it ahead of expiry); returns a new token, directly or as an
+            awaitable. Exceptions it raises propagate unchanged. Callers that
             share one credential between concurrent connects may see it called once by each.
 
     Raises:

@@ -3,43 +3,29 @@
 from __future__ import annotations
 
 import json
-import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import AsyncIterator
+from types import MappingProxyType, TracebackType
+from typing import Any, Self, Unpack
 
 import anyio
 import anyio.abc
 
-from aioiothub.auth import ConnectionString, SasTokenCredential, SharedAccessKeyCredential, X509Credential
-from aioiothub.message import Message
+from aioiothub.auth import X509Credential
+from aioiothub.message import Message, encode_json
 from aioiothub.methods import MethodRequest
-from aioiothub.options import ProxyOptions, ReconnectPolicy, require_positive_int, require_positive_number
-from aioiothub.protocol import topics
-from aioiothub.protocol.connect import product_info_string, validate_identity
-from aioiothub.protocol.limits import MAX_TELEMETRY_BYTES, message_wire_size
+from aioiothub.options import ClientOptions
 from aioiothub.protocol.twin import validate_patch, validate_section_size
 from aioiothub.session import HubSession, SessionSettings
+from aioiothub.settings import TokenRenewer, build_settings, options_from_connection_string
 from aioiothub.twin import Twin
 
-__all__ = ["IoTHubDeviceClient", "IoTHubModuleClient"]
+__all__ = ["IoTHubDeviceClient", "IoTHubModuleClient", "MessageLike"]
 
 MessageLike = Message | bytes | str | dict[str, Any]
+"""What ``send_message`` accepts: a dict is sent as JSON, bytes and str as the body."""
 
-_MQTT_PORT = 8883
-_WEBSOCKET_PORT = 443
-_MAX_KEEPALIVE = 1177
-_default_ssl_context: ssl.SSLContext | None = None
-
-
-def default_ssl_context() -> ssl.SSLContext:
-    """The system trust store with TLS 1.2 or newer and hostname checks, shared by every client."""
-    global _default_ssl_context
-    if _default_ssl_context is None:
-        context = ssl.create_default_context()
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        _default_ssl_context = context
-    return _default_ssl_context
+# What Message.json() sets, for dicts sent without building a Message first.
+_JSON_PROPERTIES = MappingProxyType({"$.ct": "application/json", "$.ce": "utf-8"})
 
 
 def _to_message(message: object) -> Message:
@@ -55,133 +41,10 @@ def _to_message(message: object) -> Message:
 class _HubClient:
     """What device and module clients share: lifecycle, telemetry, twin and direct methods."""
 
-    def __init__(
-        self,
-        *,
-        hostname: str,
-        device_id: str,
-        module_id: str | None = None,
-        shared_access_key: str | None = None,
-        sas_token: str | None = None,
-        renew_sas_token: Callable[[], str | Awaitable[str]] | None = None,
-        x509: X509Credential | None = None,
-        port: int | None = None,
-        websockets: bool = False,
-        proxy: ProxyOptions | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        gateway_hostname: str | None = None,
-        model_id: str | None = None,
-        product_info: str | None = None,
-        keepalive: int = 60,
-        sas_ttl: int = 3600,
-        request_timeout: float = 30.0,
-        reconnect: ReconnectPolicy | bool = True,
-        max_in_flight: int = 128,
-        inbound_buffer_size: int = 256,
-    ) -> None:
-        if not isinstance(hostname, str) or not hostname:
-            raise ValueError("hostname must be a non-empty string")
-        validate_identity(device_id, "device_id")
-        if module_id is not None:
-            validate_identity(module_id, "module_id")
-        credentials = [name for name, value in (
-            ("shared_access_key", shared_access_key), ("sas_token", sas_token), ("x509", x509)
-        ) if value is not None]
-        if len(credentials) != 1:
-            raise ValueError(
-                "give exactly one of shared_access_key, sas_token or x509"
-                + (f" (got {', '.join(credentials)})" if credentials else "")
-            )
-        if renew_sas_token is not None and sas_token is None:
-            raise ValueError("renew_sas_token needs sas_token")
-        if renew_sas_token is not None and not callable(renew_sas_token):
-            raise TypeError("renew_sas_token must be callable")
-        credential: SharedAccessKeyCredential | SasTokenCredential | X509Credential
-        if shared_access_key is not None:
-            credential = SharedAccessKeyCredential(
-                shared_access_key, ttl=require_positive_int(sas_ttl, "sas_ttl")
-            )
-        elif sas_token is not None:
-            credential = SasTokenCredential(sas_token, renew=renew_sas_token)
-        else:
-            if not isinstance(x509, X509Credential):
-                raise TypeError("x509 must be an aioiothub.X509Credential")
-            credential = x509
-        if port is None:
-            port = _WEBSOCKET_PORT if websockets else _MQTT_PORT
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
-        if not isinstance(websockets, bool):
-            raise TypeError("websockets must be True or False")
-        if proxy is not None and not isinstance(proxy, ProxyOptions):
-            raise TypeError("proxy must be an aioiothub.ProxyOptions")
-        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
-            raise TypeError("ssl_context must be an ssl.SSLContext")
-        if gateway_hostname is not None and (not isinstance(gateway_hostname, str) or not gateway_hostname):
-            raise ValueError("gateway_hostname must be a non-empty string")
-        if model_id is not None and (not isinstance(model_id, str) or not model_id.startswith("dtmi:")):
-            raise ValueError(f"model_id must be a DTDL model id starting with 'dtmi:', not {model_id!r}")
-        if product_info is not None and not isinstance(product_info, str):
-            raise TypeError("product_info must be a string")
-        require_positive_int(keepalive, "keepalive", maximum=_MAX_KEEPALIVE)
-        request_timeout = require_positive_number(request_timeout, "request_timeout")
-        if reconnect is True:
-            policy: ReconnectPolicy | None = ReconnectPolicy()
-        elif reconnect is False:
-            policy = None
-        elif isinstance(reconnect, ReconnectPolicy):
-            policy = reconnect
-        else:
-            raise TypeError("reconnect must be True, False or a ReconnectPolicy")
-        if isinstance(credential, X509Credential):
-            if ssl_context is None:
-                ssl_context = ssl.create_default_context()
-                ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
-            credential.load_into(ssl_context)
-        self._settings = SessionSettings(
-            hostname=hostname,
-            device_id=device_id,
-            module_id=module_id,
-            credential=credential,
-            connect_host=gateway_hostname or hostname,
-            port=port,
-            websockets=websockets,
-            ssl_context=ssl_context or default_ssl_context(),
-            proxy=proxy,
-            product_info=product_info_string(product_info),
-            model_id=model_id,
-            keepalive=keepalive,
-            request_timeout=request_timeout,
-            reconnect=policy,
-            max_in_flight=require_positive_int(max_in_flight, "max_in_flight", maximum=65535),
-            inbound_buffer_size=require_positive_int(inbound_buffer_size, "inbound_buffer_size"),
-        )
+    def __init__(self, settings: SessionSettings) -> None:
+        self._settings = settings
         self._session: HubSession | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
-
-    @classmethod
-    def _options_from_connection_string(cls, connection_string: str, options: dict[str, Any]) -> dict[str, Any]:
-        parsed = ConnectionString.parse(connection_string)
-        for name in ("hostname", "device_id", "module_id", "shared_access_key", "sas_token"):
-            if name in options:
-                raise TypeError(f"{name} comes from the connection string; do not pass it as well")
-        if parsed.shared_access_key_name is not None:
-            raise ValueError(
-                "the connection string names a shared access policy (SharedAccessKeyName): that is a "
-                "service connection string, not a device's"
-            )
-        if parsed.x509 and options.get("x509") is None:
-            raise ValueError("the connection string says x509=true: pass x509=X509Credential(cert_file, key_file)")
-        built: dict[str, Any] = {"hostname": parsed.host_name, "device_id": parsed.device_id}
-        if parsed.module_id is not None:
-            built["module_id"] = parsed.module_id
-        if parsed.shared_access_key is not None:
-            built["shared_access_key"] = parsed.shared_access_key
-        if parsed.shared_access_signature is not None:
-            built["sas_token"] = parsed.shared_access_signature
-        if parsed.gateway_host_name is not None and "gateway_hostname" not in options:
-            built["gateway_hostname"] = parsed.gateway_host_name
-        return {**built, **options}
 
     # -------------------------------------------------------------- lifecycle
 
@@ -248,18 +111,16 @@ class _HubClient:
 
     async def _send(self, message: object, qos: int, output_name: str | None) -> None:
         session = self._require_session()
-        if qos not in (0, 1):
-            raise ValueError(f"qos must be 0 or 1 (IoT Hub closes the connection on QoS 2), not {qos!r}")
-        built = _to_message(message)
-        if output_name is not None:
-            built = built.replace(output_name=output_name)
-        properties = built.wire_properties()  # once: both the size check and the topic need it
-        size = message_wire_size(built.body, properties)
-        if size > MAX_TELEMETRY_BYTES:
-            raise ValueError(f"message is {size} bytes on the wire; IoT Hub accepts at most {MAX_TELEMETRY_BYTES}")
-        settings = self._settings
-        topic = topics.telemetry_topic(settings.device_id, settings.module_id, properties)
-        await session.publish(topic, built.body, qos)
+        if type(message) is dict:
+            # The common case, without building a Message: the same body and properties.
+            body = encode_json(message)
+            properties: Any = _JSON_PROPERTIES if output_name is None else {**_JSON_PROPERTIES, "$.on": output_name}
+        else:
+            built = _to_message(message)
+            if output_name is not None:
+                built = built.replace(output_name=output_name)
+            body, properties = built.body, built.wire_properties()
+        await session.publish(session.protocol.telemetry(body, properties, qos=qos))
 
     async def send_message(self, message: MessageLike, *, qos: int = 1) -> None:
         """Send telemetry; returns once the hub acknowledged it (QoS 1) or it was written (QoS 0).
@@ -345,6 +206,19 @@ class _HubClient:
         return self._require_session().method_requests()
 
 
+def _identity_from_connection_string(
+    connection_string: str, x509: X509Credential | None, options: ClientOptions
+) -> dict[str, Any]:
+    identity = options_from_connection_string(connection_string, x509=x509)
+    for name in ("hostname", "device_id", "module_id", "shared_access_key", "sas_token"):
+        if name in options:
+            raise TypeError(f"{name} comes from the connection string; do not pass it as well")
+    gateway = identity.pop("gateway_hostname")
+    if gateway is not None and "gateway_hostname" not in options:
+        options["gateway_hostname"] = gateway
+    return identity
+
+
 def _unwrap(error: BaseException) -> BaseException:
     """The single meaningful error inside anyio's exception groups."""
     while isinstance(error, BaseExceptionGroup):
@@ -367,21 +241,70 @@ class IoTHubDeviceClient(_HubClient):
         ...         await client.send_message({"temperature": 21.5})
     """
 
-    def __init__(self, **options: Any) -> None:
-        if options.get("module_id") is not None:
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        device_id: str,
+        shared_access_key: str | None = None,
+        sas_token: str | None = None,
+        renew_sas_token: TokenRenewer | None = None,
+        x509: X509Credential | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        """Create a device client (it connects when entered with ``async with``).
+
+        Args:
+            hostname: the hub, e.g. ``myhub.azure-devices.net``.
+            device_id: the device identity.
+            shared_access_key: the device's key; SAS tokens are signed with it and renewed.
+            sas_token: a SAS token made elsewhere.
+            renew_sas_token: called for a new token before ``sas_token`` expires (returns one,
+                directly or awaitable).
+            x509: a client certificate and key (:class:`~aioiothub.X509Credential`).
+            **options: see :class:`~aioiothub.options.ClientOptions` (``port``, ``websockets``,
+                ``proxy``, ``ssl_context``, ``gateway_hostname``, ``model_id``, ``keepalive``,
+                ``request_timeout``, ``reconnect``, ``transport`` …).
+
+        Raises:
+            TypeError, ValueError: an argument is invalid; the message names it. Exactly one of
+                ``shared_access_key``, ``sas_token`` and ``x509`` must be given.
+            CredentialError: the key, token or certificate cannot be used.
+        """
+        if "module_id" in options:
             raise ValueError("module_id is for IoTHubModuleClient")
-        super().__init__(**options)
+        super().__init__(
+            build_settings(
+                hostname=hostname,
+                device_id=device_id,
+                module_id=None,
+                shared_access_key=shared_access_key,
+                sas_token=sas_token,
+                renew_sas_token=renew_sas_token,
+                x509=x509,
+                options=options,
+            )
+        )
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, **options: Any) -> IoTHubDeviceClient:
+    def from_connection_string(
+        cls,
+        connection_string: str,
+        *,
+        x509: X509Credential | None = None,
+        renew_sas_token: TokenRenewer | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> IoTHubDeviceClient:
         """Create a client from a device connection string (``HostName=…;DeviceId=…;SharedAccessKey=…``).
 
+        Every key the official SDKs accept is understood (``HostName``, ``DeviceId``,
+        ``SharedAccessKey``, ``SharedAccessSignature``, ``GatewayHostName``, ``x509=true``).
         Keyword options are those of the constructor (``port``, ``ssl_context``, ``websockets`` …).
         """
-        built = cls._options_from_connection_string(connection_string, options)
-        if "module_id" in built:
+        identity = _identity_from_connection_string(connection_string, x509, options)
+        if identity.pop("module_id") is not None:
             raise ValueError("the connection string names a module: use IoTHubModuleClient")
-        return cls(**built)
+        return cls(**identity, x509=x509, renew_sas_token=renew_sas_token, **options)
 
     def cloud_messages(self) -> AsyncIterator[Message]:
         """Iterate over cloud-to-device messages.
@@ -408,18 +331,64 @@ class IoTHubModuleClient(_HubClient):
         ...         await module.send_message_to_output({"ok": True}, "output1")
     """
 
-    def __init__(self, **options: Any) -> None:
-        if options.get("module_id") is None:
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        device_id: str,
+        module_id: str | None = None,
+        shared_access_key: str | None = None,
+        sas_token: str | None = None,
+        renew_sas_token: TokenRenewer | None = None,
+        x509: X509Credential | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> None:
+        """Create a module client (it connects when entered with ``async with``).
+
+        Args:
+            hostname: the hub, e.g. ``myhub.azure-devices.net``.
+            device_id: the device the module belongs to.
+            module_id: the module identity (required).
+            shared_access_key: the module's key.
+            sas_token: a SAS token made elsewhere.
+            renew_sas_token: called for a new token before ``sas_token`` expires.
+            x509: a client certificate and key.
+            **options: see :class:`~aioiothub.options.ClientOptions`.
+
+        Raises:
+            TypeError, ValueError: an argument is invalid (``module_id`` missing, …); the message
+                names it.
+            CredentialError: the key, token or certificate cannot be used.
+        """
+        if module_id is None:
             raise ValueError("module_id is required for IoTHubModuleClient")
-        super().__init__(**options)
+        super().__init__(
+            build_settings(
+                hostname=hostname,
+                device_id=device_id,
+                module_id=module_id,
+                shared_access_key=shared_access_key,
+                sas_token=sas_token,
+                renew_sas_token=renew_sas_token,
+                x509=x509,
+                options=options,
+            )
+        )
 
     @classmethod
-    def from_connection_string(cls, connection_string: str, **options: Any) -> IoTHubModuleClient:
+    def from_connection_string(
+        cls,
+        connection_string: str,
+        *,
+        x509: X509Credential | None = None,
+        renew_sas_token: TokenRenewer | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> IoTHubModuleClient:
         """Create a client from a module connection string (with ``ModuleId=…``)."""
-        built = cls._options_from_connection_string(connection_string, options)
-        if "module_id" not in built:
+        identity = _identity_from_connection_string(connection_string, x509, options)
+        if identity["module_id"] is None:
             raise ValueError("the connection string has no ModuleId: use IoTHubDeviceClient")
-        return cls(**built)
+        return cls(**identity, x509=x509, renew_sas_token=renew_sas_token, **options)
 
     async def send_message_to_output(self, message: MessageLike, output_name: str) -> None:
         """Send a message on an IoT Edge output (``$.on``); otherwise like :meth:`send_message`."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import KW_ONLY, FrozenInstanceError, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.limits import message_wire_size
-from aioiothub.protocol.properties import SYSTEM_PROPERTY_KEYS
+from aioiothub.protocol.properties import validate_application_properties
 
 __all__ = ["Message"]
 
@@ -41,24 +42,6 @@ _TIME_WIRE_KEYS = frozenset({"$.exp", "$.ctime"})
 # Shared by every message without application properties, so building one copies nothing;
 # read-only so that no message can change it for the others.
 _NO_PROPERTIES: Mapping[str, str] = MappingProxyType({})
-
-_FIELDS = (
-    "body",
-    "content_type",
-    "content_encoding",
-    "message_id",
-    "correlation_id",
-    "user_id",
-    "expiry_time",
-    "creation_time",
-    "component",
-    "interface_id",
-    "output_name",
-    "properties",
-    "input_name",
-    "ack",
-    "to",
-)
 
 
 def _check_ascii_text(value: object, argument: str) -> None:
@@ -88,26 +71,7 @@ def _parse_time(text: str, key: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _validated_properties(properties: Mapping[str, str]) -> Mapping[str, str]:
-    if not isinstance(properties, Mapping):
-        raise TypeError(f"properties must be a mapping or None, not {type(properties).__name__}")
-    copied = dict(properties)
-    for name, value in copied.items():
-        if not isinstance(name, str):
-            raise TypeError(f"property names must be str, got {name!r}")
-        if not name:
-            raise ValueError("property names must not be empty")
-        if not name.isascii():
-            raise ValueError(f"property name {name!r} must be ASCII")
-        if name in SYSTEM_PROPERTY_KEYS:
-            raise ValueError(f"property name {name!r} is a system property; use the Message argument for it")
-        if not isinstance(value, str):
-            raise TypeError(f"property {name!r} must have a str value, not {type(value).__name__}")
-        if not value.isascii():
-            raise ValueError(f"property {name!r} must have an ASCII value, got {value!r}")
-    return MappingProxyType(copied) if copied else _NO_PROPERTIES
-
-
+@dataclass(frozen=True, slots=True, repr=False)
 class Message:
     """A device-to-cloud, cloud-to-device or module message: a body plus properties.
 
@@ -132,8 +96,8 @@ class Message:
         component: ``$.sub``, the Plug and Play component the telemetry belongs to.
         interface_id: ``$.ifid``.
         output_name: ``$.on``, the IoT Edge module output.
-        properties: application properties; names and values are ASCII strings, and names may not be
-            system property keys such as ``$.mid``.
+        properties: application properties (``None`` for none); names and values are ASCII strings,
+            and names may not be system property keys such as ``$.mid``.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -144,89 +108,85 @@ class Message:
     and ``to`` (``$.to``); messages built locally have ``None`` there.
     """
 
-    __slots__ = (
-        "_ack",
-        "_body",
-        "_component",
-        "_content_encoding",
-        "_content_type",
-        "_correlation_id",
-        "_creation_time",
-        "_expiry_time",
-        "_input_name",
-        "_interface_id",
-        "_message_id",
-        "_output_name",
-        "_properties",
-        "_to",
-        "_user_id",
-    )
+    body: bytes = b""
+    _: KW_ONLY
+    content_type: str | None = None
+    content_encoding: str | None = None
+    message_id: str | None = None
+    correlation_id: str | None = None
+    user_id: str | None = None
+    expiry_time: datetime | None = None
+    creation_time: datetime | None = None
+    component: str | None = None
+    interface_id: str | None = None
+    output_name: str | None = None
+    properties: Mapping[str, str] = field(default_factory=lambda: _NO_PROPERTIES)
+    input_name: str | None = field(default=None, init=False)
+    """The module input a received message arrived on."""
+    ack: str | None = field(default=None, init=False)
+    """``iothub-ack`` of a received C2D message: ``none``, ``positive``, ``negative`` or ``full``."""
+    to: str | None = field(default=None, init=False)
+    """``$.to`` of a received cloud-to-device message."""
 
-    def __init__(
-        self,
-        body: bytes | str = b"",
-        *,
-        content_type: str | None = None,
-        content_encoding: str | None = None,
-        message_id: str | None = None,
-        correlation_id: str | None = None,
-        user_id: str | None = None,
-        expiry_time: datetime | None = None,
-        creation_time: datetime | None = None,
-        component: str | None = None,
-        interface_id: str | None = None,
-        output_name: str | None = None,
-        properties: Mapping[str, str] | None = None,
-    ) -> None:
-        if isinstance(body, bytes):
-            self._body = body
-        elif isinstance(body, str):
-            self._body = body.encode("utf-8")
-        elif isinstance(body, bytearray | memoryview):
-            self._body = bytes(body)
-        else:
-            raise TypeError(
-                f"body must be bytes or str, not {type(body).__name__} (use Message.json() for JSON values)"
-            )
-        # Each check runs only for arguments that were given: most messages set one or two.
-        if content_type is not None:
-            _check_ascii_text(content_type, "content_type")
-        if content_encoding is not None:
-            _check_ascii_text(content_encoding, "content_encoding")
-        if message_id is not None:
-            _check_ascii_text(message_id, "message_id")
-            if len(message_id) > _MAX_MESSAGE_ID_LENGTH:
-                raise ValueError(
-                    f"message_id must be at most {_MAX_MESSAGE_ID_LENGTH} characters, got {len(message_id)}"
+    if TYPE_CHECKING:
+        # The generated __init__ takes a str body too (encoded as UTF-8); this tells type checkers.
+        def __init__(
+            self,
+            body: bytes | str = b"",
+            *,
+            content_type: str | None = None,
+            content_encoding: str | None = None,
+            message_id: str | None = None,
+            correlation_id: str | None = None,
+            user_id: str | None = None,
+            expiry_time: datetime | None = None,
+            creation_time: datetime | None = None,
+            component: str | None = None,
+            interface_id: str | None = None,
+            output_name: str | None = None,
+            properties: Mapping[str, str] | None = None,
+        ) -> None: ...
+
+    def __post_init__(self) -> None:
+        body: object = self.body
+        if type(body) is not bytes:
+            if isinstance(body, str):
+                object.__setattr__(self, "body", body.encode("utf-8"))
+            elif isinstance(body, bytes | bytearray | memoryview):
+                object.__setattr__(self, "body", bytes(body))
+            else:
+                raise TypeError(
+                    f"body must be bytes or str, not {type(body).__name__} (use Message.json() for JSON values)"
                 )
-        if correlation_id is not None:
-            _check_ascii_text(correlation_id, "correlation_id")
-        if user_id is not None:
-            _check_ascii_text(user_id, "user_id")
-        if expiry_time is not None:
-            _check_time(expiry_time, "expiry_time")
-        if creation_time is not None:
-            _check_time(creation_time, "creation_time")
-        if component is not None:
-            _check_ascii_text(component, "component")
-        if interface_id is not None:
-            _check_ascii_text(interface_id, "interface_id")
-        if output_name is not None:
-            _check_ascii_text(output_name, "output_name")
-        self._content_type = content_type
-        self._content_encoding = content_encoding
-        self._message_id = message_id
-        self._correlation_id = correlation_id
-        self._user_id = user_id
-        self._expiry_time = expiry_time
-        self._creation_time = creation_time
-        self._component = component
-        self._interface_id = interface_id
-        self._output_name = output_name
-        self._properties = _NO_PROPERTIES if properties is None else _validated_properties(properties)
-        self._input_name: str | None = None
-        self._ack: str | None = None
-        self._to: str | None = None
+        # Each check runs only for arguments that were given: most messages set one or two.
+        if self.content_type is not None:
+            _check_ascii_text(self.content_type, "content_type")
+        if self.content_encoding is not None:
+            _check_ascii_text(self.content_encoding, "content_encoding")
+        if self.message_id is not None:
+            _check_ascii_text(self.message_id, "message_id")
+            if len(self.message_id) > _MAX_MESSAGE_ID_LENGTH:
+                raise ValueError(
+                    f"message_id must be at most {_MAX_MESSAGE_ID_LENGTH} characters, got {len(self.message_id)}"
+                )
+        if self.correlation_id is not None:
+            _check_ascii_text(self.correlation_id, "correlation_id")
+        if self.user_id is not None:
+            _check_ascii_text(self.user_id, "user_id")
+        if self.expiry_time is not None:
+            _check_time(self.expiry_time, "expiry_time")
+        if self.creation_time is not None:
+            _check_time(self.creation_time, "creation_time")
+        if self.component is not None:
+            _check_ascii_text(self.component, "component")
+        if self.interface_id is not None:
+            _check_ascii_text(self.interface_id, "interface_id")
+        if self.output_name is not None:
+            _check_ascii_text(self.output_name, "output_name")
+        properties: object = self.properties
+        if properties is not _NO_PROPERTIES:
+            copied = {} if properties is None else validate_application_properties(properties)  # type: ignore[arg-type]
+            object.__setattr__(self, "properties", MappingProxyType(copied) if copied else _NO_PROPERTIES)
 
     @classmethod
     def json(
@@ -273,14 +233,8 @@ class Message:
             TypeError: ``value`` is not JSON-serialisable, or another argument has the wrong type.
             ValueError: ``value`` holds NaN or an infinity, or another argument is invalid.
         """
-        try:
-            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except TypeError as exc:
-            raise TypeError(f"value is not JSON-serialisable: {exc}") from None
-        except ValueError as exc:
-            raise ValueError(f"value is not valid JSON: {exc}") from None
         return cls(
-            text.encode("utf-8"),
+            encode_json(value),
             content_type=content_type,
             content_encoding=content_encoding,
             message_id=message_id,
@@ -320,33 +274,21 @@ class Message:
         Raises:
             ProtocolError: ``$.exp`` or ``$.ctime`` is not an ISO 8601 time.
         """
-        message = cls.__new__(cls)
-        message._body = bytes(body)
-        message._content_type = None
-        message._content_encoding = None
-        message._message_id = None
-        message._correlation_id = None
-        message._user_id = None
-        message._expiry_time = None
-        message._creation_time = None
-        message._component = None
-        message._interface_id = None
-        message._output_name = None
-        message._input_name = input_name
-        message._ack = None
-        message._to = None
+        values: dict[str, Any] = dict.fromkeys(_FIELD_NAMES)
+        values["body"] = bytes(body)
+        values["input_name"] = input_name
         application: dict[str, str] = {}
         for key, value in properties.items():
             attribute = _WIRE_TO_ATTRIBUTE.get(key)
             if attribute is None:
                 application[key] = "" if value is None else value
-            elif value is None:
-                continue
-            elif key in _TIME_WIRE_KEYS:
-                setattr(message, "_" + attribute, _parse_time(value, key))
-            else:
-                setattr(message, "_" + attribute, value)
-        message._properties = MappingProxyType(application) if application else _NO_PROPERTIES
+            elif value is not None:
+                values[attribute] = _parse_time(value, key) if key in _TIME_WIRE_KEYS else value
+        values["properties"] = MappingProxyType(application) if application else _NO_PROPERTIES
+        # Received messages skip the checks for outgoing ones: fill the fields directly.
+        message = object.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(message, name, value)
         return message
 
     def replace(self, **changes: Any) -> Message:
@@ -363,100 +305,10 @@ class Message:
             TypeError: an unknown argument was given, or a value has the wrong type.
             ValueError: a value is invalid.
         """
-        arguments: dict[str, Any] = {
-            "body": self._body,
-            "content_type": self._content_type,
-            "content_encoding": self._content_encoding,
-            "message_id": self._message_id,
-            "correlation_id": self._correlation_id,
-            "user_id": self._user_id,
-            "expiry_time": self._expiry_time,
-            "creation_time": self._creation_time,
-            "component": self._component,
-            "interface_id": self._interface_id,
-            "output_name": self._output_name,
-            "properties": self._properties,
-        }
-        unknown = changes.keys() - arguments.keys()
+        unknown = changes.keys() - _INIT_FIELD_NAMES
         if unknown:
             raise TypeError(f"replace() got unknown arguments: {', '.join(sorted(unknown))}")
-        arguments.update(changes)
-        return Message(**arguments)
-
-    @property
-    def body(self) -> bytes:
-        """The payload."""
-        return self._body
-
-    @property
-    def content_type(self) -> str | None:
-        """``$.ct``."""
-        return self._content_type
-
-    @property
-    def content_encoding(self) -> str | None:
-        """``$.ce``."""
-        return self._content_encoding
-
-    @property
-    def message_id(self) -> str | None:
-        """``$.mid``."""
-        return self._message_id
-
-    @property
-    def correlation_id(self) -> str | None:
-        """``$.cid``."""
-        return self._correlation_id
-
-    @property
-    def user_id(self) -> str | None:
-        """``$.uid``."""
-        return self._user_id
-
-    @property
-    def expiry_time(self) -> datetime | None:
-        """``$.exp``."""
-        return self._expiry_time
-
-    @property
-    def creation_time(self) -> datetime | None:
-        """``$.ctime``."""
-        return self._creation_time
-
-    @property
-    def component(self) -> str | None:
-        """``$.sub``."""
-        return self._component
-
-    @property
-    def interface_id(self) -> str | None:
-        """``$.ifid``."""
-        return self._interface_id
-
-    @property
-    def output_name(self) -> str | None:
-        """``$.on``."""
-        return self._output_name
-
-    @property
-    def properties(self) -> Mapping[str, str]:
-        """Application properties (read-only)."""
-        return self._properties
-
-    @property
-    def input_name(self) -> str | None:
-        """The module input a received message arrived on."""
-        return self._input_name
-
-    @property
-    def ack(self) -> str | None:
-        """``iothub-ack`` of a received C2D message: ``none``, ``positive``, ``negative`` or ``full``."""
-        return self._ack
-
-    @property
-    def to(self) -> str | None:
-        """``$.to`` of a received cloud-to-device message."""
-        return self._to
+        return replace(self, **changes)
 
     def json_body(self) -> Any:
         """Decode the body as JSON.
@@ -468,7 +320,7 @@ class Message:
         Raises:
             ValueError: the body is not valid JSON.
         """
-        return json.loads(self._body)
+        return json.loads(self.body)
 
     def wire_properties(self) -> dict[str, str]:
         """Return the property bag to send: system properties under their wire keys, then application ones.
@@ -478,31 +330,31 @@ class Message:
             {'$.ct': 'application/json', 'k': 'v'}
         """
         wire: dict[str, str] = {}
-        if self._message_id is not None:
-            wire["$.mid"] = self._message_id
-        if self._correlation_id is not None:
-            wire["$.cid"] = self._correlation_id
-        if self._user_id is not None:
-            wire["$.uid"] = self._user_id
-        if self._content_type is not None:
-            wire["$.ct"] = self._content_type
-        if self._content_encoding is not None:
-            wire["$.ce"] = self._content_encoding
-        if self._expiry_time is not None:
-            wire["$.exp"] = _format_time(self._expiry_time)
-        if self._creation_time is not None:
-            wire["$.ctime"] = _format_time(self._creation_time)
-        if self._component is not None:
-            wire["$.sub"] = self._component
-        if self._interface_id is not None:
-            wire["$.ifid"] = self._interface_id
-        if self._output_name is not None:
-            wire["$.on"] = self._output_name
-        if self._to is not None:
-            wire["$.to"] = self._to
-        if self._ack is not None:
-            wire["iothub-ack"] = self._ack
-        wire.update(self._properties)
+        if self.message_id is not None:
+            wire["$.mid"] = self.message_id
+        if self.correlation_id is not None:
+            wire["$.cid"] = self.correlation_id
+        if self.user_id is not None:
+            wire["$.uid"] = self.user_id
+        if self.content_type is not None:
+            wire["$.ct"] = self.content_type
+        if self.content_encoding is not None:
+            wire["$.ce"] = self.content_encoding
+        if self.expiry_time is not None:
+            wire["$.exp"] = _format_time(self.expiry_time)
+        if self.creation_time is not None:
+            wire["$.ctime"] = _format_time(self.creation_time)
+        if self.component is not None:
+            wire["$.sub"] = self.component
+        if self.interface_id is not None:
+            wire["$.ifid"] = self.interface_id
+        if self.output_name is not None:
+            wire["$.on"] = self.output_name
+        if self.to is not None:
+            wire["$.to"] = self.to
+        if self.ack is not None:
+            wire["iothub-ack"] = self.ack
+        wire.update(self.properties)
         return wire
 
     def wire_size(self) -> int:
@@ -512,20 +364,45 @@ class Message:
             >>> Message(b"abc", message_id="m1", properties={"k": "vv"}).wire_size()
             8
         """
-        return message_wire_size(self._body, self.wire_properties())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Message):
-            return NotImplemented
-        return all(getattr(self, "_" + name) == getattr(other, "_" + name) for name in _FIELDS)
+        return message_wire_size(self.body, self.wire_properties())
 
     def __repr__(self) -> str:
-        parts = [f"body=<{len(self._body)} bytes>"]
-        for name in _FIELDS[1:]:
-            value = getattr(self, "_" + name)
+        parts = [f"body=<{len(self.body)} bytes>"]
+        for name in _FIELD_NAMES[1:]:
+            value = getattr(self, name)
             if name == "properties":
                 if value:
                     parts.append(f"properties={dict(value)!r}")
             elif value is not None:
                 parts.append(f"{name}={value!r}")
         return f"Message({', '.join(parts)})"
+
+
+def _refuse_assignment(self: Message, name: str, value: object = None) -> None:
+    raise FrozenInstanceError(f"Message is immutable: cannot assign or delete {name!r} (use replace())")
+
+
+# A frozen dataclass with slots raises TypeError, not AttributeError, for an attribute it does not
+# have on CPython 3.11 (its generated __setattr__ calls super() on the class before slots were
+# added); every assignment refuses the same way here.
+type.__setattr__(Message, "__setattr__", _refuse_assignment)
+type.__setattr__(Message, "__delattr__", _refuse_assignment)
+
+_FIELD_NAMES = tuple(item.name for item in fields(Message))
+_INIT_FIELD_NAMES = frozenset(item.name for item in fields(Message) if item.init)
+
+
+def encode_json(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON, the way :meth:`Message.json` encodes bodies.
+
+    Raises:
+        TypeError: ``value`` is not JSON-serialisable.
+        ValueError: ``value`` holds NaN or an infinity.
+    """
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except TypeError as exc:
+        raise TypeError(f"value is not JSON-serialisable: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"value is not valid JSON: {exc}") from None
+    return text.encode("utf-8")

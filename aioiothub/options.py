@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import random
+import ssl
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
-__all__ = ["ProxyOptions", "ReconnectPolicy", "require_positive_int", "require_positive_number"]
+__all__ = ["ClientOptions", "ProxyOptions", "ReconnectPolicy", "require_positive_int", "require_positive_number"]
 
 
 def require_positive_number(value: object, argument: str, *, allow_zero: bool = False) -> float:
@@ -108,3 +109,48 @@ class ProxyOptions:
             f"ProxyOptions(proxy_type={self.proxy_type!r}, address={self.address!r}, port={self.port!r}, "
             f"username={self.username!r}, password={password!r})"
         )
+
+
+class ClientOptions(TypedDict, total=False):
+    """Keyword options every client constructor and factory accepts (all optional).
+
+    Attributes:
+        port: the hub's port; 8883, or 443 with ``websockets=True``.
+        websockets: MQTT over WebSocket on port 443 (through firewalls that allow only HTTPS).
+        proxy: an HTTP or SOCKS proxy (:class:`ProxyOptions`).
+        ssl_context: TLS settings, e.g. a custom CA. It must not allow TLS below 1.2. It is used
+            as it is; with ``x509`` the client certificate is loaded into it, so give each X.509
+            client a context of its own. Default: the system trust store, TLS 1.2 or newer,
+            hostname checked.
+        gateway_hostname: connect to this host (an IoT Edge gateway) instead of the hub.
+        model_id: the Plug and Play model id (``dtmi:…``) announced when connecting.
+        product_info: appended to the user agent the hub sees.
+        keepalive: MQTT keep-alive in seconds (at most 1177); default 60.
+        sas_ttl: lifetime in seconds of the SAS tokens signed with a shared access key; default 3600.
+        request_timeout: deadline in seconds of every request (send, twin, method response) and of
+            each connection attempt; default 30.
+        reconnect: ``True`` (default policy), ``False`` (a lost connection ends the client) or a
+            :class:`ReconnectPolicy`.
+        max_in_flight: QoS 1 messages that may wait for their acknowledgement at once; default 128.
+        inbound_buffer_size: messages of each inbound kind that may wait for their consumer; default 256.
+        transport: ``"aiomqtt"`` (the default).
+        liveness_timeout: seconds a PUBACK may be overdue, with nothing else heard from the hub,
+            before the client probes the link with a PINGREQ; a probe unanswered for as long again
+            means the link is dead and the client reconnects. Default 10.
+    """
+
+    port: int
+    websockets: bool
+    proxy: ProxyOptions | None
+    ssl_context: ssl.SSLContext | None
+    gateway_hostname: str | None
+    model_id: str | None
+    product_info: str | None
+    keepalive: int
+    sas_ttl: int
+    request_timeout: float
+    reconnect: ReconnectPolicy | bool
+    max_in_flight: int
+    inbound_buffer_size: int
+    transport: str
+    liveness_timeout: float

@@ -1,42 +1,50 @@
-"""The connection lifecycle shared by device and module clients.
+"""The supervisor of one identity's connection to the hub, shared by device and module clients.
 
 Theory of operation
 -------------------
-A :class:`HubSession` owns at most one :class:`~aioiothub.transport.MqttConnection` at a time.
-:meth:`HubSession.run` is its only background task: it connects, restores every subscription the
-application asked for, marks the session connected, then waits until the connection is lost or
-the SAS token is due for renewal, and starts over (after a back-off delay when the loss was not
-planned). The first connection attempt is the caller's: its failure is raised from ``run`` before
-``task_status.started()``. Later failures are retried by the reconnect policy; authentication
-failures and an exhausted policy end ``run`` with an error, which fails every waiting operation.
+A :class:`HubSession` drives a sans-IO :class:`~aioiothub.protocol.device.DeviceProtocol` over one
+:class:`~aioiothub.transports.base.Transport` at a time. :meth:`HubSession.run` is its only
+long-lived task. It connects, restores every subscription the application asked for, adopts the
+connection, then watches it -- until it is lost, judged dead by the liveness rule
+(:mod:`aioiothub.protocol.liveness`), or the SAS token is due for renewal -- and starts over
+(after a back-off delay when the end was not planned). The first connection attempt is the
+caller's: its failure is raised from ``run`` before ``task_status.started()``. Later failures,
+including a SUBACK that does not come while subscriptions are restored, are retried by the
+reconnect policy; only authentication failures and an exhausted policy end ``run`` with an error,
+which fails every waiting operation.
 
-Operations never talk to a connection that is gone: they take :meth:`current` (waiting for the
-next connection when there is none), and when that connection drops under them they either resend
-(telemetry, at-least-once; twin requests, same ``$rid``) on the next one or give up at their
+Operations never talk to a connection that is gone: they take :meth:`HubSession.current` (waiting
+for the next connection when there is none), and when that connection drops under them they either
+resend (telemetry, at-least-once; twin requests, same ``$rid``) on the next one or give up at their
 deadline with :class:`TimeoutError`.
 
-Inbound PUBLISHes are dispatched synchronously on the event loop thread by topic: twin responses
-resolve ``$rid`` futures; desired patches, method requests, cloud-to-device and module input
-messages go into bounded buffers read by the application's ``async for`` loops.
+Inbound PUBLISHes are turned into events by the protocol, synchronously on the event loop: twin
+responses resolve the futures the protocol keeps with each ``$rid``; desired patches, method
+requests, cloud-to-device and module input messages go into the bounded buffers of
+:class:`~aioiothub.inbound.InboundStreams`.
+
+Per-message paths use asyncio primitives directly (a semaphore for the in-flight window, one
+``asyncio.timeout`` per send, futures for PUBACKs): measured, they cost a fraction of their anyio
+equivalents. Everything else -- lifetimes, task groups, events, buffers -- is anyio.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
-from aioiothub.auth import Credential, SasTokenCredential, X509Credential
+from aioiothub.auth import Credential, X509Credential
+from aioiothub.clock import Clock, SystemClock
 from aioiothub.exceptions import (
     AuthenticationError,
     ConnectError,
@@ -46,24 +54,33 @@ from aioiothub.exceptions import (
     ServiceError,
     ThrottledError,
 )
+from aioiothub.inbound import Delivery, InboundStreams
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
 from aioiothub.options import ProxyOptions, ReconnectPolicy
 from aioiothub.protocol import topics
 from aioiothub.protocol.connect import client_id, username
+from aioiothub.protocol.desired import DesiredState, NotificationOutcome
+from aioiothub.protocol.device import (
+    CloudToDeviceMessage,
+    DesiredPatch,
+    DeviceProtocol,
+    InputMessage,
+    MethodInvoked,
+    OutboundPublish,
+    TwinResponse,
+)
+from aioiothub.protocol.json_payloads import load_json_object
+from aioiothub.protocol.liveness import LivenessMonitor, Verdict
 from aioiothub.protocol.sas import device_resource_uri
-from aioiothub.transports.aiomqtt import MqttConnection
-from aioiothub.transports.base import ConnectParameters, InboundPublish
-from aioiothub.twin import DesiredPropertyTracker, Twin
+from aioiothub.transports.base import ConnectParameters, InboundPublish, Transport, TransportFactory, WillMessage
+from aioiothub.twin import Twin
 
 __all__ = ["HubSession", "SessionSettings"]
 
 _log = logging.getLogger("aioiothub")
 
-_TWIN_RESPONSE_PREFIX = topics.filter_prefix(topics.TWIN_RESPONSE_SUBSCRIPTION)
-_DESIRED_PREFIX = topics.filter_prefix(topics.TWIN_DESIRED_SUBSCRIPTION)
-_METHODS_PREFIX = topics.filter_prefix(topics.METHODS_SUBSCRIPTION)
-T = TypeVar("T")
+_Waiter = asyncio.Future[TwinResponse[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,90 +103,36 @@ class SessionSettings:
     reconnect: ReconnectPolicy | None
     max_in_flight: int
     inbound_buffer_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class _TwinResponse:
-    status: int
-    version: int | None
-    body: bytes
-
-
-class _Buffer(Generic[T]):
-    """A bounded inbound buffer: the dispatcher puts without waiting, the application reads."""
-
-    def __init__(self, size: int) -> None:
-        self.send: MemoryObjectSendStream[T]
-        self.receive: MemoryObjectReceiveStream[T]
-        self.send, self.receive = anyio.create_memory_object_stream[T](size)
-
-    def offer(self, item: T) -> bool:
-        try:
-            self.send.send_nowait(item)
-        except anyio.WouldBlock:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.send.close()
-        self.receive.close()
-
-
-@dataclass(slots=True)
-class _Delivery:
-    """A message waiting for its consumer; it is acknowledged only once taken."""
-
-    message: Message
-    inbound: InboundPublish
-    connection: MqttConnection
+    transport: TransportFactory
+    liveness_timeout: float = 10.0
+    clean_session: bool = False
+    will: WillMessage | None = None
 
 
 class HubSession:
     """One device or module identity's logical session with the hub, across reconnects."""
 
-    def __init__(self, settings: SessionSettings) -> None:
+    def __init__(self, settings: SessionSettings, *, clock: Clock | None = None) -> None:
         self.settings = settings
-        self._connection: MqttConnection | None = None
+        self.clock: Clock = clock or SystemClock()
+        self.protocol: DeviceProtocol[_Waiter] = DeviceProtocol(settings.device_id, settings.module_id)
+        self.streams = InboundStreams(settings.inbound_buffer_size)
+        self._connection: Transport | None = None
+        self._reported_up = False
         self._state_changed = anyio.Event()
+        self._state_listeners: list[MemoryObjectSendStream[bool]] = []
         self._fatal: BaseException | None = None
         self._closing = False
-        self._wanted_filters: dict[str, int] = {}
-        self._subscribed: tuple[MqttConnection | None, set[str]] = (None, set())
+        self._subscribed_on: Transport | None = None
+        self._subscribed: set[str] = set()
         self._subscribe_lock = anyio.Lock(fast_acquire=True)
         self._window = asyncio.Semaphore(settings.max_in_flight)
-        self._next_request_id = 0
-        self._twin_requests: dict[str, asyncio.Future[_TwinResponse]] = {}
-        self._desired = DesiredPropertyTracker()
-        self._desired_wanted = False
-        self._desired_stale = False
-        self._desired_resync_running = False
-        self._desired_missed_version: int | None = None
-        self._methods_wanted = False
-        # Module input messages go to the consumer of their input name, else to the catch-all (None).
-        self._inputs_buffers: dict[str | None, _Buffer[_Delivery]] = {}
-        self._state_listeners: list[MemoryObjectSendStream[bool]] = []
+        # (sent at, PUBACK future) of QoS 1 publishes, oldest first; done ones are dropped from the
+        # left as new ones are added, so this holds about one in-flight window.
+        self._unacked: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._renew_due = float("inf")
+        self._resync_running = False
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._c2d_prefix = topics.filter_prefix(topics.c2d_subscription(settings.device_id))
-        self._inputs_prefix = (
-            topics.filter_prefix(topics.input_subscription(settings.device_id, settings.module_id))
-            if settings.module_id is not None
-            else None
-        )
-
-    # Inbound buffers are created on first use: thousands of clients in one process each need
-    # only the kinds they consume.
-
-    @functools.cached_property
-    def _desired_buffer(self) -> _Buffer[dict[str, Any]]:
-        return _Buffer(self.settings.inbound_buffer_size)
-
-    @functools.cached_property
-    def _methods_buffer(self) -> _Buffer[MethodRequest]:
-        return _Buffer(self.settings.inbound_buffer_size)
-
-    @functools.cached_property
-    def _messages_buffer(self) -> _Buffer[_Delivery]:
-        return _Buffer(self.settings.inbound_buffer_size)
 
     # ----------------------------------------------------------------- state
 
@@ -179,21 +142,24 @@ class HubSession:
         connection = self._connection
         return connection is not None and connection.connected
 
-    def _set_connection(self, connection: MqttConnection | None) -> None:
-        was_connected = self.connected
+    def _set_connection(self, connection: Transport | None) -> None:
         self._connection = connection
         self._state_changed.set()
         self._state_changed = anyio.Event()
-        if self.connected != was_connected:
-            for listener in list(self._state_listeners):
-                try:
-                    listener.send_nowait(self.connected)
-                except anyio.WouldBlock:
-                    pass  # a slow observer only needs the latest states; it will see the next one
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    self._state_listeners.remove(listener)
+        up = connection is not None
+        if up == self._reported_up:
+            return
+        # Compared with what observers were last told, not with the dying connection's state.
+        self._reported_up = up
+        for listener in list(self._state_listeners):
+            try:
+                listener.send_nowait(up)
+            except anyio.WouldBlock:
+                pass  # a slow observer only needs the latest states; it will see the next one
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._state_listeners.remove(listener)
 
-    async def current(self) -> MqttConnection:
+    async def current(self) -> Transport:
         """The live connection, waiting for the next one when there is none."""
         while True:
             if self._fatal is not None:
@@ -243,7 +209,9 @@ class HubSession:
                 renew = await self._connect_once(first, task_status)
             except AuthenticationError:
                 raise
-            except ConnectError as exc:
+            except (ConnectError, ConnectionLostError) as exc:
+                # ConnectionLostError here is a connection that failed while it was being set up
+                # (a SUBACK that did not come): as transient as a refused connect.
                 if first or policy is None:
                     raise
                 failures += 1
@@ -251,60 +219,93 @@ class HubSession:
                     raise ConnectionLostError(f"gave up reconnecting after {failures} attempts: {exc}") from exc
                 delay = policy.delay(failures)
                 _log.info("reconnect attempt %d failed (%s); next in %.1f s", failures, exc, delay)
-                await anyio.sleep(delay)
+                await self.clock.sleep(delay)
                 continue
-            if first:
-                first = False
+            first = False
             failures = 0
             if renew:
                 continue
             if policy is None:
                 raise ConnectionLostError("the connection was lost and reconnecting is disabled")
             delay = policy.delay(0)
-            _log.info("connection lost; reconnecting in %.1f s", delay)
-            await anyio.sleep(delay)
+            _log.info("reconnecting in %.1f s", delay)
+            await self.clock.sleep(delay)
 
     async def _connect_once(self, first: bool, task_status: anyio.abc.TaskStatus[None]) -> bool:
         """One connection from CONNECT to its end; ``True`` when it ended for a token renewal."""
-        parameters, renew_at = await self._connect_parameters()
-        async with MqttConnection(parameters, self._dispatch) as connection:
+        parameters = await self._connect_parameters()
+        connection: Transport | None = None
+
+        def on_message(inbound: InboundPublish) -> None:
+            # Bound to this connection: what arrives on it is acknowledged on it.
+            assert connection is not None
+            self._dispatch(inbound, connection)
+
+        connection = self.settings.transport(parameters, on_message)
+        async with connection:
             await self._restore_subscriptions(connection)
             self._set_connection(connection)
             _log.info("connected to %s as %s", parameters.host, parameters.client_id)
             if first:
                 task_status.started()
+            elif self.protocol.desired.connection_restored():
+                self._start_desired_resync()
             try:
-                async with anyio.create_task_group() as connection_tasks:
-                    if not first and self._desired_wanted:
-                        self.request_desired_resync()
-                    with anyio.move_on_after(max(0.0, renew_at - time.time())) as renewal:
-                        # asyncio.wait, unlike awaiting the future, leaves it intact when cancelled.
-                        await asyncio.wait((connection.lost,))
-                        _log.info("connection lost: %s", connection.lost.exception())
-                    renewing = renewal.cancelled_caught
-                    connection_tasks.cancel_scope.cancel()
+                renewing = await self._watch(connection)
             finally:
                 self._set_connection(None)
-            if renewing:
-                _log.info("renewing the SAS token")
-            return renewing
+        return renewing
 
-    async def _connect_parameters(self) -> tuple[ConnectParameters, float]:
+    async def _watch(self, connection: Transport) -> bool:
+        """Wait until ``connection`` ends; ``True`` when it is time to renew the SAS token."""
+        clock = self.clock
+        monitor = LivenessMonitor(keepalive=self.settings.keepalive, ack_timeout=self.settings.liveness_timeout)
+        while True:
+            remaining = self._renew_due - clock.time()
+            if remaining <= 0:
+                _log.info("renewing the SAS token")
+                return True
+            if await clock.wait(connection.lost, min(remaining, monitor.interval)):
+                _log.info("connection lost: %s", connection.lost.exception())
+                return False
+            check = monitor.check(
+                now=clock.monotonic(),
+                last_received=connection.last_received,
+                oldest_unacked_since=self._oldest_unacked(),
+            )
+            if check.verdict is Verdict.PROBE:
+                connection.ping()
+            elif check.verdict is Verdict.DEAD:
+                _log.info("connection is dead: %s; reconnecting", check.reason)
+                connection.abort(check.reason)
+                return False
+
+    def _oldest_unacked(self) -> float | None:
+        unacked = self._unacked
+        while unacked and unacked[0][1].done():
+            unacked.popleft()
+        return unacked[0][0] if unacked else None
+
+    async def _connect_parameters(self) -> ConnectParameters:
         settings = self.settings
         credential = settings.credential
         password: str | None = None
-        renew_at = float("inf")
-        if not isinstance(credential, X509Credential):
-            now = time.time()
+        if isinstance(credential, X509Credential):
+            self._renew_due = float("inf")
+        else:
+            now = self.clock.time()
             grant = await credential.get_token(
-                device_resource_uri(settings.hostname, settings.device_id, settings.module_id), now
+                device_resource_uri(settings.hostname, settings.device_id, settings.module_id),
+                now,
+                fresh=now >= self._renew_due,
             )
             password = grant.token
             lifetime = grant.expiry - now
-            if not isinstance(credential, SasTokenCredential) or credential.renewable:
+            self._renew_due = float("inf")
+            if credential.renewable:
                 # Renew ahead of expiry as the SDKs do: 2 minutes early, or a fifth of a short lifetime.
-                renew_at = now + max(1.0, lifetime - min(120.0, lifetime / 5))
-        parameters = ConnectParameters(
+                self._renew_due = now + max(1.0, lifetime - min(120.0, lifetime / 5))
+        return ConnectParameters(
             host=settings.connect_host,
             port=settings.port,
             client_id=client_id(settings.device_id, settings.module_id),
@@ -318,13 +319,13 @@ class HubSession:
             password=password,
             ssl_context=settings.ssl_context,
             keepalive=settings.keepalive,
-            clean_session=False,
+            clean_session=settings.clean_session,
             websockets=settings.websockets,
             max_in_flight=settings.max_in_flight,
             connect_timeout=settings.request_timeout,
             proxy=settings.proxy,
+            will=settings.will,
         )
-        return parameters, renew_at
 
     def close(self) -> None:
         """Stop reconnecting and fail what still waits (the caller cancels :meth:`run`)."""
@@ -335,116 +336,130 @@ class HubSession:
         error = ConnectionLostError("the client closed")
         if self._fatal is not None and not isinstance(self._fatal, anyio.get_cancelled_exc_class()):
             error = ConnectionLostError(f"the client stopped: {self._fatal}")
-        for future in self._twin_requests.values():
-            if not future.done():
-                future.set_exception(error)
-                future.exception()
-        self._twin_requests.clear()
-        for name in ("_desired_buffer", "_methods_buffer", "_messages_buffer"):
-            if name in self.__dict__:  # created on first use
-                self.__dict__[name].close()
-        for buffer in self._inputs_buffers.values():
-            buffer.close()
+        for pending in self.protocol.pending_twin_requests:
+            if not pending.waiter.done():
+                pending.waiter.set_exception(error)
+                pending.waiter.exception()
+            self.protocol.end_twin_request(pending.request_id)
+        self.streams.close()
         for listener in self._state_listeners:
             listener.close()
         self._state_changed.set()
 
     # --------------------------------------------------------- subscriptions
 
-    async def _restore_subscriptions(self, connection: MqttConnection) -> None:
-        filters = list(self._wanted_filters.items())
-        self._subscribed = (connection, {name for name, _ in filters})
+    async def _restore_subscriptions(self, connection: Transport) -> None:
+        filters = self.protocol.subscriptions
+        self._subscribed_on, self._subscribed = connection, {name for name, _ in filters}
         if filters:
             await connection.subscribe(filters)
 
     async def ensure_subscribed(self, topic_filter: str, qos: int) -> None:
         """Subscribe once per connection; later connections restore it before going live."""
-        self._wanted_filters[topic_filter] = qos
+        self.protocol.want_subscription(topic_filter, qos)
         connection = self._connection
-        subscribed_on, names = self._subscribed
-        if connection is not None and subscribed_on is connection and connection.connected and topic_filter in names:
+        if connection is not None and self._subscribed_on is connection and topic_filter in self._subscribed:
             return
         while True:
             connection = await self.current()
             async with self._subscribe_lock:
-                subscribed_on, names = self._subscribed
-                if subscribed_on is connection and topic_filter in names:
+                if self._subscribed_on is not connection:
+                    continue  # a newer connection restored everything, this filter included
+                if topic_filter in self._subscribed:
                     return
-                if subscribed_on is not connection:
-                    continue
                 try:
                     await connection.subscribe([(topic_filter, qos)])
                 except ConnectionLostError:
                     continue
-                names.add(topic_filter)
+                self._subscribed.add(topic_filter)
                 return
 
     # -------------------------------------------------------------- telemetry
 
-    async def publish(self, topic: str, payload: bytes, qos: int) -> None:
+    async def publish(self, outbound: OutboundPublish) -> None:
         """Publish with at-least-once delivery across reconnects, within the in-flight window."""
+        timeout = self.settings.request_timeout
+        topic, payload, qos, retain = outbound.topic, outbound.payload, outbound.qos, outbound.retain
         async with self._window:
-            # asyncio's own timeout: this runs once per message, and an anyio cancel scope costs more.
-            async with asyncio.timeout(self.settings.request_timeout):
-                while True:
-                    connection = self._connection
-                    if connection is None or not connection.connected:
-                        connection = await self.current()
-                    try:
-                        await connection.publish(topic, payload, qos)
-                    except ConnectionLostError:
-                        continue
-                    return
+            try:
+                async with asyncio.timeout(timeout):
+                    while True:
+                        connection = self._connection
+                        if connection is None or not connection.connected:
+                            connection = await self.current()
+                        try:
+                            acknowledged = connection.publish(topic, payload, qos, retain=retain)
+                            if qos:
+                                self._track_unacked(acknowledged)
+                            await acknowledged
+                        except ConnectionLostError:
+                            continue  # at-least-once: the same message again on the next connection
+                        return
+            except TimeoutError:
+                raise TimeoutError(
+                    f"the hub did not acknowledge the message within {timeout:g} s (request_timeout)"
+                ) from None
+
+    def _track_unacked(self, acknowledged: asyncio.Future[None]) -> None:
+        unacked = self._unacked
+        while unacked and unacked[0][1].done():
+            unacked.popleft()
+        unacked.append((self.clock.monotonic(), acknowledged))
 
     # ------------------------------------------------------------------ twin
 
-    def _new_request_id(self) -> str:
-        self._next_request_id += 1
-        return str(self._next_request_id)
-
-    async def twin_request(self, build_topic: Callable[[str], str], body: bytes) -> _TwinResponse:
-        """Send a twin request and wait for its response, resending on a new connection."""
-        async with asyncio.timeout(self.settings.request_timeout):
-            await self.ensure_subscribed(topics.TWIN_RESPONSE_SUBSCRIPTION, 0)
-            request_id = self._new_request_id()
-            future: asyncio.Future[_TwinResponse] = asyncio.get_running_loop().create_future()
-            self._twin_requests[request_id] = future
-            try:
-                while not future.done():
-                    connection = await self.current()
-                    try:
-                        connection.publish(build_topic(request_id), body, 0)
-                    except ConnectionLostError:
-                        continue
-                    await asyncio.wait((future, connection.lost), return_when=asyncio.FIRST_COMPLETED)
-                response = future.result()
-            finally:
-                self._twin_requests.pop(request_id, None)
+    async def twin_request(self, kind: str, body: bytes) -> TwinResponse[Any]:
+        """Send a twin request and wait for its response, resending it on a new connection."""
+        timeout = self.settings.request_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._twin_round_trip(kind, body)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the hub did not answer the twin {kind} request within {timeout:g} s (request_timeout)"
+            ) from None
         if response.status == 429:
-            raise ThrottledError("the hub throttled the twin request (429)", status=429, request_id=request_id)
+            raise ThrottledError(
+                "the hub throttled the twin request (429)", status=429, request_id=response.request_id
+            )
         if not 200 <= response.status < 300:
             raise ServiceError(
-                f"the hub answered the twin request with {response.status}",
+                f"the hub answered the twin {kind} request with {response.status}",
                 status=response.status,
-                request_id=request_id,
+                request_id=response.request_id,
             )
         return response
 
+    async def _twin_round_trip(self, kind: str, body: bytes) -> TwinResponse[Any]:
+        await self.ensure_subscribed(topics.TWIN_RESPONSE_SUBSCRIPTION, 0)
+        future: _Waiter = asyncio.get_running_loop().create_future()
+        pending = self.protocol.begin_twin_request(kind, body, future)
+        publish = pending.publish
+        try:
+            while not future.done():
+                connection = await self.current()
+                try:
+                    connection.publish(publish.topic, publish.payload, publish.qos)
+                except ConnectionLostError:
+                    continue
+                # Same $rid on the next connection if this one drops first.
+                await asyncio.wait((future, connection.lost), return_when=asyncio.FIRST_COMPLETED)
+            return future.result()
+        finally:
+            self.protocol.end_twin_request(pending.request_id)
+
     async def get_twin(self) -> Twin:
         """Read the whole twin."""
-        response = await self.twin_request(topics.twin_get_topic, b"")
-        try:
-            document = json.loads(response.body)
-            desired, reported = document["desired"], document["reported"]
-            if not isinstance(desired, dict) or not isinstance(reported, dict):
-                raise TypeError("sections are not objects")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ProtocolError(f"the hub sent a twin that is not a twin document: {exc}") from None
+        response = await self.twin_request("get", b"")
+        document = load_json_object(response.body, "twin document")
+        desired, reported = document.get("desired"), document.get("reported")
+        if not isinstance(desired, dict) or not isinstance(reported, dict):
+            raise ProtocolError("the hub sent a twin document without desired and reported objects")
         return Twin(desired=desired, reported=reported)
 
     async def update_reported(self, body: bytes) -> int:
         """Send a reported-properties patch; returns the new reported ``$version``."""
-        response = await self.twin_request(topics.twin_patch_reported_topic, body)
+        response = await self.twin_request("patch", body)
         if response.version is None:
             raise ProtocolError("the hub acknowledged the reported patch without a $version")
         return response.version
@@ -452,214 +467,141 @@ class HubSession:
     # --------------------------------------------------------- desired patches
 
     async def desired_patches(self) -> AsyncIterator[dict[str, Any]]:
-        """Yield desired-property patches; the first caller subscribes and reads the baseline."""
-        if not self._desired_wanted:
-            self._desired_wanted = True
+        """Yield desired-property patches; the first consumer subscribes and reads the baseline."""
+        desired = self.protocol.desired
+        if desired.want() or desired.state is DesiredState.BASELINE:
             await self.ensure_subscribed(topics.TWIN_DESIRED_SUBSCRIPTION, 0)
             # The first reading is only the baseline for later resyncs: every notification that
             # arrives once subscribed is delivered, including those the reading already covers.
-            self._desired.resync((await self.get_twin()).desired)
-        with self._desired_buffer.receive.clone() as receive:
-            async for patch in receive:
-                yield patch
+            if desired.baseline_read((await self.get_twin()).desired):
+                self._start_desired_resync()
+        async for patch in self.streams.desired.items():
+            yield patch
 
-    def request_desired_resync(self) -> None:
-        """Drop notifications until the twin has been re-read and the difference delivered."""
-        self._desired_stale = True
-        if not self._desired_resync_running and self._task_group is not None:
-            self._desired_resync_running = True
+    def _start_desired_resync(self) -> None:
+        if not self._resync_running and self._task_group is not None:
+            self._resync_running = True
             self._task_group.start_soon(self._resync_desired, name="aioiothub desired resync")
 
     async def _resync_desired(self) -> None:
         """Read the twin and deliver what changed in the desired section while we could not see it."""
+        desired = self.protocol.desired
         attempt = 0
         try:
-            while self._desired_stale:
-                self._desired_missed_version = None
+            while desired.state is DesiredState.STALE:
+                desired.begin_resync_read()
                 try:
                     twin = await self.get_twin()
                 except (IoTHubError, TimeoutError) as exc:
                     attempt += 1
                     delay = (self.settings.reconnect or ReconnectPolicy()).delay(attempt)
                     _log.warning("could not re-read the twin (%s); retrying in %.1f s", exc, delay)
-                    await anyio.sleep(delay)
+                    await self.clock.sleep(delay)
                     continue
-                patch = self._desired.resync(twin.desired)
-                missed = self._desired_missed_version
-                # A notification dropped after the hub produced this twin is newer than it: read again.
-                self._desired_stale = missed is not None and (
-                    twin.desired_version is None or missed > twin.desired_version
-                )
-                if patch is not None:
-                    await self._desired_buffer.send.send(patch)
+                result = desired.resync_read(twin.desired)
+                if result.patch is not None:
+                    await self.streams.desired.send.send(result.patch)
         finally:
-            self._desired_resync_running = False
+            self._resync_running = False
 
     # ---------------------------------------------------------------- methods
 
     async def method_requests(self) -> AsyncIterator[MethodRequest]:
         """Yield direct method requests."""
-        self._methods_wanted = True
+        buffer = self.streams.methods
         await self.ensure_subscribed(topics.METHODS_SUBSCRIPTION, 0)
-        with self._methods_buffer.receive.clone() as receive:
-            async for request in receive:
-                yield request
+        async for request in buffer.items():
+            yield request
 
     async def _respond_to_method(self, request_id: str, status: int, body: bytes) -> None:
-        with anyio.fail_after(self.settings.request_timeout):
-            connection = await self.current()
-            await connection.publish(topics.method_response_topic(status, request_id), body, 1)
+        timeout = self.settings.request_timeout
+        publish = self.protocol.method_response(request_id, status, body)
+        try:
+            async with asyncio.timeout(timeout):
+                connection = await self.current()
+                await connection.publish(publish.topic, publish.payload, publish.qos)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the hub did not acknowledge the method response within {timeout:g} s (request_timeout)"
+            ) from None
 
     # ----------------------------------------------- cloud and input messages
 
     async def cloud_messages(self) -> AsyncIterator[Message]:
         """Yield cloud-to-device messages, each acknowledged once it is taken."""
-        await self.ensure_subscribed(topics.c2d_subscription(self.settings.device_id), 1)
-        with self._messages_buffer.receive.clone() as receive:
-            async for delivery in receive:
-                delivery.connection.acknowledge(delivery.inbound)
-                yield delivery.message
+        buffer = self.streams.cloud
+        await self.ensure_subscribed(*self.protocol.cloud_messages_subscription())
+        async for delivery in buffer.items():
+            delivery.acknowledge()
+            yield delivery.message
 
     async def input_messages(self, input_name: str | None) -> AsyncIterator[Message]:
         """Yield module input messages (all inputs, or only ``input_name``)."""
-        assert self.settings.module_id is not None
-        buffer = self._inputs_buffer_for(input_name)
-        await self.ensure_subscribed(topics.input_subscription(self.settings.device_id, self.settings.module_id), 1)
-        with buffer.receive.clone() as receive:
-            async for delivery in receive:
-                delivery.connection.acknowledge(delivery.inbound)
-                yield delivery.message
-
-    def _inputs_buffer_for(self, input_name: str | None) -> _Buffer[_Delivery]:
-        buffer = self._inputs_buffers.get(input_name)
-        if buffer is not None:
-            return buffer
-        buffer = self._inputs_buffers[input_name] = _Buffer(self.settings.inbound_buffer_size)
-        if input_name is None:
-            return buffer
-        # Messages for this input that arrived before it had a consumer wait in the catch-all.
-        catch_all = self._inputs_buffer_for(None)
-        others: list[_Delivery] = []
-        while True:
-            try:
-                delivery = catch_all.receive.receive_nowait()
-            except anyio.WouldBlock:
-                break
-            if delivery.message.input_name == input_name:
-                buffer.offer(delivery)
-            else:
-                others.append(delivery)
-        for delivery in others:
-            catch_all.offer(delivery)
-        return buffer
+        buffer = self.streams.input_buffer(input_name)
+        await self.ensure_subscribed(*self.protocol.inputs_subscription())
+        async for delivery in buffer.items():
+            delivery.acknowledge()
+            yield delivery.message
 
     # ---------------------------------------------------------------- dispatch
 
-    def _dispatch(self, inbound: InboundPublish) -> None:
-        connection = self._connection_for_dispatch()
+    def _dispatch(self, inbound: InboundPublish, connection: Transport) -> None:
         topic = inbound.topic
         try:
-            if topic.startswith(_TWIN_RESPONSE_PREFIX):
-                self._on_twin_response(inbound)
-            elif topic.startswith(_DESIRED_PREFIX):
-                self._on_desired_patch(inbound)
-            elif topic.startswith(_METHODS_PREFIX):
-                self._on_method_request(inbound, connection)
-            elif topic.startswith(self._c2d_prefix):
-                parsed_c2d = topics.parse_c2d_topic(topic)
-                message = Message.from_wire(inbound.payload, parsed_c2d.properties)
-                self._offer_delivery(self._messages_buffer, message, inbound, connection, "cloud-to-device")
+            event = self.protocol.receive(topic, inbound.payload)
+            if isinstance(event, CloudToDeviceMessage):
+                message = Message.from_wire(event.body, event.properties)
+                self._offer(Delivery(message, inbound, connection), self.streams.cloud.offer, "cloud-to-device")
                 return
-            elif self._inputs_prefix is not None and topic.startswith(self._inputs_prefix):
-                parsed_input = topics.parse_input_topic(topic)
-                message = Message.from_wire(
-                    inbound.payload, parsed_input.properties, input_name=parsed_input.input_name
-                )
-                buffer = self._inputs_buffers.get(parsed_input.input_name) or self._inputs_buffer_for(None)
-                self._offer_delivery(buffer, message, inbound, connection, "module input")
+            if isinstance(event, InputMessage):
+                message = Message.from_wire(event.body, event.properties, input_name=event.input_name)
+                buffer = self.streams.buffer_for_input(event.input_name)
+                self._offer(Delivery(message, inbound, connection), buffer.offer, "module input")
                 return
-            else:
-                _log.warning("ignored a message on an unexpected topic %r", topic)
+            if isinstance(event, TwinResponse):
+                if not event.waiter.done():
+                    event.waiter.set_result(event)
+            elif isinstance(event, DesiredPatch):
+                self._on_desired_patch(event.patch)
+            elif isinstance(event, MethodInvoked):
+                self._on_method_request(event, connection)
         except (ProtocolError, ValueError) as exc:
             _log.warning("ignored a malformed message on %r: %s", topic, exc)
-        if connection is not None:
-            connection.acknowledge(inbound)
+        connection.acknowledge(inbound)
 
-    def _connection_for_dispatch(self) -> MqttConnection | None:
-        # Messages can arrive between CONNACK and the moment the session adopts the connection
-        # (a resumed session delivers queued C2D messages at once); they belong to the newest one.
-        return self._connection or self._subscribed[0]
-
-    def _offer_delivery(
-        self,
-        buffer: _Buffer[_Delivery],
-        message: Message,
-        inbound: InboundPublish,
-        connection: MqttConnection | None,
-        kind: str,
-    ) -> None:
-        if connection is None:
-            return
-        if not buffer.offer(_Delivery(message, inbound, connection)):
+    def _offer(self, delivery: Delivery, offer: Any, kind: str) -> None:
+        if not offer(delivery):
             _log.warning(
                 "%s buffer full (%d messages): message %r left unacknowledged; the hub redelivers it "
                 "after the next reconnect",
                 kind,
                 self.settings.inbound_buffer_size,
-                message.message_id,
+                delivery.message.message_id,
             )
 
-    def _on_twin_response(self, inbound: InboundPublish) -> None:
-        parsed = topics.parse_twin_response_topic(inbound.topic)
-        future = self._twin_requests.get(parsed.request_id)
-        if future is None or future.done():
-            _log.debug("twin response for unknown request %r", parsed.request_id)
-            return
-        future.set_result(_TwinResponse(parsed.status, parsed.version, inbound.payload))
-
-    def _on_desired_patch(self, inbound: InboundPublish) -> None:
-        parsed = topics.parse_twin_desired_topic(inbound.topic)
-        try:
-            patch = json.loads(inbound.payload)
-        except ValueError:
-            raise ProtocolError(f"desired patch on {inbound.topic!r} is not JSON") from None
-        if not isinstance(patch, dict):
-            raise ProtocolError(f"desired patch on {inbound.topic!r} is not a JSON object")
-        if "$version" not in patch and parsed.version is not None:
-            patch["$version"] = parsed.version
-        if not self._desired_wanted:
-            return
-        if self._desired_stale:
-            version = patch.get("$version")
-            if isinstance(version, int):
-                self._desired_missed_version = max(version, self._desired_missed_version or version)
-            return
-        if self._desired_buffer.send.statistics().current_buffer_used >= self.settings.inbound_buffer_size:
+    def _on_desired_patch(self, patch: dict[str, Any]) -> None:
+        desired_buffer = self.streams.desired
+        outcome = self.protocol.desired.notification(patch, room=desired_buffer.has_room)
+        if outcome is NotificationOutcome.DELIVER:
+            desired_buffer.offer(patch)
+        elif outcome is NotificationOutcome.READ_TWIN:
             _log.warning("desired-property buffer full; the missed changes will be re-read from the twin")
-            self.request_desired_resync()
-            return
-        if self._desired.accept(patch):
-            self._desired_buffer.offer(patch)
+            self._start_desired_resync()
 
-    def _on_method_request(self, inbound: InboundPublish, connection: MqttConnection | None) -> None:
-        parsed = topics.parse_method_request_topic(inbound.topic)
-        try:
-            payload = json.loads(inbound.payload) if inbound.payload else None
-        except ValueError:
-            raise ProtocolError(f"method request {parsed.name!r} carries a payload that is not JSON") from None
+    def _on_method_request(self, event: MethodInvoked, connection: Transport) -> None:
         request = MethodRequest(
-            name=parsed.name,
-            payload=payload,
-            request_id=parsed.request_id,
-            component=parsed.component,
-            command=parsed.command,
+            name=event.name,
+            payload=event.payload,
+            request_id=event.request_id,
+            component=event.component,
+            command=event.command,
             responder=self._respond_to_method,
         )
-        if self._methods_wanted and self._methods_buffer.offer(request):
+        wanted = self.protocol.wants(topics.METHODS_SUBSCRIPTION)
+        if wanted and self.streams.methods.offer(request):
             return
-        reason = "the method request buffer is full" if self._methods_wanted else "no handler is listening"
-        _log.warning("answered method %r with 503: %s", parsed.name, reason)
-        if connection is not None and connection.connected:
-            body = json.dumps({"error": reason}).encode()
-            connection.publish(topics.method_response_topic(503, parsed.request_id), body, 0)
-
+        reason = "the method request buffer is full" if wanted else "no handler is listening"
+        _log.warning("answered method %r with 503: %s", event.name, reason)
+        if connection.connected:
+            answer = self.protocol.method_response(event.request_id, 503, json.dumps({"error": reason}).encode())
+            connection.publish(answer.topic, answer.payload, 0)

@@ -60,7 +60,7 @@ async def test_twin_request_in_flight_during_a_drop_is_resent_on_the_next_connec
         hub.drop_on_twin_requests(1)
         twin = await client.get_twin()
         assert twin.desired["interval"] == 7
-        assert client._require_session()._twin_requests == {}
+        assert client._require_session().protocol.pending_twin_requests == []
 
 
 async def test_desired_changes_made_while_offline_arrive_as_one_patch_after_reconnect(hub: Emulator) -> None:
@@ -207,7 +207,7 @@ async def test_cancelling_every_kind_of_await_leaves_no_pending_request_and_no_t
         with anyio.move_on_after(0.2) as scope:
             await client.update_reported_properties({"a": 1})
         assert scope.cancelled_caught
-        assert session._twin_requests == {}
+        assert session.protocol.pending_twin_requests == []
 
         hub.delay_pubacks(5)
         with anyio.move_on_after(0.2) as scope:
@@ -221,7 +221,7 @@ async def test_cancelling_every_kind_of_await_leaves_no_pending_request_and_no_t
             assert scope.cancelled_caught
             await iterator.aclose()
 
-        assert session._twin_requests == {}
+        assert session.protocol.pending_twin_requests == []
         # The client still works after all of that.
         assert (await client.get_twin()).reported_version is not None
         await client.send_message(b"fine")

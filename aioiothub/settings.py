@@ -1,0 +1,188 @@
+"""Client constructor arguments turned into validated :class:`~aioiothub.session.SessionSettings`.
+
+Every check names the argument it refuses; nothing is connected or sent here.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aioiothub.auth import ConnectionString, SasTokenCredential, SharedAccessKeyCredential, X509Credential
+from aioiothub.options import (
+    ClientOptions,
+    ProxyOptions,
+    ReconnectPolicy,
+    require_positive_int,
+    require_positive_number,
+)
+from aioiothub.protocol.connect import MAX_KEEPALIVE, MQTT_PORT, WEBSOCKET_PORT, product_info_string, validate_identity
+from aioiothub.session import SessionSettings
+from aioiothub.transports import transport_factory
+
+__all__ = ["build_settings", "default_ssl_context", "options_from_connection_string"]
+
+_OPTION_NAMES = ClientOptions.__optional_keys__
+_default_ssl_context: ssl.SSLContext | None = None
+
+TokenRenewer = Callable[[], str | Awaitable[str]]
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The system trust store with TLS 1.2 or newer and hostname checks, shared by every client."""
+    global _default_ssl_context
+    if _default_ssl_context is None:
+        context = ssl.create_default_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        _default_ssl_context = context
+    return _default_ssl_context
+
+
+def _check_tls_floor(context: ssl.SSLContext) -> None:
+    minimum = context.minimum_version
+    # MINIMUM_SUPPORTED is a sentinel (-2) meaning "whatever OpenSSL allows", which may be TLS 1.0.
+    if minimum == ssl.TLSVersion.MINIMUM_SUPPORTED or minimum < ssl.TLSVersion.TLSv1_2:
+        raise ValueError(
+            f"ssl_context allows {minimum.name}; IoT Hub requires TLS 1.2 or newer: set "
+            "ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2"
+        )
+
+
+def _credential(
+    shared_access_key: str | None,
+    sas_token: str | None,
+    renew_sas_token: TokenRenewer | None,
+    x509: X509Credential | None,
+    sas_ttl: int,
+) -> SharedAccessKeyCredential | SasTokenCredential | X509Credential:
+    given = [name for name, value in (("shared_access_key", shared_access_key), ("sas_token", sas_token),
+                                      ("x509", x509)) if value is not None]
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one of shared_access_key, sas_token or x509" + (f" (got {', '.join(given)})" if given else "")
+        )
+    if renew_sas_token is not None and sas_token is None:
+        raise ValueError("renew_sas_token needs sas_token")
+    if renew_sas_token is not None and not callable(renew_sas_token):
+        raise TypeError("renew_sas_token must be callable")
+    if shared_access_key is not None:
+        return SharedAccessKeyCredential(shared_access_key, ttl=require_positive_int(sas_ttl, "sas_ttl"))
+    if sas_token is not None:
+        return SasTokenCredential(sas_token, renew=renew_sas_token)
+    if not isinstance(x509, X509Credential):
+        raise TypeError("x509 must be an aioiothub.X509Credential")
+    return x509
+
+
+def _reconnect_policy(reconnect: object) -> ReconnectPolicy | None:
+    if reconnect is True:
+        return ReconnectPolicy()
+    if reconnect is False:
+        return None
+    if isinstance(reconnect, ReconnectPolicy):
+        return reconnect
+    raise TypeError("reconnect must be True, False or a ReconnectPolicy")
+
+
+def build_settings(
+    *,
+    hostname: str,
+    device_id: str,
+    module_id: str | None,
+    shared_access_key: str | None,
+    sas_token: str | None,
+    renew_sas_token: TokenRenewer | None,
+    x509: X509Credential | None,
+    options: ClientOptions,
+) -> SessionSettings:
+    """Validate every argument of a client constructor.
+
+    Raises:
+        TypeError, ValueError: an argument is missing, of the wrong type or invalid; the message
+            names it.
+        CredentialError: the key, token or certificate cannot be used.
+    """
+    unknown = options.keys() - _OPTION_NAMES
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
+    if not isinstance(hostname, str) or not hostname:
+        raise ValueError("hostname must be a non-empty string")
+    validate_identity(device_id, "device_id")
+    if module_id is not None:
+        validate_identity(module_id, "module_id")
+    credential = _credential(shared_access_key, sas_token, renew_sas_token, x509, options.get("sas_ttl", 3600))
+    websockets = options.get("websockets", False)
+    if not isinstance(websockets, bool):
+        raise TypeError("websockets must be True or False")
+    port = options.get("port", WEBSOCKET_PORT if websockets else MQTT_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
+    proxy = options.get("proxy")
+    if proxy is not None and not isinstance(proxy, ProxyOptions):
+        raise TypeError("proxy must be an aioiothub.ProxyOptions")
+    ssl_context = options.get("ssl_context")
+    if ssl_context is not None:
+        if not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError("ssl_context must be an ssl.SSLContext")
+        _check_tls_floor(ssl_context)
+    gateway_hostname = options.get("gateway_hostname")
+    if gateway_hostname is not None and (not isinstance(gateway_hostname, str) or not gateway_hostname):
+        raise ValueError("gateway_hostname must be a non-empty string")
+    model_id = options.get("model_id")
+    if model_id is not None and (not isinstance(model_id, str) or not model_id.startswith("dtmi:")):
+        raise ValueError(f"model_id must be a DTDL model id starting with 'dtmi:', not {model_id!r}")
+    product_info = options.get("product_info")
+    if product_info is not None and not isinstance(product_info, str):
+        raise TypeError("product_info must be a string")
+    if isinstance(credential, X509Credential):
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context()
+            ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        credential.load_into(ssl_context)
+    return SessionSettings(
+        hostname=hostname,
+        device_id=device_id,
+        module_id=module_id,
+        credential=credential,
+        connect_host=gateway_hostname or hostname,
+        port=port,
+        websockets=websockets,
+        ssl_context=ssl_context or default_ssl_context(),
+        proxy=proxy,
+        product_info=product_info_string(product_info),
+        model_id=model_id,
+        keepalive=require_positive_int(options.get("keepalive", 60), "keepalive", maximum=MAX_KEEPALIVE),
+        request_timeout=require_positive_number(options.get("request_timeout", 30.0), "request_timeout"),
+        reconnect=_reconnect_policy(options.get("reconnect", True)),
+        max_in_flight=require_positive_int(options.get("max_in_flight", 128), "max_in_flight", maximum=65535),
+        inbound_buffer_size=require_positive_int(options.get("inbound_buffer_size", 256), "inbound_buffer_size"),
+        transport=transport_factory(options.get("transport", "aiomqtt")),
+        liveness_timeout=require_positive_number(options.get("liveness_timeout", 10.0), "liveness_timeout"),
+    )
+
+
+def options_from_connection_string(connection_string: str, *, x509: X509Credential | None) -> dict[str, Any]:
+    """The identity and credential arguments a device or module connection string stands for.
+
+    Raises:
+        ValueError: it is a service connection string, or it says ``x509=true`` and no ``x509``
+            credential was given.
+        CredentialError: it is malformed.
+    """
+    parsed = ConnectionString.parse(connection_string)
+    if parsed.shared_access_key_name is not None:
+        raise ValueError(
+            "the connection string names a shared access policy (SharedAccessKeyName): that is a "
+            "service connection string, not a device's"
+        )
+    if parsed.x509 and x509 is None:
+        raise ValueError("the connection string says x509=true: pass x509=X509Credential(cert_file, key_file)")
+    return {
+        "hostname": parsed.host_name,
+        "device_id": parsed.device_id,
+        "module_id": parsed.module_id,
+        "shared_access_key": parsed.shared_access_key,
+        "sas_token": parsed.shared_access_signature,
+        "gateway_hostname": parsed.gateway_host_name,
+    }
