@@ -47,6 +47,7 @@ __all__ = [
     "MethodRequest",
     "Twin",
     # options
+    "ClientOptions",
     "ProxyOptions",
     "ReconnectPolicy",
     # authentication

@@ -23,9 +23,11 @@ responses resolve the futures the protocol keeps with each ``$rid``; desired pat
 requests, cloud-to-device and module input messages go into the bounded buffers of
 :class:`~aioiothub.inbound.InboundStreams`.
 
-Per-message paths use asyncio primitives directly (a semaphore for the in-flight window, one
-``asyncio.timeout`` per send, futures for PUBACKs): measured, they cost a fraction of their anyio
-equivalents. Everything else -- lifetimes, task groups, events, buffers -- is anyio.
+Per-message paths use asyncio primitives directly (a semaphore for the in-flight window, futures
+for PUBACKs, one shared timer for every send's deadline in
+:class:`~aioiothub.in_flight.InFlightPublishes`): measured, they cost a fraction of their anyio
+equivalents (an anyio cancel scope, or even an ``asyncio.timeout``, per message). Everything else
+-- lifetimes, task groups, events, buffers -- is anyio.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import asyncio
 import json
 import logging
 import ssl
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ from aioiothub.exceptions import (
     ServiceError,
     ThrottledError,
 )
+from aioiothub.in_flight import InFlightPublishes
 from aioiothub.inbound import Delivery, InboundStreams
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
@@ -127,9 +129,7 @@ class HubSession:
         self._subscribed: set[str] = set()
         self._subscribe_lock = anyio.Lock(fast_acquire=True)
         self._window = asyncio.Semaphore(settings.max_in_flight)
-        # (sent at, PUBACK future) of QoS 1 publishes, oldest first; done ones are dropped from the
-        # left as new ones are added, so this holds about one in-flight window.
-        self._unacked: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._in_flight = InFlightPublishes(settings.request_timeout, self.clock.monotonic)
         self._renew_due = float("inf")
         self._resync_running = False
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -265,26 +265,18 @@ class HubSession:
             if remaining <= 0:
                 _log.info("renewing the SAS token")
                 return True
-            if await clock.wait(connection.lost, min(remaining, monitor.interval)):
-                _log.info("connection lost: %s", connection.lost.exception())
-                return False
-            check = monitor.check(
-                now=clock.monotonic(),
-                last_received=connection.last_received,
-                oldest_unacked_since=self._oldest_unacked(),
-            )
+            now, last_received, oldest = clock.monotonic(), connection.last_received, self._in_flight.oldest_since()
+            check = monitor.check(now=now, last_received=last_received, oldest_unacked_since=oldest)
             if check.verdict is Verdict.PROBE:
                 connection.ping()
             elif check.verdict is Verdict.DEAD:
                 _log.info("connection is dead: %s; reconnecting", check.reason)
                 connection.abort(check.reason)
                 return False
-
-    def _oldest_unacked(self) -> float | None:
-        unacked = self._unacked
-        while unacked and unacked[0][1].done():
-            unacked.popleft()
-        return unacked[0][0] if unacked else None
+            until_check = monitor.next_check(now=now, last_received=last_received, oldest_unacked_since=oldest) - now
+            if await clock.wait(connection.lost, min(remaining, until_check)):
+                _log.info("connection lost: %s", connection.lost.exception())
+                return False
 
     async def _connect_parameters(self) -> ConnectParameters:
         settings = self.settings
@@ -341,6 +333,7 @@ class HubSession:
                 pending.waiter.set_exception(error)
                 pending.waiter.exception()
             self.protocol.end_twin_request(pending.request_id)
+        self._in_flight.close()
         self.streams.close()
         for listener in self._state_listeners:
             listener.close()
@@ -378,33 +371,41 @@ class HubSession:
 
     async def publish(self, outbound: OutboundPublish) -> None:
         """Publish with at-least-once delivery across reconnects, within the in-flight window."""
-        timeout = self.settings.request_timeout
         topic, payload, qos, retain = outbound.topic, outbound.payload, outbound.qos, outbound.retain
         async with self._window:
+            started = asyncio.get_running_loop().time()
+            connection = self._connection
+            if connection is not None and connection.connected:
+                # The common case: one send on the live connection, its deadline kept by the
+                # in-flight table (one timer for all sends instead of one per message).
+                try:
+                    acknowledged = connection.publish(topic, payload, qos, retain=retain)
+                    if qos:
+                        self._in_flight.add(acknowledged)
+                    await acknowledged
+                    return
+                except ConnectionLostError:
+                    pass  # at-least-once: sent again below, on the next connection
+                except TimeoutError:
+                    raise self._send_timeout() from None
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(started + self.settings.request_timeout):
                     while True:
-                        connection = self._connection
-                        if connection is None or not connection.connected:
-                            connection = await self.current()
+                        connection = await self.current()
                         try:
                             acknowledged = connection.publish(topic, payload, qos, retain=retain)
                             if qos:
-                                self._track_unacked(acknowledged)
+                                self._in_flight.add(acknowledged)
                             await acknowledged
                         except ConnectionLostError:
-                            continue  # at-least-once: the same message again on the next connection
+                            continue
                         return
             except TimeoutError:
-                raise TimeoutError(
-                    f"the hub did not acknowledge the message within {timeout:g} s (request_timeout)"
-                ) from None
+                raise self._send_timeout() from None
 
-    def _track_unacked(self, acknowledged: asyncio.Future[None]) -> None:
-        unacked = self._unacked
-        while unacked and unacked[0][1].done():
-            unacked.popleft()
-        unacked.append((self.clock.monotonic(), acknowledged))
+    def _send_timeout(self) -> TimeoutError:
+        timeout = self.settings.request_timeout
+        return TimeoutError(f"the hub did not acknowledge the message within {timeout:g} s (request_timeout)")
 
     # ------------------------------------------------------------------ twin
 

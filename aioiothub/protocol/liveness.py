@@ -21,8 +21,10 @@ since when the oldest unacknowledged publish has been waiting. It answers with a
     flight is sent again on the next connection.
 
 States: *trusting* (no probe outstanding) and *probing* (a PINGREQ was sent at ``probe_sent``);
-any packet received after the probe returns it to *trusting*. Times are whatever clock the caller
-uses for ``now`` and ``last_received``; nothing here reads a clock.
+any packet received after the probe returns it to *trusting*. :meth:`LivenessMonitor.next_check`
+says when a verdict could next change, so the caller wakes exactly then rather than polling.
+Times are whatever clock the caller uses for ``now`` and ``last_received``; nothing here reads a
+clock.
 """
 
 from __future__ import annotations
@@ -78,10 +80,19 @@ class LivenessMonitor:
         self._ack_timeout = ack_timeout
         self._probe_sent: float | None = None
 
-    @property
-    def interval(self) -> float:
-        """How often to check: often enough to act within a fraction of either limit."""
-        return max(0.05, min(self._silence_limit, self._ack_timeout) / 4)
+    def next_check(self, *, now: float, last_received: float, oldest_unacked_since: float | None) -> float:
+        """When to check next: the first moment the verdict could change, given what is known now.
+
+        A publish sent after ``now`` can become overdue only ``ack_timeout`` later, so the answer
+        is never further away than that.
+        """
+        ack_timeout = self._ack_timeout
+        moments = [last_received + self._silence_limit, now + ack_timeout]
+        if self._probe_sent is not None:
+            moments.append(self._probe_sent + ack_timeout)
+        elif oldest_unacked_since is not None:
+            moments.append(max(oldest_unacked_since, last_received) + ack_timeout)
+        return max(now, min(moments))
 
     def check(self, *, now: float, last_received: float, oldest_unacked_since: float | None) -> Check:
         """Judge the connection.
