@@ -232,7 +232,7 @@ def validate_application_properties(properties: Mapping[str, str], *, argument: 
         if not name.isascii():
             raise ValueError(f"{argument}: name {name!r} must be ASCII")
         if name in SYSTEM_PROPERTY_KEYS:
-            raise ValueError(f"{argument}: {name!r} is a system property; use the matching argument for it")
+            raise ValueError(f"{argument}[{name!r}] is a system property; use the matching argument for it")
         if not isinstance(value, str):
             raise TypeError(f"{argument}[{name!r}] must be a str, not {type(value).__name__}")
         if not value.isascii():
