@@ -391,6 +391,7 @@ class Hub(HubCore):
         Raises:
             ValueError: no such identity, an invalid method name, or a payload over 128 KiB.
             TypeError: the payload is not JSON-serialisable.
+            ServiceError: status 400, the device answered with a body that is not JSON.
         """
         return await self._methods.invoke(self._registry.lookup(device_id, module_id), method_name, payload, timeout)
 

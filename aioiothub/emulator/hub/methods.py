@@ -7,7 +7,9 @@ connection does not hold the methods subscription. Otherwise it is *pending*: th
 published and a :class:`_PendingCall` waits under its ``$rid`` until the deadline. The device's answer
 *completes* it: the answer is matched by ``$rid`` and identity (an answer from another identity, or
 for a call no longer pending, is ignored), its body decoded as JSON, and the caller woken. A call
-still pending at the deadline ends in 504, whatever arrives later.
+still pending at the deadline ends in 504, whatever arrives later. An answer whose body is not JSON
+completes the call with an error, which the caller receives as :class:`~aioiothub.exceptions.ServiceError`
+400, as IoT Hub reports it to a service; the device's connection is not affected.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import anyio
 from aioiothub.emulator.hub.connections import ConnectionTable
 from aioiothub.emulator.hub.identity import Identity, IdentityKey
 from aioiothub.emulator.hub.values import json_bytes
-from aioiothub.exceptions import ProtocolError
+from aioiothub.exceptions import ProtocolError, ServiceError
 from aioiothub.protocol.json_payloads import load_json_payload
 from aioiothub.protocol.limits import MAX_METHOD_PAYLOAD_BYTES
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, method_request_topic
@@ -39,8 +41,7 @@ class MethodResult:
     Attributes:
         status: the status the device answered with; 404 when the identity was offline or not
             subscribed to methods, 504 when it did not answer in time.
-        payload: the device's JSON answer decoded, ``None`` for an empty body, or the raw ``bytes``
-            when the device answered with something that is not JSON.
+        payload: the device's JSON answer decoded, or ``None`` for an empty body.
     """
 
     status: int
@@ -56,6 +57,8 @@ class _PendingCall:
     key: IdentityKey
     done: anyio.Event
     result: MethodResult | None = None
+    #: Why the device's answer could not be read, when it could not.
+    error: str | None = None
 
 
 class DirectMethods:
@@ -78,6 +81,7 @@ class DirectMethods:
         Raises:
             ValueError: an invalid method name or timeout, or a payload over 128 KiB.
             TypeError: the payload is not JSON-serialisable.
+            ServiceError: status 400, the device answered with a body that is not JSON.
         """
         if not isinstance(timeout, int | float) or not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -100,6 +104,10 @@ class DirectMethods:
                 await pending.done.wait()
         finally:
             del self._pending[request_id]
+        if pending.error is not None:
+            raise ServiceError(
+                f"{identity.label} answered method {method_name!r}: {pending.error}", status=400, request_id=request_id
+            )
         if pending.result is None:
             return _TIMED_OUT
         return pending.result
@@ -110,11 +118,11 @@ class DirectMethods:
         if pending is None or pending.key != identity.key or pending.done.is_set():
             logger.debug("%s: method response for unknown $rid %r ignored", identity.label, request_id)
             return
-        payload: Any = None
-        if body:
-            try:
-                payload = load_json_payload(body, "the method response")
-            except ProtocolError:
-                payload = bytes(body)
-        pending.result = MethodResult(status, payload)
+        try:
+            payload = load_json_payload(body, "the method response") if body else None
+        except ProtocolError as exc:
+            logger.info("%s: method response %r refused: %s", identity.label, request_id, exc)
+            pending.error = str(exc)
+        else:
+            pending.result = MethodResult(status, payload)
         pending.done.set()

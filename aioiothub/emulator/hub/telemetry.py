@@ -16,7 +16,6 @@ properties, their share of the size limit) is decoded once and cached by topic t
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping
@@ -29,6 +28,8 @@ import anyio
 from aioiothub.emulator.hub.errors import RuleViolation
 from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.values import Broadcast, check_count, iso_time
+from aioiothub.exceptions import ProtocolError
+from aioiothub.protocol.json_payloads import load_json_payload
 from aioiothub.protocol.limits import MAX_TELEMETRY_BYTES, message_wire_size
 from aioiothub.protocol.properties import SYSTEM_PROPERTY_KEYS
 from aioiothub.protocol.topics import parse_telemetry_topic
@@ -85,9 +86,12 @@ class TelemetryRecord:
         """Decode the body as JSON (UTF-8).
 
         Raises:
-            ValueError: the body is not JSON.
+            ValueError: the body is not JSON, or is nested too deeply to decode.
         """
-        return json.loads(self.body)
+        try:
+            return load_json_payload(self.body, "the telemetry body")
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
