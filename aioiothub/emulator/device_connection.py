@@ -14,7 +14,9 @@ Deadlines are cancel scopes, not timers or polling: one scope carries the keep-a
 (1.5 x the client's keep-alive, moved forward on every chunk) and the SAS token's expiry, whichever
 is sooner; an outer scope lets anything else (a newer connection of the same identity, a disabled
 device, :meth:`~aioiothub.emulator.Hub.drop_connection`, the emulator shutting down) end the
-connection with :meth:`DeviceConnection.close`.
+connection with :meth:`DeviceConnection.close`. The hub takes the connection out of its table before
+calling it, and :meth:`~DeviceConnection.close` refuses every later hub-side write at once, so nothing
+the hub sends after that goes into a connection that is on its way out.
 
 Anything the device does wrong -- a malformed packet, a topic it may not use, QoS 2, an oversize
 message -- ends only this connection, with the reason logged at INFO on ``aioiothub.emulator``.
@@ -169,9 +171,16 @@ class DeviceConnection:
                 await self._write(data)
 
     def close(self, reason: str) -> None:
-        """End the connection without DISCONNECT (the will is published); ``reason`` is logged."""
+        """End the connection without DISCONNECT (the will is published); ``reason`` is logged.
+
+        The hub stops routing to it and hub-side writes are refused from now on; the socket closes
+        once :meth:`run` has unwound.
+        """
         if self._close_reason is None:
             self._close_reason = reason
+        self._closed = True
+        if self._identity is not None:
+            self._hub.detach(self)
         self._scope.cancel()
 
     # --- the connection's life -----------------------------------------------------------------

@@ -12,7 +12,9 @@ from aioiothub.exceptions import ServiceError
 from aioiothub.protocol.mqtt import PingResp, PubAck, encode_pingreq, encode_publish
 from aioiothub.protocol.topics import (
     METHODS_SUBSCRIPTION,
+    TWIN_DESIRED_SUBSCRIPTION,
     TWIN_RESPONSE_SUBSCRIPTION,
+    c2d_subscription,
     method_response_topic,
     parse_method_request_topic,
     parse_twin_response_topic,
@@ -90,3 +92,26 @@ async def test_deeply_nested_telemetry_is_stored_and_its_json_is_a_value_error()
         assert record.body == DEEPLY_NESTED
         with pytest.raises(ValueError, match="nested too deeply"):
             record.json()
+
+
+async def test_nothing_reaches_a_dropped_connection() -> None:
+    async with Emulator(websocket_port=None) as hub:
+        device = hub.add_device("dev1")
+        async with raw_client(hub, device, clean_session=False) as client:
+            await client.subscribe(
+                1, [(c2d_subscription("dev1"), 1), (METHODS_SUBSCRIPTION, 0), (TWIN_DESIRED_SUBSCRIPTION, 0)]
+            )
+            assert hub.drop_connection("dev1") is True
+            # Gone from the hub's tables at once, though its socket may still be closing.
+            assert not hub.is_connected("dev1")
+            assert hub.connection("dev1") is None
+            await hub.wait_disconnected("dev1", timeout=0)
+            await hub.send_c2d("dev1", b"after the drop")
+            assert (await hub.invoke_method("dev1", "m", timeout=STEP)).status == 404
+            assert await hub.update_desired("dev1", {"a": 1}) == 2
+            assert await client.expect_closed() == []
+        assert hub.c2d_queue_length("dev1") == 1
+        async with raw_client(hub, device, clean_session=False) as client:
+            packet = await client.next_publish()
+            # Never sent on the dropped connection, so this is its first delivery.
+            assert (packet.payload, packet.dup) == (b"after the drop", False)

@@ -3,10 +3,16 @@
 Theory of operation
 -------------------
 A connection is in the table from the moment the hub accepts it (:meth:`ConnectionTable.attach`)
-until it has closed and called :meth:`ConnectionTable.detach`; the hub reaches a connection only
-through this table. The hub ends a connection by telling it to close -- a newer connection of the
-same identity replaces it, its device is disabled, :meth:`ConnectionTable.drop` is called, or the
-emulator shuts down -- and the connection detaches itself once it has unwound.
+until the hub stops routing to it. The hub reaches a connection only through this table, so leaving
+the table is what ends its part in the hub: a C2D message, desired patch or method call made after
+that does not go to it. There are two ways out:
+
+* the hub ends it -- a newer connection of the same identity replaces it, its device is disabled,
+  :meth:`ConnectionTable.drop` is called, or the emulator shuts down. The entry is removed first and
+  the connection is told to close second, so the table is right the moment the call returns even
+  though the socket closes asynchronously;
+* the connection ends by itself (the client left, broke a rule, or stopped reading) and calls
+  :meth:`ConnectionTable.detach`, which is a no-op when the hub already removed it.
 
 Every change wakes :meth:`wait_connected`, :meth:`wait_disconnected` and :meth:`wait_subscribed`
 through one :class:`~aioiothub.emulator.hub.values.Broadcast`; so does a subscription change
@@ -51,7 +57,11 @@ class Connection(Protocol):
         ...
 
     def close(self, reason: str) -> None:
-        """Close the connection without DISCONNECT (its will is published); ``reason`` is logged."""
+        """Close the connection without DISCONNECT (its will is published); ``reason`` is logged.
+
+        From the moment this returns nothing more is written to the connection from the hub side;
+        the socket itself may close later.
+        """
         ...
 
 
@@ -89,10 +99,10 @@ class ConnectionTable:
         """
         key = connection.identity.key
         older = self._connections.get(key)
-        if older is not None and older is not connection:
-            older.close("a new connection of the same identity replaced it")
         self._connections[key] = connection
         self._changed.notify()
+        if older is not None and older is not connection:
+            older.close("a new connection of the same identity replaced it")
         if clean_session:
             self._persistent.pop(key, None)
             return PersistentSubscriptions(persistent=False), False
@@ -103,27 +113,28 @@ class ConnectionTable:
         return state, False
 
     def detach(self, connection: Connection) -> None:
-        """Forget a closed connection (a no-op when a newer one already replaced it)."""
+        """Forget a connection that ended by itself (a no-op when it already left the table)."""
         key = connection.identity.key
         if self._connections.get(key) is connection:
             del self._connections[key]
             self._changed.notify()
 
     def drop(self, key: IdentityKey, reason: str) -> bool:
-        """Close an identity's connection; ``False`` when there was none."""
-        connection = self._connections.get(key)
+        """Remove an identity's connection from the table, then close it; ``False`` when there was none."""
+        connection = self._connections.pop(key, None)
         if connection is None:
             return False
+        self._changed.notify()
         connection.close(reason)
         return True
 
     def drop_device(self, device_id: str, reason: str) -> None:
-        """Close the connections of a device and of all its modules."""
+        """Drop the connections of a device and of all its modules."""
         for key in [key for key in self._connections if key[0] == device_id]:
             self.drop(key, reason)
 
     def drop_all(self, reason: str) -> None:
-        """Close every connection (the emulator is shutting down)."""
+        """Drop every connection (the emulator is shutting down)."""
         for key in list(self._connections):
             self.drop(key, reason)
 

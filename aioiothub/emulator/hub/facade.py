@@ -211,6 +211,10 @@ class Hub(HubCore):
     def drop_connection(self, device_id: str, module_id: str | None = None) -> bool:
         """Close an identity's connection abruptly, without DISCONNECT (its will is published).
 
+        When this returns the hub no longer routes anything to the connection: :meth:`is_connected`
+        is ``False`` and messages, patches and method calls wait for the next one. The socket itself
+        closes asynchronously.
+
         Example:
             >>> hub.drop_connection("dev1")  # doctest: +SKIP
             True
