@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 :meth:`DeviceConnection.run` owns the connection from the first byte to the close. It waits for a
-CONNECT for at most :data:`CONNECT_TIMEOUT` seconds, asks :meth:`Hub.admit
+CONNECT -- at most :data:`CONNECT_TIMEOUT` seconds and :data:`MAX_BYTES_BEFORE_CONNECT` bytes, so a
+slow or bloated opening cannot hold resources for long -- asks :meth:`Hub.admit
 <aioiothub.emulator.Hub.admit>` for a decision, answers CONNACK and registers itself with the hub.
 Then it loops: receive a chunk, let :class:`MqttServerCodec` turn it into packets, handle every
 packet synchronously while collecting the answers (PUBACKs, SUBACKs, twin responses, queued cloud
@@ -82,12 +83,16 @@ from aioiothub.protocol.topics import (
     twin_response_topic,
 )
 
-__all__ = ["CONNECT_TIMEOUT", "WRITE_TIMEOUT", "DeviceConnection"]
+__all__ = ["CONNECT_TIMEOUT", "MAX_BYTES_BEFORE_CONNECT", "WRITE_TIMEOUT", "DeviceConnection"]
 
 logger = logging.getLogger("aioiothub.emulator")
 
-CONNECT_TIMEOUT: Final = 30.0
+CONNECT_TIMEOUT: Final = 10.0
 """Seconds a new connection may take to send its CONNECT."""
+
+MAX_BYTES_BEFORE_CONNECT: Final = 64 * 1024
+"""Bytes a new connection may send before its CONNECT is complete (one with the longest SAS token is
+far smaller); beyond that only this connection is closed."""
 
 WRITE_TIMEOUT: Final = 30.0
 """Seconds a write may wait for a client that does not read before the connection is closed."""
@@ -245,10 +250,16 @@ class DeviceConnection:
 
     async def _receive_connect(self) -> tuple[Connect, list[Packet]]:
         packets: list[Packet] = []
+        # Reading no more than is left of the allowance keeps a bloated opening out of memory.
+        allowance = MAX_BYTES_BEFORE_CONNECT
         with anyio.move_on_after(CONNECT_TIMEOUT):
             while not packets:
+                if not allowance:
+                    raise RuleViolation(f"more than {MAX_BYTES_BEFORE_CONNECT} bytes before a complete CONNECT")
+                data = await self._stream.receive(allowance)
+                allowance -= len(data)
                 try:
-                    packets = self._codec.feed(await self._stream.receive())
+                    packets = self._codec.feed(data)
                 except MalformedPacket as exc:
                     if exc.return_code is not None and not exc.packets_before:
                         await self._stream.send(encode_connack(False, exc.return_code))

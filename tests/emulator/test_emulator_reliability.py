@@ -20,7 +20,7 @@ from aioiothub.protocol.topics import (
     parse_twin_response_topic,
     twin_patch_reported_topic,
 )
-from tests.emulator.emulator_helpers import STEP, RawClient, raw_client
+from tests.emulator.emulator_helpers import STEP, RawClient, raw_client, raw_connection
 
 pytestmark = pytest.mark.anyio
 
@@ -115,3 +115,33 @@ async def test_nothing_reaches_a_dropped_connection() -> None:
             packet = await client.next_publish()
             # Never sent on the dropped connection, so this is its first delivery.
             assert (packet.payload, packet.dup) == (b"after the drop", False)
+
+
+async def test_a_silent_connection_is_closed_after_10_seconds(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aioiothub.emulator")
+    async with Emulator(websocket_port=None) as hub, raw_connection(hub) as client:
+        started = anyio.current_time()
+        await client.send(b"\x10")  # the first byte of a CONNECT, and then nothing
+        assert await client.expect_closed(seconds=15) == []
+        assert anyio.current_time() - started >= 9.9
+    closes = [record.getMessage() for record in caplog.records if "connection closed" in record.getMessage()]
+    assert any("no CONNECT within 10 s" in message for message in closes), closes
+
+
+async def test_more_than_64_kib_before_connect_closes_only_that_connection(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="aioiothub.emulator")
+    async with Emulator(websocket_port=None) as hub:
+        device = hub.add_device("dev1")
+        async with raw_client(hub, device) as bystander:
+            async with raw_connection(hub) as client:
+                # A CONNECT announcing 200 KiB (under the packet size limit), then 65 KiB of it.
+                remaining = 200 * 1024
+                header = bytes([0x10, remaining & 0x7F | 0x80, remaining >> 7 & 0x7F | 0x80, remaining >> 14])
+                await client.send(header + b"\x00" * (65 * 1024))
+                assert await client.expect_closed() == []
+            await _still_connected(bystander)
+    closes = [record for record in caplog.records if "connection closed" in record.getMessage()]
+    assert any("more than 65536 bytes before a complete CONNECT" in record.getMessage() for record in closes), [
+        record.getMessage() for record in closes
+    ]
+    assert all(record.levelno == logging.INFO for record in closes)
