@@ -35,6 +35,11 @@ class TwinFault:
     status: int = 0
 
 
+def _check_between(value: int, argument: str, what: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{argument} must be {what} {low}..{high}, got {value!r}")
+
+
 _DROP = TwinFault("drop")
 _IGNORE = TwinFault("ignore")
 
@@ -66,8 +71,7 @@ class Faults:
     def refuse_connects(self, count: int, return_code: int) -> None:
         """Arm: answer the next ``count`` CONNECTs with CONNACK ``return_code``."""
         check_count(count, "count")
-        if isinstance(return_code, bool) or not isinstance(return_code, int) or not 1 <= return_code <= 5:
-            raise ValueError(f"return_code must be a refusing CONNACK code 1..5, got {return_code!r}")
+        _check_between(return_code, "return_code", "a refusing CONNACK code", 1, 5)
         self._refused_connects = count
         self._refuse_return_code = return_code
 
@@ -83,8 +87,7 @@ class Faults:
     def fail_twin_operations(self, count: int, status: int) -> None:
         """Arm: answer the next ``count`` twin requests with ``status``."""
         check_count(count, "count")
-        if isinstance(status, bool) or not isinstance(status, int) or not 300 <= status <= 599:
-            raise ValueError(f"status must be an error status 300..599, got {status!r}")
+        _check_between(status, "status", "an error status", 300, 599)
         self._failed_twin_operations = count
         self._twin_failure_status = status
 
