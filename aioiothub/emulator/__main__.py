@@ -19,11 +19,12 @@ from collections.abc import Sequence
 import anyio
 
 from aioiothub.emulator.server import Emulator
+from aioiothub.protocol.connect import MQTT_PORT, WEBSOCKET_PATH, WEBSOCKET_PORT
 
 __all__ = ["main"]
 
-DEFAULT_PORT = 8883
-DEFAULT_WEBSOCKET_PORT = 443
+DEFAULT_PORT = MQTT_PORT
+DEFAULT_WEBSOCKET_PORT = WEBSOCKET_PORT
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,7 +126,7 @@ async def _run(arguments: argparse.Namespace) -> None:
                 f"  port:           {hub.port} (MQTT over TLS on {arguments.host})",
             ]
             if hub.websocket_port is not None:
-                lines.append(f"  websocket port: {hub.websocket_port} (MQTT over WebSocket, path /$iothub/websocket)")
+                lines.append(f"  websocket port: {hub.websocket_port} (MQTT over WebSocket, path {WEBSOCKET_PATH})")
             lines.append(f"  CA file:        {hub.ca_file}")
             lines.extend(f"  {label}: {connection_string}" for label, connection_string in registered)
             lines.append("Press Ctrl-C to stop.")

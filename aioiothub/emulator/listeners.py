@@ -45,6 +45,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from aioiothub.protocol.connect import WEBSOCKET_PATH
+
 __all__ = [
     "ConnectionHandler",
     "PeerInfo",
@@ -57,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 #: Time allowed for the TLS handshake, and separately for the WebSocket upgrade request.
 HANDSHAKE_TIMEOUT: Final = 10.0
-WEBSOCKET_PATH: Final = "/$iothub/websocket"
 # Benchmarks open thousands of connections at once; the kernel caps this at net.core.somaxconn.
 _BACKLOG: Final = 8192
 # How long a closing stream waits for the TLS close_notify exchange before aborting the socket.

@@ -26,9 +26,9 @@ from aioiothub.emulator.certs import (
     server_ssl_context,
     trust_client_certificate,
 )
+from aioiothub.emulator.device_connection import DeviceConnection
 from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.listeners import PeerInfo, serve_tls, serve_websocket
-from aioiothub.emulator.session import Session
 
 __all__ = ["Emulator"]
 
@@ -188,7 +188,7 @@ class Emulator(Hub):
             self._ca_file = None
 
     async def _serve_connection(self, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
-        await Session(self, stream, peer).run()
+        await DeviceConnection(self, stream, peer).run()
 
     def _trust_certificate(self, certificate_pem: bytes) -> None:
         if self._server_context is not None:

@@ -13,7 +13,9 @@ from aioiothub.protocol.properties import SYSTEM_PROPERTY_KEYS
 
 __all__ = [
     "MAX_C2D_BODY_BYTES",
+    "MAX_C2D_QUEUE_LENGTH",
     "MAX_METHOD_PAYLOAD_BYTES",
+    "MAX_SUBSCRIPTIONS",
     "MAX_TELEMETRY_BYTES",
     "message_wire_size",
 ]
@@ -26,6 +28,12 @@ MAX_C2D_BODY_BYTES = 65536
 
 MAX_METHOD_PAYLOAD_BYTES = 131072
 """Largest direct method request or response payload (128 KiB)."""
+
+MAX_C2D_QUEUE_LENGTH = 50
+"""Most cloud-to-device messages IoT Hub keeps queued for one device; it refuses more with 403."""
+
+MAX_SUBSCRIPTIONS = 5
+"""Most subscriptions one MQTT connection may hold at once."""
 
 
 def _utf8_length(text: str) -> int:

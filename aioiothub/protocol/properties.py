@@ -226,15 +226,15 @@ def validate_application_properties(properties: Mapping[str, str], *, argument: 
     copied = dict(properties)
     for name, value in copied.items():
         if not isinstance(name, str):
-            raise TypeError(f"property names must be str, got {name!r}")
+            raise TypeError(f"{argument}: names must be str, got {name!r}")
         if not name:
-            raise ValueError("property names must not be empty")
+            raise ValueError(f"{argument}: names must not be empty")
         if not name.isascii():
-            raise ValueError(f"property name {name!r} must be ASCII")
+            raise ValueError(f"{argument}: name {name!r} must be ASCII")
         if name in SYSTEM_PROPERTY_KEYS:
-            raise ValueError(f"property name {name!r} is a system property; use the matching argument for it")
+            raise ValueError(f"{argument}[{name!r}] is a system property; use the matching argument for it")
         if not isinstance(value, str):
-            raise TypeError(f"property {name!r} must have a str value, not {type(value).__name__}")
+            raise TypeError(f"{argument}[{name!r}] must be a str, not {type(value).__name__}")
         if not value.isascii():
-            raise ValueError(f"property {name!r} must have an ASCII value, got {value!r}")
+            raise ValueError(f"{argument}[{name!r}] must be ASCII, got {value!r}")
     return copied

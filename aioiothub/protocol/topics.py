@@ -20,8 +20,10 @@ from aioiothub.protocol.properties import decode_property_bag, encode_property_b
 __all__ = [
     "DPS_RESPONSE_SUBSCRIPTION",
     "METHODS_SUBSCRIPTION",
+    "METHOD_RESPONSE_PREFIX",
     "TWIN_DESIRED_SUBSCRIPTION",
     "TWIN_RESPONSE_SUBSCRIPTION",
+    "TWIN_TOPIC_PREFIX",
     "C2DTopic",
     "DesiredPatchTopic",
     "DpsRequestTopic",
@@ -72,12 +74,18 @@ METHODS_SUBSCRIPTION = "$iothub/methods/POST/#"
 DPS_RESPONSE_SUBSCRIPTION = "$dps/registrations/res/#"
 """Filter for DPS answers; the only subscription a DPS connection may hold."""
 
+TWIN_TOPIC_PREFIX = "$iothub/twin/"
+"""Every twin topic begins with it: requests, responses and desired-property notifications."""
+
+METHOD_RESPONSE_PREFIX = "$iothub/methods/res/"
+"""Every direct method response topic begins with it."""
+
 _TWIN_GET = "$iothub/twin/GET/"
 _TWIN_PATCH_REPORTED = "$iothub/twin/PATCH/properties/reported/"
 _TWIN_PATCH_DESIRED = "$iothub/twin/PATCH/properties/desired/"
 _TWIN_RESPONSE = "$iothub/twin/res/"
 _METHOD_REQUEST = "$iothub/methods/POST/"
-_METHOD_RESPONSE = "$iothub/methods/res/"
+_METHOD_RESPONSE = METHOD_RESPONSE_PREFIX
 _DPS_REGISTER = "$dps/registrations/PUT/iotdps-register/"
 _DPS_POLL = "$dps/registrations/GET/iotdps-get-operationstatus/"
 _DPS_RESPONSE = "$dps/registrations/res/"

@@ -84,22 +84,6 @@ async def test_not_subscribed_is_404_and_silence_is_504() -> None:
             assert await client.receive() == PubAck(3)
 
 
-async def test_a_non_json_answer_is_returned_as_bytes() -> None:
-    async with Emulator(websocket_port=None) as hub:
-        device = hub.add_device("dev1")
-        results: list[MethodResult] = []
-        async with raw_client(hub, device) as client, anyio.create_task_group() as group:
-            await client.subscribe(1, [(METHODS_SUBSCRIPTION, 0)])
-
-            async def call() -> None:
-                results.append(await hub.invoke_method("dev1", "m", timeout=5))
-
-            group.start_soon(call)
-            request = parse_method_request_topic((await client.next_publish()).topic)
-            await client.send(encode_publish(method_response_topic(500, request.request_id), b"oops", 0))
-        assert results == [MethodResult(500, b"oops")]
-
-
 async def test_module_methods_and_answers_from_another_identity_are_ignored() -> None:
     async with Emulator(websocket_port=None) as hub:
         device = hub.add_device("dev1")

@@ -52,6 +52,15 @@ def test_add_module_has_module_id_in_its_connection_string() -> None:
     assert [identity.module_id for identity in hub.identities()] == [None, "mod1"]
 
 
+def test_label_is_the_client_id() -> None:
+    hub = Hub()
+    device = hub.add_device("dev1")
+    module = hub.add_module("dev1", "mod1")
+    assert (device.label, module.label) == ("dev1", "dev1/mod1")
+    with pytest.raises(ValueError, match="'dev1/mod2' is not registered"):
+        hub.identity("dev1", "mod2")
+
+
 def test_given_keys_are_used() -> None:
     key = base64.b64encode(b"k" * 32).decode()
     device = Hub().add_device("dev1", primary_key=key)

@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 
 from aioiothub.protocol.limits import (
     MAX_C2D_BODY_BYTES,
+    MAX_C2D_QUEUE_LENGTH,
     MAX_METHOD_PAYLOAD_BYTES,
+    MAX_SUBSCRIPTIONS,
     MAX_TELEMETRY_BYTES,
     message_wire_size,
 )
@@ -18,6 +20,12 @@ def test_constants() -> None:
     assert MAX_TELEMETRY_BYTES == 256 * 1024 == 262144
     assert MAX_C2D_BODY_BYTES == 64 * 1024
     assert MAX_METHOD_PAYLOAD_BYTES == 128 * 1024
+
+
+def test_queue_and_subscription_limits() -> None:
+    # protocol.md sections 2.2 and 2.7.
+    assert MAX_C2D_QUEUE_LENGTH == 50
+    assert MAX_SUBSCRIPTIONS == 5
 
 
 def test_body_only() -> None:

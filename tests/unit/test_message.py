@@ -154,7 +154,7 @@ def test_non_ascii_property_name(name: str) -> None:
 
 
 def test_non_ascii_property_value_names_the_property() -> None:
-    with pytest.raises(ValueError, match="property 'city' must have an ASCII value"):
+    with pytest.raises(ValueError, match=r"properties\['city'\] must be ASCII"):
         Message(properties={"city": "Zürich"})
 
 
@@ -172,12 +172,12 @@ def test_system_keys_are_not_application_properties(name: str) -> None:
 
 @pytest.mark.parametrize("value", [1, None, b"v", 1.5])
 def test_property_value_must_be_str(value: object) -> None:
-    with pytest.raises(TypeError, match="property 'count' must have a str value"):
+    with pytest.raises(TypeError, match=r"properties\['count'\] must be a str"):
         Message(properties={"count": value})  # type: ignore[dict-item]
 
 
 def test_property_name_must_be_str() -> None:
-    with pytest.raises(TypeError, match="property names must be str"):
+    with pytest.raises(TypeError, match="names must be str"):
         Message(properties={1: "v"})  # type: ignore[dict-item]
 
 

@@ -17,6 +17,7 @@ from aioiothub.protocol.properties import (
     encode_property_bag,
     quote_component,
     unquote_component,
+    validate_application_properties,
 )
 
 UNRESERVED = string.ascii_letters + string.digits + "-_.~"
@@ -169,3 +170,34 @@ def test_decoders_raise_only_protocol_error(text: str) -> None:
     for decoder in (unquote_component, decode_property_bag):
         with contextlib.suppress(ProtocolError):
             decoder(text)
+
+
+def test_validate_application_properties_returns_a_copy() -> None:
+    properties = {"alert": "1", "empty": ""}
+    validated = validate_application_properties(properties)
+    assert validated == {"alert": "1", "empty": ""}
+    assert validated is not properties
+
+
+@pytest.mark.parametrize(
+    ("properties", "error", "message"),
+    [
+        ({"$.mid": "1"}, ValueError, r"properties\['\$\.mid'\] is a system property"),
+        ({"iothub-ack": "full"}, ValueError, r"properties\['iothub-ack'\] is a system property"),
+        ({"": "x"}, ValueError, "names must not be empty"),
+        ({"n\u00e4me": "x"}, ValueError, "must be ASCII"),
+        ({"k": "v\u00e4"}, ValueError, r"properties\['k'\] must be ASCII"),
+        ({"k": 1}, TypeError, r"properties\['k'\] must be a str"),
+        ({1: "v"}, TypeError, "names must be str"),
+    ],
+)
+def test_validate_application_properties_names_the_bad_entry(
+    properties: dict[object, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        validate_application_properties(properties)  # type: ignore[arg-type]
+
+
+def test_validate_application_properties_rejects_a_non_mapping() -> None:
+    with pytest.raises(TypeError, match="mapping"):
+        validate_application_properties([("k", "v")])  # type: ignore[arg-type]

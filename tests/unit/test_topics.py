@@ -15,9 +15,11 @@ from hypothesis import strategies as st
 from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.topics import (
     DPS_RESPONSE_SUBSCRIPTION,
+    METHOD_RESPONSE_PREFIX,
     METHODS_SUBSCRIPTION,
     TWIN_DESIRED_SUBSCRIPTION,
     TWIN_RESPONSE_SUBSCRIPTION,
+    TWIN_TOPIC_PREFIX,
     C2DTopic,
     DesiredPatchTopic,
     DpsRequestTopic,
@@ -208,6 +210,23 @@ def test_subscriptions() -> None:
     assert TWIN_RESPONSE_SUBSCRIPTION == "$iothub/twin/res/#"
     assert TWIN_DESIRED_SUBSCRIPTION == "$iothub/twin/PATCH/properties/desired/#"
     assert METHODS_SUBSCRIPTION == "$iothub/methods/POST/#"
+
+
+def test_topic_prefixes() -> None:
+    assert TWIN_TOPIC_PREFIX == "$iothub/twin/"
+    assert METHOD_RESPONSE_PREFIX == "$iothub/methods/res/"
+    for twin_topic in (
+        twin_get_topic("1"),
+        twin_patch_reported_topic("1"),
+        twin_response_topic(204, "1", 2),
+        twin_desired_topic(3),
+        TWIN_RESPONSE_SUBSCRIPTION,
+        TWIN_DESIRED_SUBSCRIPTION,
+    ):
+        assert twin_topic.startswith(TWIN_TOPIC_PREFIX)
+    assert method_response_topic(200, "2") == f"{METHOD_RESPONSE_PREFIX}200/?$rid=2"
+    assert parse_method_response_topic(f"{METHOD_RESPONSE_PREFIX}500/?$rid=7") == MethodResponseTopic(500, "7")
+    assert not method_request_topic("m", "1").startswith(METHOD_RESPONSE_PREFIX)
 
 
 def test_allowed_subscriptions() -> None:

@@ -1,24 +1,28 @@
-"""One MQTT connection to the emulated hub: reads packets, applies the hub's rules, writes answers.
+"""One device's MQTT connection to the emulated hub: reads packets, applies the hub's rules, writes answers.
 
 Theory of operation
 -------------------
-:meth:`Session.run` owns the connection from the first byte to the close. It waits (bounded) for a
-CONNECT, asks :meth:`Hub.admit <aioiothub.emulator.hub.Hub.admit>` for a decision, answers CONNACK and
-registers itself with the hub. Then it loops: receive a chunk, let :class:`MqttServerCodec` turn it
-into packets, handle every packet synchronously while collecting the answers (PUBACKs, SUBACKs, twin
-responses, queued cloud messages) in one buffer, and write that buffer with a single ``send``. One
-write per received chunk rather than per packet is what keeps a telemetry flood cheap.
+:meth:`DeviceConnection.run` owns the connection from the first byte to the close. It waits for a
+CONNECT -- at most :data:`CONNECT_TIMEOUT` seconds and :data:`MAX_BYTES_BEFORE_CONNECT` bytes, so a
+slow or bloated opening cannot hold resources for long -- asks :meth:`Hub.admit
+<aioiothub.emulator.Hub.admit>` for a decision, answers CONNACK and registers itself with the hub.
+Then it loops: receive a chunk, let :class:`MqttServerCodec` turn it into packets, handle every
+packet synchronously while collecting the answers (PUBACKs, SUBACKs, twin responses, queued cloud
+messages) in one buffer, and write that buffer with a single ``send``. One write per received chunk
+rather than per packet is what keeps a telemetry flood cheap.
 
 Deadlines are cancel scopes, not timers or polling: one scope carries the keep-alive deadline
 (1.5 x the client's keep-alive, moved forward on every chunk) and the SAS token's expiry, whichever
 is sooner; an outer scope lets anything else (a newer connection of the same identity, a disabled
-device, :meth:`~aioiothub.emulator.hub.Hub.drop_connection`, the emulator shutting down) end the
-connection with :meth:`Session.close`.
+device, :meth:`~aioiothub.emulator.Hub.drop_connection`, the emulator shutting down) end the
+connection with :meth:`DeviceConnection.close`. The hub takes the connection out of its table before
+calling it, and :meth:`~DeviceConnection.close` refuses every later hub-side write at once, so nothing
+the hub sends after that goes into a connection that is on its way out.
 
 Anything the device does wrong -- a malformed packet, a topic it may not use, QoS 2, an oversize
 message -- ends only this connection, with the reason logged at INFO on ``aioiothub.emulator``.
 Writes that come from the hub side (desired-property patches, method requests, cloud messages) share
-a lock with the session's own writes, so packets never interleave on the stream.
+a lock with the connection's own writes, so packets never interleave on the stream.
 """
 
 from __future__ import annotations
@@ -34,16 +38,20 @@ from typing import Final, cast
 import anyio
 import anyio.abc
 
-from aioiothub.emulator.hub import (
-    CloseConnection,
-    CloudMessage,
-    Hub,
-    Identity,
-    MqttSessionState,
-)
+from aioiothub.emulator.hub import CloudMessage, Identity, PersistentSubscriptions, RuleViolation
+from aioiothub.emulator.hub.core import HubCore
+from aioiothub.emulator.hub.values import now_utc
 from aioiothub.emulator.listeners import PeerInfo
 from aioiothub.exceptions import ProtocolError
+from aioiothub.protocol.connect import (
+    CONNACK_ACCEPTED,
+    CONNACK_NOT_AUTHORIZED,
+    CONNACK_UNACCEPTABLE_PROTOCOL,
+    MAX_KEEPALIVE,
+)
+from aioiothub.protocol.limits import MAX_SUBSCRIPTIONS
 from aioiothub.protocol.mqtt import (
+    DEFAULT_MAX_PACKET_SIZE,
     Connect,
     Disconnect,
     MalformedPacket,
@@ -62,7 +70,9 @@ from aioiothub.protocol.mqtt import (
     encode_unsuback,
 )
 from aioiothub.protocol.topics import (
+    METHOD_RESPONSE_PREFIX,
     TWIN_RESPONSE_SUBSCRIPTION,
+    TWIN_TOPIC_PREFIX,
     allowed_subscriptions,
     c2d_subscription,
     input_subscription,
@@ -73,38 +83,25 @@ from aioiothub.protocol.topics import (
     twin_response_topic,
 )
 
-__all__ = ["CONNECT_TIMEOUT", "MAX_KEEPALIVE", "MAX_SUBSCRIPTIONS", "Session"]
+__all__ = ["CONNECT_TIMEOUT", "MAX_BYTES_BEFORE_CONNECT", "WRITE_TIMEOUT", "DeviceConnection"]
 
 logger = logging.getLogger("aioiothub.emulator")
 
-CONNECT_TIMEOUT: Final = 30.0
+CONNECT_TIMEOUT: Final = 10.0
 """Seconds a new connection may take to send its CONNECT."""
 
-MAX_KEEPALIVE: Final = 1177
-"""IoT Hub caps the client's keep-alive at this many seconds."""
-
-MAX_SUBSCRIPTIONS: Final = 5
-"""IoT Hub lets a connection hold at most this many subscriptions."""
+MAX_BYTES_BEFORE_CONNECT: Final = 64 * 1024
+"""Bytes a new connection may send before its CONNECT is complete (one with the longest SAS token is
+far smaller); beyond that only this connection is closed."""
 
 WRITE_TIMEOUT: Final = 30.0
 """Seconds a write may wait for a client that does not read before the connection is closed."""
 
-_MAX_PACKET_SIZE: Final = 300 * 1024
-_CONNACK_UNACCEPTABLE_PROTOCOL: Final = 1
-_CONNACK_NOT_AUTHORIZED: Final = 5
-_TWIN_PREFIX: Final = "$iothub/twin/"
-_METHOD_RESPONSE_PREFIX: Final = "$iothub/methods/res/"
-_STREAM_ERRORS: Final = (
-    anyio.EndOfStream,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    OSError,
-    ssl.SSLError,
-)
+_STREAM_ERRORS: Final = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError)
 
 
-class Session:
-    """One client connection: the hub's rules applied to an MQTT byte stream.
+class DeviceConnection:
+    """One device or module connection: the hub's rules applied to an MQTT byte stream.
 
     Args:
         hub: the hub the connection belongs to.
@@ -119,6 +116,7 @@ class Session:
         "_cloud_filter",
         "_codec",
         "_disconnected",
+        "_granted",
         "_hub",
         "_identity",
         "_inflight",
@@ -127,25 +125,24 @@ class Session:
         "_peer",
         "_scope",
         "_send_lock",
-        "_state",
         "_stream",
         "_telemetry_prefix",
         "_token_deadline",
         "_will",
     )
 
-    def __init__(self, hub: Hub, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
+    def __init__(self, hub: HubCore, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
         self._hub = hub
         self._stream = stream
         self._peer = peer
-        self._codec = MqttServerCodec(max_packet_size=_MAX_PACKET_SIZE)
+        self._codec = MqttServerCodec(max_packet_size=DEFAULT_MAX_PACKET_SIZE)
         self._scope = anyio.CancelScope()
         self._send_lock = anyio.Lock(fast_acquire=True)  # no extra loop turn per flush
         self._close_reason: str | None = None
         self._closed = False
         self._disconnected = False
         self._identity: Identity | None = None
-        self._state = MqttSessionState(persistent=False)
+        self._granted = PersistentSubscriptions(persistent=False)
         self._allowed: frozenset[str] = frozenset()
         self._cloud_filter = ""
         self._telemetry_prefix = ""
@@ -155,7 +152,7 @@ class Session:
         self._token_deadline = math.inf
         self._will: Connect | None = None
 
-    # --- what the hub uses (aioiothub.emulator.hub.Connection) ---------------------------------
+    # --- what the hub uses (aioiothub.emulator.hub.Connection) -------------------------------
 
     @property
     def identity(self) -> Identity:
@@ -165,7 +162,7 @@ class Session:
 
     def is_subscribed(self, topic_filter: str) -> bool:
         """Whether the connection holds exactly this subscription filter."""
-        return topic_filter in self._state.subscriptions
+        return topic_filter in self._granted.subscriptions
 
     async def publish(self, topic: str, payload: bytes) -> bool:
         """Send a QoS 0 PUBLISH from the hub side; ``False`` when the connection is gone."""
@@ -179,9 +176,16 @@ class Session:
                 await self._write(data)
 
     def close(self, reason: str) -> None:
-        """End the connection without DISCONNECT (the will is published); ``reason`` is logged."""
+        """End the connection without DISCONNECT (the will is published); ``reason`` is logged.
+
+        The hub stops routing to it and hub-side writes are refused from now on; the socket closes
+        once :meth:`run` has unwound.
+        """
         if self._close_reason is None:
             self._close_reason = reason
+        self._closed = True
+        if self._identity is not None:
+            self._hub.detach(self)
         self._scope.cancel()
 
     # --- the connection's life -----------------------------------------------------------------
@@ -196,7 +200,7 @@ class Session:
             reason = f"malformed packet: {exc.reason}"
         except ProtocolError as exc:
             reason = f"protocol violation: {exc}"
-        except CloseConnection as exc:
+        except RuleViolation as exc:
             reason = exc.reason
         except anyio.EndOfStream:
             reason = "the client closed the connection without DISCONNECT"
@@ -218,8 +222,8 @@ class Session:
     async def _serve(self) -> str:
         connect, rest = await self._receive_connect()
         if connect.protocol_level != 4:
-            await self._stream.send(encode_connack(False, _CONNACK_UNACCEPTABLE_PROTOCOL))
-            return f"refused CONNACK {_CONNACK_UNACCEPTABLE_PROTOCOL}: IoT Hub speaks only MQTT 3.1.1"
+            await self._stream.send(encode_connack(False, CONNACK_UNACCEPTABLE_PROTOCOL))
+            return f"refused CONNACK {CONNACK_UNACCEPTABLE_PROTOCOL}: IoT Hub speaks only MQTT 3.1.1"
         admission = self._hub.admit(connect, self._peer.client_certificate_der, now=time.time())
         identity = admission.identity
         if admission.return_code or identity is None:
@@ -227,16 +231,16 @@ class Session:
             return f"refused CONNACK {admission.return_code}: {admission.reason}"
         self._prepare(identity)
         if connect.will is not None and not self._valid_will(connect):
-            await self._stream.send(encode_connack(False, _CONNACK_NOT_AUTHORIZED))
-            return f"refused CONNACK {_CONNACK_NOT_AUTHORIZED}: will topic {connect.will.topic!r} is not allowed"
+            await self._stream.send(encode_connack(False, CONNACK_NOT_AUTHORIZED))
+            return f"refused CONNACK {CONNACK_NOT_AUTHORIZED}: will topic {connect.will.topic!r} is not allowed"
         if connect.keepalive:
             self._keepalive = 1.5 * min(connect.keepalive, MAX_KEEPALIVE)
         if admission.token_expiry is not None:
             self._token_deadline = anyio.current_time() + (admission.token_expiry - time.time())
         self._identity = identity
         self._will = connect if connect.will is not None else None
-        self._state, session_present = self._hub.attach(self, clean_session=connect.clean_session)
-        out = bytearray(encode_connack(session_present, 0))
+        self._granted, session_present = self._hub.attach(self, clean_session=connect.clean_session)
+        out = bytearray(encode_connack(session_present, CONNACK_ACCEPTED))
         out += self._cloud_packets()
         disconnect, acknowledged = self._handle(rest, out)
         await self._flush(out, acknowledged=acknowledged)
@@ -246,19 +250,25 @@ class Session:
 
     async def _receive_connect(self) -> tuple[Connect, list[Packet]]:
         packets: list[Packet] = []
+        # Reading no more than is left of the allowance keeps a bloated opening out of memory.
+        allowance = MAX_BYTES_BEFORE_CONNECT
         with anyio.move_on_after(CONNECT_TIMEOUT):
             while not packets:
+                if not allowance:
+                    raise RuleViolation(f"more than {MAX_BYTES_BEFORE_CONNECT} bytes before a complete CONNECT")
+                data = await self._stream.receive(allowance)
+                allowance -= len(data)
                 try:
-                    packets = self._codec.feed(await self._stream.receive())
+                    packets = self._codec.feed(data)
                 except MalformedPacket as exc:
                     if exc.return_code is not None and not exc.packets_before:
                         await self._stream.send(encode_connack(False, exc.return_code))
                     raise
         if not packets:
-            raise CloseConnection(f"no CONNECT within {CONNECT_TIMEOUT:g} s")
+            raise RuleViolation(f"no CONNECT within {CONNECT_TIMEOUT:g} s")
         first = packets[0]
         if not isinstance(first, Connect):
-            raise CloseConnection(f"first packet is {type(first).__name__}, not CONNECT")
+            raise RuleViolation(f"first packet is {type(first).__name__}, not CONNECT")
         return first, packets[1:]
 
     def _prepare(self, identity: Identity) -> None:
@@ -330,10 +340,10 @@ class Session:
                 if type(packet) is Publish:
                     topic = packet.topic
                     if packet.qos == 2:
-                        raise CloseConnection(f"QoS 2 PUBLISH to {topic!r} (IoT Hub supports QoS 0 and 1)")
+                        raise RuleViolation(f"QoS 2 PUBLISH to {topic!r} (IoT Hub supports QoS 0 and 1)")
                     if topic.startswith(prefix):
                         if enqueued is None:
-                            enqueued = datetime.datetime.now(datetime.UTC)
+                            enqueued = now_utc()
                         hub.store_telemetry(
                             identity, topic, packet.payload, retain=packet.retain, enqueued_time=enqueued
                         )
@@ -345,13 +355,13 @@ class Session:
                     if packet.packet_id is not None:
                         out += encode_puback(packet.packet_id)
                         acknowledged = True
-                    if topic.startswith(_TWIN_PREFIX):
+                    if topic.startswith(TWIN_TOPIC_PREFIX):
                         self._twin_request(packet, out)
-                    elif topic.startswith(_METHOD_RESPONSE_PREFIX):
+                    elif topic.startswith(METHOD_RESPONSE_PREFIX):
                         response = parse_method_response_topic(topic)
                         hub.complete_method(identity, response.request_id, response.status, packet.payload)
                     else:
-                        raise CloseConnection(f"PUBLISH to {topic!r} is not allowed for {self._label()}")
+                        raise RuleViolation(f"PUBLISH to {topic!r} is not allowed for {self._label()}")
                 elif type(packet) is PubAck:
                     message = self._inflight.pop(packet.packet_id, None)
                     if message is not None:
@@ -360,7 +370,7 @@ class Session:
                     self._subscribe(packet, out)
                 elif type(packet) is Unsubscribe:
                     for topic_filter in packet.filters:
-                        self._state.subscriptions.pop(topic_filter, None)
+                        self._granted.subscriptions.pop(topic_filter, None)
                     out += encode_unsuback(packet.packet_id)
                     hub.subscriptions_changed()
                 elif type(packet) is PingReq:
@@ -369,9 +379,9 @@ class Session:
                     self._disconnected = True
                     return True, acknowledged
                 elif type(packet) is Connect:
-                    raise CloseConnection("a second CONNECT on the same connection")
+                    raise RuleViolation("a second CONNECT on the same connection")
                 else:
-                    raise CloseConnection(f"unexpected {type(packet).__name__} packet")
+                    raise RuleViolation(f"unexpected {type(packet).__name__} packet")
         finally:
             if stored:
                 hub.telemetry_stored()
@@ -379,7 +389,7 @@ class Session:
 
     def _twin_request(self, packet: Publish, out: bytearray) -> None:
         request = parse_twin_request_topic(packet.topic)
-        if TWIN_RESPONSE_SUBSCRIPTION not in self._state.subscriptions:
+        if TWIN_RESPONSE_SUBSCRIPTION not in self._granted.subscriptions:
             # IoT Hub answers twin requests only on a connection subscribed to the responses.
             logger.info("%s: twin request ignored: not subscribed to %s", self._label(), TWIN_RESPONSE_SUBSCRIPTION)
             return
@@ -389,16 +399,16 @@ class Session:
             out += encode_publish(twin_response_topic(status, request.request_id, version), body, 0)
 
     def _subscribe(self, packet: Subscribe, out: bytearray) -> None:
-        subscriptions = self._state.subscriptions
+        subscriptions = self._granted.subscriptions
         granted: list[int] = []
         for topic_filter, qos in packet.filters:
             if topic_filter not in self._allowed:
-                raise CloseConnection(f"SUBSCRIBE to {topic_filter!r} is not allowed for {self._label()}")
+                raise RuleViolation(f"SUBSCRIBE to {topic_filter!r} is not allowed for {self._label()}")
             # IoT Hub does not do QoS 2: it grants QoS 1 instead.
             subscriptions[topic_filter] = granted_qos = min(qos, 1)
             granted.append(granted_qos)
         if len(subscriptions) > MAX_SUBSCRIPTIONS:
-            raise CloseConnection(f"more than {MAX_SUBSCRIPTIONS} subscriptions")
+            raise RuleViolation(f"more than {MAX_SUBSCRIPTIONS} subscriptions")
         out += encode_suback(packet.packet_id, granted)
         self._hub.subscriptions_changed()
         if any(topic_filter == self._cloud_filter for topic_filter, _ in packet.filters):
@@ -406,7 +416,7 @@ class Session:
 
     def _cloud_packets(self) -> bytes:
         """PUBLISH packets for the queued cloud messages not yet delivered on this connection."""
-        qos = self._state.subscriptions.get(self._cloud_filter)
+        qos = self._granted.subscriptions.get(self._cloud_filter)
         if qos is None or self._closed:
             return b""
         hub = self._hub
@@ -472,15 +482,11 @@ class Session:
         will = self._will.will if self._will is not None else None
         if will is not None and not self._disconnected:
             try:
+                enqueued = now_utc()
                 hub.store_telemetry(
-                    identity,
-                    will.topic,
-                    will.payload,
-                    retain=will.retain,
-                    enqueued_time=datetime.datetime.now(datetime.UTC),
-                    will=True,
+                    identity, will.topic, will.payload, retain=will.retain, enqueued_time=enqueued, will=True
                 )
-            except (CloseConnection, ProtocolError) as exc:
+            except (RuleViolation, ProtocolError) as exc:
                 logger.info("%s: will message dropped: %s", self._label(), exc)
             else:
                 hub.telemetry_stored()
@@ -490,5 +496,4 @@ class Session:
         identity = self._identity
         if identity is None:
             return peer
-        name = identity.device_id if identity.module_id is None else f"{identity.device_id}/{identity.module_id}"
-        return f"{name} ({peer})"
+        return f"{identity.label} ({peer})"

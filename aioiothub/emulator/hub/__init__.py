@@ -1,0 +1,47 @@
+"""The emulated hub's state and its service-side API: everything IoT Hub keeps, without any sockets.
+
+:class:`Hub` is a facade over parts that each do one job:
+
+=====================  ==========================================================================
+``registry``           devices and modules, their keys or certificates, the CA it trusts, status
+``admission``          CONNECT decisions: username, client id, SAS token or client certificate
+``connections``        the live connection of each identity, waits on it, persistent subscriptions
+``twins``              desired and reported properties, their versions and the twin topics
+``methods``            direct method calls: requests out, answers matched back by ``$rid``
+``queues``             cloud-to-device and module-input messages until acknowledged or expired
+``telemetry``          device-to-cloud messages received, with waits and live streams
+``faults``             fault injection: refused connects, failed or lost twin requests, slow PUBACKs
+``core``               the parts wired together, and the calls a device connection makes into them
+``facade``             :class:`Hub`, the service-side API
+=====================  ==========================================================================
+
+Live MQTT connections (:class:`~aioiothub.emulator.device_connection.DeviceConnection`) call into
+the hub; the hub reaches a connection only through the small :class:`Connection` protocol, so
+nothing here reads or writes bytes. Waiting (for telemetry, for a connection) never polls.
+"""
+
+from __future__ import annotations
+
+from aioiothub.emulator.hub.admission import Admission
+from aioiothub.emulator.hub.connections import Connection, PersistentSubscriptions
+from aioiothub.emulator.hub.errors import RuleViolation
+from aioiothub.emulator.hub.facade import Hub
+from aioiothub.emulator.hub.identity import Authentication, DeviceIdentity, Identity, ModuleIdentity
+from aioiothub.emulator.hub.methods import MethodResult
+from aioiothub.emulator.hub.queues import CloudMessage
+from aioiothub.emulator.hub.telemetry import TelemetryRecord
+
+__all__ = [
+    "Admission",
+    "Authentication",
+    "CloudMessage",
+    "Connection",
+    "DeviceIdentity",
+    "Hub",
+    "Identity",
+    "MethodResult",
+    "ModuleIdentity",
+    "PersistentSubscriptions",
+    "RuleViolation",
+    "TelemetryRecord",
+]

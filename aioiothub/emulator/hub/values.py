@@ -1,0 +1,70 @@
+"""Argument checks, encodings and the wake-up primitive that several parts of the hub share."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import time
+from typing import Any, Final
+
+import anyio
+
+__all__ = ["Broadcast", "check_count", "check_ttl", "iso_time", "json_bytes", "now_utc"]
+
+_JSON_SEPARATORS: Final = (",", ":")
+
+
+def now_utc() -> datetime.datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.datetime.now(datetime.UTC)
+
+
+def iso_time(moment: datetime.datetime) -> str:
+    """``2021-04-21T11:30:16.123Z``: ISO 8601 in UTC with milliseconds, as IoT Hub writes times."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as the hub sends it."""
+    return json.dumps(value, separators=_JSON_SEPARATORS).encode("utf-8")
+
+
+def check_count(count: int, argument: str) -> None:
+    """Raise :class:`ValueError` naming ``argument`` unless ``count`` is an ``int`` >= 0."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"{argument} must be an int >= 0, got {count!r}")
+
+
+def check_ttl(ttl: float) -> float:
+    """Check a time to live in seconds and return the monotonic time it ends at."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return time.monotonic() + ttl
+
+
+class Broadcast:
+    """A wake-up for every current waiter at the next :meth:`notify`.
+
+    Waiters sleep on an :class:`anyio.Event` that :meth:`notify` sets and drops; the next waiter
+    creates a fresh one. Nothing is created before someone waits, so the hub can be built outside an
+    event loop.
+    """
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def notify(self) -> None:
+        """Wake everything waiting now."""
+        event = self._event
+        if event is not None:
+            self._event = None
+            event.set()
+
+    async def wait(self) -> None:
+        """Sleep until the next :meth:`notify`."""
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
