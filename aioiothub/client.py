@@ -98,7 +98,9 @@ class _HubClient:
         await self._require_session().current()
 
     def connection_states(self) -> AsyncIterator[bool]:
-        """Yield ``True`` or ``False`` each time the connection comes up or goes down.
+        """Yield ``True`` or ``False`` each time the connection comes up or goes down, from this call on.
+
+        Up to 16 changes wait for a slow consumer; changes past those are not queued.
 
         Example:
             >>> async def watch(client):

@@ -42,7 +42,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aioiothub.auth import Credential, X509Credential
 from aioiothub.clock import Clock, SystemClock
@@ -171,10 +171,16 @@ class HubSession:
                 return connection
             await self._state_changed.wait()
 
-    async def connection_states(self) -> AsyncIterator[bool]:
-        """Yield ``True``/``False`` each time the connection comes up or goes down."""
+    def connection_states(self) -> AsyncIterator[bool]:
+        """Yield ``True``/``False`` each time the connection comes up or goes down, from now on."""
+        # Registered now, not at the first iteration, so no change after the call is missed.
         send, receive = anyio.create_memory_object_stream[bool](16)
         self._state_listeners.append(send)
+        return self._states(send, receive)
+
+    async def _states(
+        self, send: MemoryObjectSendStream[bool], receive: MemoryObjectReceiveStream[bool]
+    ) -> AsyncIterator[bool]:
         try:
             with receive:
                 async for state in receive:

@@ -59,7 +59,12 @@ class ConnectionString:
         >>> cs
         ConnectionString(host_name='h.azure-devices.net', device_id='d1', shared_access_key='<redacted>')
         >>> str(cs)
+        'HostName=h.azure-devices.net;DeviceId=d1;SharedAccessKey=<redacted>'
+        >>> cs.to_text(reveal_secrets=True)
         'HostName=h.azure-devices.net;DeviceId=d1;SharedAccessKey=a2V5'
+
+    ``str()`` and ``repr()`` redact the key and the token, so that a connection string in a log line
+    or an f-string leaks nothing; :meth:`to_text` with ``reveal_secrets=True`` gives the full text.
 
     Attributes:
         host_name: ``HostName``, the IoT hub's host name.
@@ -193,9 +198,18 @@ class ConnectionString:
                 segments.append((key, _REDACTED if redact and key in _SECRETS else value))
         return segments
 
-    def __str__(self) -> str:
-        text = ";".join(f"{key}={value}" for key, value in self._segments(redact=False))
+    def to_text(self, *, reveal_secrets: bool = False) -> str:
+        """The connection string as text; the key and token are ``<redacted>`` unless revealed.
+
+        Example:
+            >>> ConnectionString.parse("HostName=h;DeviceId=d;SharedAccessKey=a2V5").to_text(reveal_secrets=True)
+            'HostName=h;DeviceId=d;SharedAccessKey=a2V5'
+        """
+        text = ";".join(f"{key}={value}" for key, value in self._segments(redact=not reveal_secrets))
         return f"{text};{_X509}=true" if self.x509 else text
+
+    def __str__(self) -> str:
+        return self.to_text()
 
     def __repr__(self) -> str:
         parts = [f"{_FIELDS[key]}={value!r}" for key, value in self._segments(redact=True)]

@@ -59,6 +59,20 @@ __all__ = ["SUPPORTED_AIOMQTT", "MqttConnection"]
 
 _log = logging.getLogger("aioiothub.transport")
 
+
+class _ConnectionLossIsInfo(logging.Filter):
+    """paho logs a closed socket at ERROR; a lost connection the session recovers from is INFO."""
+
+    _MESSAGES = ("failed to receive on socket", "timeout on socket", "Client is not connected")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self._MESSAGES):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_log.addFilter(_ConnectionLossIsInfo())
+
 #: The aiomqtt releases whose internals the hooks above were written against (see pyproject.toml).
 SUPPORTED_AIOMQTT = ((2, 5), (3, 0))
 

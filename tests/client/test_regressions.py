@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 import time
 import warnings
@@ -20,26 +21,11 @@ pytestmark = pytest.mark.anyio
 async def test_connection_states_yield_false_on_every_unplanned_drop(hub: Emulator) -> None:
     device = hub.add_device(new_id("states"))
     seen: list[bool] = []
-    async with device_client(hub, device) as client, anyio.create_task_group() as tasks:
+    async with device_client(hub, device) as client:
         states = client.connection_states()
-        back = anyio.Event()
-
-        async def watch() -> None:
-            nonlocal back
-            async for up in states:
-                seen.append(up)
-                if up:
-                    back.set()
-                    back = anyio.Event()
-
-        tasks.start_soon(watch)
-        await anyio.lowlevel.checkpoint()  # the watcher is listening
         for _ in range(2):
-            returned = back
             hub.drop_connection(device.device_id)
-            with anyio.fail_after(STEP):
-                await returned.wait()
-        tasks.cancel_scope.cancel()
+            seen.extend(await take(states, 2))
     assert seen == [False, True, False, True]
 
 
@@ -116,3 +102,18 @@ def test_an_ssl_context_allowing_tls_below_1_2_is_refused_naming_it(version: ssl
             "HostName=h.example.net;DeviceId=d;SharedAccessKey=NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg=",
             ssl_context=context,
         )
+
+
+async def test_a_hub_side_close_is_logged_as_info_not_error(
+    hub: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = hub.add_device(new_id("quiet"))
+    caplog.set_level(logging.DEBUG, logger="aioiothub")
+    async with device_client(hub, device) as client:
+        states = client.connection_states()
+        for _ in range(3):
+            hub.drop_connection(device.device_id)
+            assert await take(states, 2) == [False, True]
+    errors = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert errors == [], [record.getMessage() for record in errors]
+    assert any("connection lost" in record.getMessage() for record in caplog.records)

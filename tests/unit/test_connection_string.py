@@ -143,12 +143,22 @@ def test_repr_redacts_secrets() -> None:
     assert repr(x509) == f"ConnectionString(host_name='{HOST}', device_id='d', module_id='m', x509=True)"
 
 
-def test_str_gives_back_the_connection_string() -> None:
+def test_to_text_with_secrets_revealed_gives_back_the_connection_string() -> None:
     text = (
         f"HostName={HOST};DeviceId=d;ModuleId=m;SharedAccessKeyName=p;SharedAccessKey={KEY};"
         "GatewayHostName=gw"
     )
-    assert str(ConnectionString.parse(text)) == text
+    assert ConnectionString.parse(text).to_text(reveal_secrets=True) == text
+
+
+def test_str_and_f_strings_redact_the_key_and_the_token() -> None:
+    cs = ConnectionString.parse(f"HostName={HOST};DeviceId=d;SharedAccessKey={KEY}")
+    assert str(cs) == f"HostName={HOST};DeviceId=d;SharedAccessKey=<redacted>"
+    assert KEY not in f"connecting with {cs}"
+    token = "SharedAccessSignature sr=x&sig=c2lnbmF0dXJl&se=1"
+    signed = ConnectionString.parse(f"HostName={HOST};DeviceId=d;SharedAccessSignature={token}")
+    assert "c2lnbmF0dXJl" not in str(signed)
+    assert signed.to_text(reveal_secrets=True).endswith(token)
 
 
 def test_frozen() -> None:
@@ -193,5 +203,5 @@ def test_round_trip(case: tuple[str, dict[str, object]]) -> None:
     text, expected = case
     cs = ConnectionString.parse(text)
     assert cs == ConnectionString(**expected)  # type: ignore[arg-type]
-    assert ConnectionString.parse(str(cs)) == cs
+    assert ConnectionString.parse(cs.to_text(reveal_secrets=True)) == cs
     assert "<redacted>" in repr(cs) or cs.x509

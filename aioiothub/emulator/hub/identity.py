@@ -114,15 +114,13 @@ class Identity:
         ``HostName=…;DeviceId=…[;ModuleId=…];SharedAccessKey=…`` for SAS identities and
         ``HostName=…;DeviceId=…[;ModuleId=…];x509=true`` for X.509 ones.
         """
-        return str(
-            ConnectionString(
-                host_name=self.hostname,
-                device_id=self.device_id,
-                module_id=self.module_id,
-                shared_access_key=self.primary_key,
-                x509=self.authentication != "sas",
-            )
-        )
+        return ConnectionString(
+            host_name=self.hostname,
+            device_id=self.device_id,
+            module_id=self.module_id,
+            shared_access_key=self.primary_key,
+            x509=self.authentication != "sas",
+        ).to_text(reveal_secrets=True)
 
     def write_certificate_files(self, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write the certificate and its private key as PEM files into ``directory``.
