@@ -35,8 +35,10 @@ from aioiothub.exceptions import (
 )
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
+from aioiothub.module_methods import MethodResult
 from aioiothub.options import ProxyOptions, ReconnectPolicy
 from aioiothub.twin import Twin
+from aioiothub.upload import BlobStorageInfo
 
 __all__ = [
     # clients
@@ -45,7 +47,9 @@ __all__ = [
     # what they send and receive
     "Message",
     "MethodRequest",
+    "MethodResult",
     "Twin",
+    "BlobStorageInfo",
     # options
     "ProxyOptions",
     "ReconnectPolicy",
