@@ -18,6 +18,8 @@ WebSocket: its ``port`` is the hub's port-443 listener, which serves REST as wel
 from __future__ import annotations
 
 import json
+import logging
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -47,6 +49,23 @@ __all__ = [
 ]
 
 HTTPS_PORT: Final = 443
+
+_SECRET_QUERY = re.compile(r"(sig=)[^&\s\"']+")
+
+
+class _RedactSignatures(logging.Filter):
+    """httpx logs every request URL at INFO; a blob URL carries its SAS signature in the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                arg if isinstance(arg, int | float) else _SECRET_QUERY.sub(r"\1<redacted>", str(arg))
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("httpx").addFilter(_RedactSignatures())
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import Self
 import anyio
 import anyio.abc
 
+from aioiothub.emulator.blob_store import BlobStore
 from aioiothub.emulator.certs import (
     CertificateAuthority,
     client_ssl_context,
@@ -296,6 +297,11 @@ class Emulator(Hub):
         """
         self._running("blob_port")
         return self._https.blob_port
+
+    @property
+    def blob_store(self) -> BlobStore | None:
+        """The embedded blob store (``None`` with an external storage account), for fault injection."""
+        return self._https.blob_store
 
     def uploads(self, device_id: str | None = None) -> list[UploadRecord]:
         """The file uploads devices have notified the hub about, oldest first.
