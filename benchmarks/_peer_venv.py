@@ -32,7 +32,10 @@ VENV_TIMEOUT = 300.0
 INSTALL_TIMEOUT = 900.0
 PROBE_TIMEOUT = 120.0
 
-_PROBE = "import azure.iot.device.aio\nimport azure.storage.blob\nfrom importlib import metadata\nprint(metadata.version('azure-iot-device'))\n"
+_PROBE = (
+    "import azure.iot.device.aio\nimport azure.storage.blob\n"
+    "from importlib import metadata\nprint(metadata.version('azure-iot-device'))\n"
+)
 
 
 class PeerVenvError(RuntimeError):
