@@ -328,8 +328,8 @@ async def serve_http(
             return UpgradeRequest(event.target.decode("ascii", "replace"), list(event.headers.raw_items()), trailing)
         try:
             await _answer(connection, event, router, peer)
-        except h11.RemoteProtocolError as exc:
-            logger.info("malformed HTTP request body: %s", exc)
+        except h11.ProtocolError as exc:
+            logger.info("HTTP connection ended on a framing error: %s", exc)
             return None
         except TimeoutError:
             return None
