@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
+from html import escape
 from typing import Final
 from urllib.parse import quote
-from xml.sax.saxutils import escape
 
 __all__ = ["MAX_BLOCKS", "STORAGE_VERSION", "blob_url", "block_id", "block_list_xml"]
 
@@ -39,7 +39,7 @@ def block_id(index: int) -> str:
 
 def block_list_xml(block_ids: Iterable[str]) -> bytes:
     """The Put Block List body committing ``block_ids`` in order."""
-    latest = "".join(f"<Latest>{escape(identifier)}</Latest>" for identifier in block_ids)
+    latest = "".join(f"<Latest>{escape(identifier, quote=False)}</Latest>" for identifier in block_ids)
     return f'<?xml version="1.0" encoding="utf-8"?><BlockList>{latest}</BlockList>'.encode()
 
 
