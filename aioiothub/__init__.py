@@ -34,9 +34,10 @@ from aioiothub.exceptions import (
     ThrottledError,
 )
 from aioiothub.message import Message
-from aioiothub.methods import MethodRequest
+from aioiothub.methods import MethodRequest, MethodResult
 from aioiothub.options import ClientOptions, ProxyOptions, ReconnectPolicy
 from aioiothub.twin import Twin
+from aioiothub.upload import BlobStorageInfo
 
 __all__ = [
     # clients
@@ -45,7 +46,9 @@ __all__ = [
     # what they send and receive
     "Message",
     "MethodRequest",
+    "MethodResult",
     "Twin",
+    "BlobStorageInfo",
     # options
     "ClientOptions",
     "ProxyOptions",

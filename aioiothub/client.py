@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, Self, Unpack
 
 import anyio
 import anyio.abc
 
+from aioiothub import edge, module_methods, upload
 from aioiothub.auth import X509Credential
+from aioiothub.http import HttpSettings
 from aioiothub.message import Message, encode_json
-from aioiothub.methods import MethodRequest
+from aioiothub.methods import MethodRequest, MethodResult
 from aioiothub.options import ClientOptions
 from aioiothub.protocol.twin import validate_patch, validate_section_size
 from aioiothub.session import HubSession, SessionSettings
 from aioiothub.settings import TokenRenewer, build_settings, options_from_connection_string
 from aioiothub.twin import Twin
+from aioiothub.upload import BlobStorageInfo, ProgressCallback, UploadSource
 
 __all__ = ["IoTHubDeviceClient", "IoTHubModuleClient", "MessageLike"]
 
@@ -323,6 +326,74 @@ class IoTHubDeviceClient(_HubClient):
         """
         return self._require_session().cloud_messages()
 
+    # ---------------------------------------------- file upload (aioiothub.upload)
+
+    async def upload_file(
+        self,
+        blob_name: str,
+        source: UploadSource,
+        *,
+        content_type: str | None = None,
+        progress: ProgressCallback | None = None,
+        chunk_size: int = upload.DEFAULT_CHUNK_SIZE,
+        concurrency: int = upload.DEFAULT_CONCURRENCY,
+    ) -> None:
+        """Upload a file to the hub's storage account as blob ``{device_id}/{blob_name}``.
+
+        ``source`` is ``bytes``, a path (``str`` or ``os.PathLike``), a binary file object or an
+        async iterable of ``bytes``. Small data goes as one request; larger data in blocks of
+        ``chunk_size`` bytes, ``concurrency`` at a time (memory stays within about
+        ``chunk_size * (concurrency + 1)``), each retried with back-off. The hub is notified of
+        success, or of failure (also when the upload is cancelled) before the error propagates.
+        Needs no open MQTT connection.
+
+        Args:
+            blob_name: the blob's name under the device's folder.
+            source: what to upload.
+            content_type: the blob's content type (``application/octet-stream`` by default).
+            progress: called as ``progress(bytes_uploaded, total_or_None)`` after each block.
+            chunk_size: block size in bytes.
+            concurrency: blocks uploaded at once.
+
+        Raises:
+            TypeError, ValueError: an invalid argument (nothing is sent).
+            OSError: the file cannot be opened (nothing is sent).
+            ServiceError: the hub or the storage refused (403 for a bad SAS, say).
+            TimeoutError, ConnectError, ConnectionLostError: a request could not be completed.
+
+        Example:
+            >>> async def send_log(client):
+            ...     await client.upload_file("logs/today.txt", "/var/log/app.log", content_type="text/plain")
+        """
+        await upload.upload_file(
+            HttpSettings.from_session(self._settings),
+            blob_name,
+            source,
+            content_type=content_type,
+            progress=progress,
+            chunk_size=chunk_size,
+            concurrency=concurrency,
+        )
+
+    async def get_storage_info_for_blob(self, blob_name: str) -> BlobStorageInfo:
+        """Ask the hub where to upload ``blob_name`` (for uploads with your own storage client).
+
+        Example:
+            >>> async def upload_with_azure_sdk(client, data):
+            ...     info = await client.get_storage_info_for_blob("report.csv")
+            ...     ...  # BlobClient.from_blob_url(info.sas_url).upload_blob(data)
+            ...     await client.notify_blob_upload_status(info.correlation_id, True, 201, "done")
+        """
+        return await upload.get_storage_info(HttpSettings.from_session(self._settings), blob_name)
+
+    async def notify_blob_upload_status(
+        self, correlation_id: str, is_success: bool, status_code: int, status_description: str
+    ) -> None:
+        """Tell the hub how an upload begun with :meth:`get_storage_info_for_blob` ended."""
+        await upload.notify_upload_status(
+            HttpSettings.from_session(self._settings), correlation_id, is_success, status_code, status_description
+        )
+
 
 class IoTHubModuleClient(_HubClient):
     """An IoT Hub module identity (also an IoT Edge module): telemetry, outputs, inputs, twin, methods.
@@ -406,3 +477,77 @@ class IoTHubModuleClient(_HubClient):
         if input_name is not None and (not isinstance(input_name, str) or not input_name):
             raise ValueError("input_name must be a non-empty string or None")
         return self._require_session().input_messages(input_name)
+
+    # ------------------------------------------- IoT Edge (aioiothub.edge, module_methods)
+
+    @classmethod
+    async def from_edge_environment(
+        cls, *, environ: Mapping[str, str] | None = None, **options: Unpack[ClientOptions]
+    ) -> IoTHubModuleClient:
+        """Create the module client of an IoT Edge module from the Edge runtime's environment.
+
+        Reads ``IOTEDGE_*`` (or, for local debugging, ``EdgeHubConnectionString`` and
+        ``EdgeModuleCACertificateFile``), gets edgeHub's trust bundle from the workload API and has
+        it sign every SAS token, renewals included; the key never enters the process. The client
+        connects to edgeHub (the gateway host).
+
+        Args:
+            environ: the environment to read; ``os.environ`` when ``None``.
+            options: further constructor options (``websockets``, ``keepalive``, ``sas_ttl``…).
+
+        Raises:
+            CredentialError: variables are missing (named in the message), or the workload API
+                cannot be reached or refuses.
+
+        Example:
+            >>> async def main():
+            ...     module = await IoTHubModuleClient.from_edge_environment()
+            ...     async with module:
+            ...         await module.send_message_to_output({"ok": True}, "output1")
+        """
+        arguments = await edge.edge_client_options(environ, dict(options))
+        client = cls.__new__(cls)
+        _HubClient.__init__(client, build_settings(**arguments))
+        return client
+
+    async def invoke_method(
+        self,
+        device_id: str,
+        method_name: str,
+        payload: Any = None,
+        *,
+        module_id: str | None = None,
+        connect_timeout: int = 0,
+        response_timeout: int = 30,
+    ) -> MethodResult:
+        """Invoke a direct method on a device or module through the IoT Edge gateway (HTTPS).
+
+        Args:
+            device_id: the target device.
+            method_name: the method.
+            payload: a JSON-serialisable request payload.
+            module_id: the target module, for a module method.
+            connect_timeout: seconds the gateway waits for the target to come online (0 to 300).
+            response_timeout: seconds the gateway waits for the answer (5 to 300).
+
+        Returns:
+            The target's status and payload.
+
+        Raises:
+            ServiceError: 404 when the target is offline, or another refusal.
+            TimeoutError: the target did not answer within ``response_timeout``.
+
+        Example:
+            >>> async def reboot(module):
+            ...     result = await module.invoke_method("sensor-1", "reboot", {"delay": 5})
+            ...     print(result.status, result.payload)
+        """
+        return await module_methods.invoke_method(
+            HttpSettings.from_session(self._settings),
+            device_id,
+            method_name,
+            payload,
+            module_id=module_id,
+            connect_timeout=connect_timeout,
+            response_timeout=response_timeout,
+        )

@@ -1,14 +1,15 @@
-"""Direct method requests as the device receives them."""
+"""Direct methods: requests as a device receives them, and results as a caller gets them."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aioiothub.protocol.limits import MAX_METHOD_PAYLOAD_BYTES
 
-__all__ = ["MethodRequest", "encode_method_payload"]
+__all__ = ["MethodRequest", "MethodResult", "encode_method_payload"]
 
 
 def encode_method_payload(payload: Any, *, argument: str = "payload") -> bytes:
@@ -27,6 +28,23 @@ def encode_method_payload(payload: Any, *, argument: str = "payload") -> bytes:
     if len(body) > MAX_METHOD_PAYLOAD_BYTES:
         raise ValueError(f"{argument} is {len(body)} bytes as JSON; IoT Hub accepts at most {MAX_METHOD_PAYLOAD_BYTES}")
     return body
+
+
+@dataclass(frozen=True, slots=True)
+class MethodResult:
+    """What the target of a direct method answered (to a module, or to the emulator's caller).
+
+    Attributes:
+        status: the status the target device or module chose.
+        payload: its JSON answer decoded (``None`` when empty).
+
+    Example:
+        >>> MethodResult(200, {"rebooting": True}).status
+        200
+    """
+
+    status: int
+    payload: Any
 
 
 class MethodRequest:

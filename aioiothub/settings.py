@@ -9,7 +9,14 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aioiothub.auth import ConnectionString, SasTokenCredential, SharedAccessKeyCredential, X509Credential
+from aioiothub.auth import (
+    ConnectionString,
+    Credential,
+    SasTokenCredential,
+    SharedAccessKeyCredential,
+    TokenCredential,
+    X509Credential,
+)
 from aioiothub.options import (
     ClientOptions,
     ProxyOptions,
@@ -54,10 +61,11 @@ def _credential(
     sas_token: str | None,
     renew_sas_token: TokenRenewer | None,
     x509: X509Credential | None,
+    credential: TokenCredential | None,
     sas_ttl: int,
-) -> SharedAccessKeyCredential | SasTokenCredential | X509Credential:
+) -> Credential:
     given = [name for name, value in (("shared_access_key", shared_access_key), ("sas_token", sas_token),
-                                      ("x509", x509)) if value is not None]
+                                      ("x509", x509), ("credential", credential)) if value is not None]
     if len(given) != 1:
         raise ValueError(
             "give exactly one of shared_access_key, sas_token or x509" + (f" (got {', '.join(given)})" if given else "")
@@ -66,6 +74,8 @@ def _credential(
         raise ValueError("renew_sas_token needs sas_token")
     if renew_sas_token is not None and not callable(renew_sas_token):
         raise TypeError("renew_sas_token must be callable")
+    if credential is not None:
+        return credential
     if shared_access_key is not None:
         return SharedAccessKeyCredential(shared_access_key, ttl=require_positive_int(sas_ttl, "sas_ttl"))
     if sas_token is not None:
@@ -90,13 +100,17 @@ def build_settings(
     hostname: str,
     device_id: str,
     module_id: str | None,
-    shared_access_key: str | None,
-    sas_token: str | None,
-    renew_sas_token: TokenRenewer | None,
-    x509: X509Credential | None,
+    shared_access_key: str | None = None,
+    sas_token: str | None = None,
+    renew_sas_token: TokenRenewer | None = None,
+    x509: X509Credential | None = None,
+    credential: TokenCredential | None = None,
     options: ClientOptions,
 ) -> SessionSettings:
     """Validate every argument of a client constructor.
+
+    ``credential`` is for factories that bring their own token source (IoT Edge's workload API);
+    the public constructors take the other three kinds.
 
     Raises:
         TypeError, ValueError: an argument is missing, of the wrong type or invalid; the message
@@ -111,7 +125,7 @@ def build_settings(
     validate_identity(device_id, "device_id")
     if module_id is not None:
         validate_identity(module_id, "module_id")
-    credential = _credential(shared_access_key, sas_token, renew_sas_token, x509, options.get("sas_ttl", 3600))
+    chosen = _credential(shared_access_key, sas_token, renew_sas_token, x509, credential, options.get("sas_ttl", 3600))
     websockets = options.get("websockets", False)
     if not isinstance(websockets, bool):
         raise TypeError("websockets must be True or False")
@@ -135,16 +149,16 @@ def build_settings(
     product_info = options.get("product_info")
     if product_info is not None and not isinstance(product_info, str):
         raise TypeError("product_info must be a string")
-    if isinstance(credential, X509Credential):
+    if isinstance(chosen, X509Credential):
         if ssl_context is None:
             ssl_context = ssl.create_default_context()
             ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
-        credential.load_into(ssl_context)
+        chosen.load_into(ssl_context)
     return SessionSettings(
         hostname=hostname,
         device_id=device_id,
         module_id=module_id,
-        credential=credential,
+        credential=chosen,
         connect_host=gateway_hostname or hostname,
         port=port,
         websockets=websockets,

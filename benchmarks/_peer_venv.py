@@ -20,6 +20,8 @@ from pathlib import Path
 __all__ = ["PEER_VENV", "SDK_REQUIREMENT", "PeerVenvError", "ensure_peer_python", "installed_sdk", "venv_python"]
 
 SDK_REQUIREMENT = "azure-iot-device>=2.14,<3"
+# The official file-upload sample uploads with the storage SDK.
+STORAGE_REQUIREMENT = "azure-storage-blob>=12.19,<13"
 SDK_MINIMUM = (2, 14)
 SDK_MAJOR = 2
 
@@ -30,7 +32,10 @@ VENV_TIMEOUT = 300.0
 INSTALL_TIMEOUT = 900.0
 PROBE_TIMEOUT = 120.0
 
-_PROBE = "import azure.iot.device.aio\nfrom importlib import metadata\nprint(metadata.version('azure-iot-device'))\n"
+_PROBE = (
+    "import azure.iot.device.aio\nimport azure.storage.blob\n"
+    "from importlib import metadata\nprint(metadata.version('azure-iot-device'))\n"
+)
 
 
 class PeerVenvError(RuntimeError):
@@ -94,7 +99,7 @@ def _build_peer_venv() -> None:
             raise _failure("creating the peer venv", command, "", f"timed out after {VENV_TIMEOUT:.0f} s") from None
         if result.returncode != 0:
             raise _failure("creating the peer venv", command, result.stdout, f"exit status {result.returncode}")
-    command = [str(python), "-m", "pip", "install", "--quiet", "--no-input", SDK_REQUIREMENT]
+    command = [str(python), "-m", "pip", "install", "--quiet", "--no-input", SDK_REQUIREMENT, STORAGE_REQUIREMENT]
     try:
         result = _run(command, INSTALL_TIMEOUT)
     except subprocess.TimeoutExpired as exc:

@@ -1,4 +1,9 @@
-"""An IoT Edge style module: read an input, forward to an output."""
+"""An IoT Edge module: read an input, forward it upper-cased to an output.
+
+Inside the Edge runtime (``IOTEDGE_*`` set) it runs as the module it is deployed as. Without it, it
+starts the embedded emulator, which plays the Edge runtime: a workload API for the module's tokens
+and trust bundle, and edgeHub for its messages.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import aioiothub
 from aioiothub.emulator import Emulator
 
 
-async def pipe(module: aioiothub.IoTHubModuleClient, count: int) -> None:
+async def pipe(module: aioiothub.IoTHubModuleClient, count: int | None) -> None:
     forwarded = 0
     async for message in module.input_messages("input1"):
         print("input", message.input_name, message.body)
@@ -21,17 +26,16 @@ async def pipe(module: aioiothub.IoTHubModuleClient, count: int) -> None:
 
 
 async def main() -> None:
-    connection_string = os.environ.get("IOTHUB_MODULE_CONNECTION_STRING")
-    if connection_string:
-        async with aioiothub.IoTHubModuleClient.from_connection_string(connection_string) as module:
-            await pipe(module, count=10)
+    if os.environ.get("IOTEDGE_WORKLOADURI"):
+        module = await aioiothub.IoTHubModuleClient.from_edge_environment()
+        async with module:
+            await pipe(module, count=None)
         return
     async with Emulator(websocket_port=None) as hub:
-        hub.add_device("edge-device")
-        identity = hub.add_module("edge-device", "filter")
-        async with aioiothub.IoTHubModuleClient.from_connection_string(
-            identity.connection_string, port=hub.port, ssl_context=hub.client_ssl_context()
-        ) as module, anyio.create_task_group() as tasks:
+        env = await hub.edge_environment("edge-device", "filter")
+        # The Edge runtime's edgeHub listens on 8883; the emulator's port is a free one.
+        module = await aioiothub.IoTHubModuleClient.from_edge_environment(environ=env.variables, port=hub.port)
+        async with module, anyio.create_task_group() as tasks:
             tasks.start_soon(pipe, module, 2)
             await hub.wait_subscribed("edge-device", "devices/edge-device/modules/filter/inputs/#", module_id="filter")
             for body in (b"first", b"second"):

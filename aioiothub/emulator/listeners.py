@@ -49,7 +49,9 @@ from aioiothub.protocol.connect import WEBSOCKET_PATH
 
 __all__ = [
     "ConnectionHandler",
+    "HttpHandler",
     "PeerInfo",
+    "UpgradeRequest",
     "WebSocketByteStream",
     "serve_tls",
     "serve_websocket",
@@ -86,6 +88,25 @@ class PeerInfo:
 
 #: Runs one client connection; the listener closes the stream when it returns.
 ConnectionHandler = Callable[[anyio.abc.ByteStream, PeerInfo], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """An HTTP request asking to switch protocols, read by an :data:`HttpHandler`.
+
+    Attributes:
+        target: the request target (path and query).
+        headers: the request headers as sent.
+        trailing_data: bytes received after the request head.
+    """
+
+    target: str
+    headers: list[tuple[bytes, bytes]]
+    trailing_data: bytes
+
+
+#: Serves plain HTTP requests on a port-443 connection; returns the first upgrade request, if any.
+HttpHandler = Callable[[anyio.abc.ByteStream, PeerInfo], Awaitable[UpgradeRequest | None]]
 
 
 def _format_address(address: Any) -> str:
@@ -473,12 +494,22 @@ class _UpgradeRefused(Exception):
     """The WebSocket upgrade request was answered with an HTTP error."""
 
 
-async def _accept_websocket(stream: anyio.abc.ByteStream, path: str) -> WebSocketByteStream:
-    """Answer the HTTP upgrade on ``stream``; raise :class:`_UpgradeRefused` after refusing it."""
+async def _accept_websocket(
+    stream: anyio.abc.ByteStream, path: str, opening: UpgradeRequest | None = None
+) -> WebSocketByteStream:
+    """Answer the HTTP upgrade on ``stream`` (already read when ``opening`` is given).
+
+    Raises:
+        _UpgradeRefused: after refusing the upgrade.
+    """
     connection = WSConnection(ConnectionType.SERVER)
     while True:
-        data = await stream.receive()
         try:
+            if opening is not None:
+                connection.initiate_upgrade_connection(opening.headers, opening.target)
+                data, opening = opening.trailing_data, None
+            else:
+                data = await stream.receive()
             connection.receive_data(data)
         except RemoteProtocolError as exc:
             await stream.send(connection.send(exc.event_hint or RejectConnection(status_code=400)))
@@ -624,6 +655,7 @@ async def serve_websocket(
     port: int,
     ssl_context: ssl.SSLContext,
     path: str = WEBSOCKET_PATH,
+    http_handler: HttpHandler | None = None,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept MQTT-over-WebSocket-over-TLS connections until cancelled, running ``handler`` for each.
@@ -638,6 +670,8 @@ async def serve_websocket(
         port: the TCP port, or 0 for a free one.
         ssl_context: the server context.
         path: the request path that upgrades to MQTT.
+        http_handler: serves requests that are not upgrades (the hub's REST API on the same port)
+            and hands back the first upgrade request; without it every request must upgrade.
         task_status: receives the port actually listened on, once listening.
 
     Raises:
@@ -646,9 +680,15 @@ async def serve_websocket(
 
     async def on_connection(stream: _TLSByteStream) -> None:
         peer = _peer_info(stream, "websocket")
+        opening: UpgradeRequest | None = None
         try:
+            if http_handler is not None:
+                opening = await http_handler(stream, peer)
+                if opening is None:
+                    await stream.aclose()
+                    return
             with anyio.fail_after(HANDSHAKE_TIMEOUT):
-                websocket = await _accept_websocket(stream, path)
+                websocket = await _accept_websocket(stream, path, opening)
         except (
             _UpgradeRefused,
             TimeoutError,

@@ -21,12 +21,17 @@ from typing import Self
 import anyio
 import anyio.abc
 
+from aioiothub.emulator.blob_store import BlobStore
 from aioiothub.emulator.certs import (
+    CertificateAuthority,
     client_ssl_context,
     server_ssl_context,
     trust_client_certificate,
 )
 from aioiothub.emulator.device_connection import DeviceConnection
+from aioiothub.emulator.edge_hub import EdgeEnvironment
+from aioiothub.emulator.file_upload import UploadRecord
+from aioiothub.emulator.https_surface import HttpsSurface, public_host
 from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.listeners import PeerInfo, serve_tls, serve_websocket
 
@@ -57,6 +62,11 @@ class Emulator(Hub):
             then trust its issuer, and :attr:`ca_pem` holds this file's content.
         keyfile: the private key of ``certfile``.
         telemetry_limit: how many telemetry messages to keep.
+        blob_port: the port of the embedded blob endpoint devices upload files to; 0 picks a free one.
+        storage_connection_string: upload to this storage account (Azure Storage, or Azurite with
+            HTTPS) instead of the embedded blob endpoint; the emulator signs the SAS tokens.
+        storage_container: the container uploads go to (created when missing).
+        certificate_authority: the CA for the emulator's certificates; generated when ``None``.
     """
 
     def __init__(
@@ -69,8 +79,21 @@ class Emulator(Hub):
         certfile: str | os.PathLike[str] | None = None,
         keyfile: str | os.PathLike[str] | None = None,
         telemetry_limit: int = 100_000,
+        blob_port: int = 0,
+        storage_connection_string: str | None = None,
+        storage_container: str = "fileuploads",
+        certificate_authority: CertificateAuthority | None = None,
     ) -> None:
-        super().__init__(hostname=hostname, telemetry_limit=telemetry_limit)
+        super().__init__(
+            hostname=hostname, telemetry_limit=telemetry_limit, certificate_authority=certificate_authority
+        )
+        self._https = HttpsSurface(
+            self,
+            blob_port=blob_port,
+            storage_connection_string=storage_connection_string,
+            storage_container=storage_container,
+            upload_sas_ttl=3600.0,
+        )
         for argument, value in (("port", port), ("websocket_port", websocket_port)):
             if value is None and argument == "websocket_port":
                 continue
@@ -123,9 +146,12 @@ class Emulator(Hub):
                         host=self._host,
                         port=self._requested_websocket_port,
                         ssl_context=context,
+                        http_handler=self._https.handle_connection,
                     ),
                     name=f"emulator WebSocket listener on {self._host}:{self._requested_websocket_port}",
                 )
+            stack.callback(self._https.stop)
+            await self._https.start(self._task_group, host=self._host, server_context=context, trust_pem=ca_pem)
         except BaseException:
             await stack.__aexit__(None, None, None)
             self._reset()
@@ -259,3 +285,73 @@ class Emulator(Hub):
             # The given server certificate itself is the trust anchor, whoever issued it.
             context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         return context
+
+    # --- HTTPS: file upload and IoT Edge ------------------------------------------------------
+
+    @property
+    def blob_port(self) -> int | None:
+        """The embedded blob endpoint's port, or ``None`` when uploads go to an external account.
+
+        Raises:
+            RuntimeError: the emulator is not running.
+        """
+        self._running("blob_port")
+        return self._https.blob_port
+
+    @property
+    def blob_store(self) -> BlobStore | None:
+        """The embedded blob store (``None`` with an external storage account), for fault injection."""
+        return self._https.blob_store
+
+    def uploads(self, device_id: str | None = None) -> list[UploadRecord]:
+        """The file uploads devices have notified the hub about, oldest first.
+
+        Example:
+            >>> (record,) = hub.uploads("dev1")  # doctest: +SKIP
+            >>> record.blob_name, record.is_success  # doctest: +SKIP
+            ('dev1/report.csv', True)
+
+        Args:
+            device_id: only this device's uploads.
+        """
+        return self._https.uploads.records(device_id)
+
+    async def upload_content(self, record: UploadRecord) -> bytes:
+        """Read an uploaded blob back from storage.
+
+        Raises:
+            LookupError: the blob does not exist (the device notified a failed upload, say).
+        """
+        return await self._https.read_upload(record)
+
+    async def edge_environment(
+        self, device_id: str, module_id: str, *, routes: list[str] | tuple[str, ...] = ()
+    ) -> EdgeEnvironment:
+        """Play the IoT Edge runtime for a module: its workload API, environment and routes.
+
+        The device and module are registered (with SAS keys) when they are not yet. The device's
+        workload API (trust bundle, signing with the module's key) listens on a Unix socket until
+        the emulator stops, and the emulator serves as the module's edgeHub (the gateway host).
+
+        Example:
+            >>> route = 'FROM /messages/modules/filter/outputs/o1 INTO BrokeredEndpoint("/modules/sink/inputs/i1")'
+            >>> env = await hub.edge_environment("edge1", "filter", routes=[route])  # doctest: +SKIP
+            >>> subprocess.Popen(["python", "module.py"], env={**os.environ, **env.variables})  # doctest: +SKIP
+
+        Args:
+            device_id: the Edge device.
+            module_id: the module.
+            routes: edgeHub routes to add to the device (see :mod:`aioiothub.emulator.edge_hub`).
+
+        Returns:
+            The module's environment: ``variables`` for the process, and ``debug_variables`` (the
+            connection-string alternative).
+
+        Raises:
+            RuntimeError: the emulator is not running.
+            ValueError: a route is not in the supported syntax, or the module uses X.509.
+        """
+        self._running("edge_environment")
+        return await self._https.edge_environment(
+            device_id, module_id, list(routes), gateway_hostname=public_host(self._host), ca_file=self.ca_file
+        )

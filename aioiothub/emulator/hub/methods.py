@@ -25,6 +25,7 @@ from aioiothub.emulator.hub.connections import ConnectionTable
 from aioiothub.emulator.hub.identity import Identity, IdentityKey
 from aioiothub.emulator.hub.values import json_bytes
 from aioiothub.exceptions import ProtocolError, ServiceError
+from aioiothub.methods import MethodResult
 from aioiothub.protocol.json_payloads import load_json_payload
 from aioiothub.protocol.limits import MAX_METHOD_PAYLOAD_BYTES
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, method_request_topic
@@ -32,20 +33,6 @@ from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, method_request_topic
 __all__ = ["DirectMethods", "MethodResult"]
 
 logger = logging.getLogger("aioiothub.emulator")
-
-
-@dataclass(frozen=True, slots=True)
-class MethodResult:
-    """The outcome of :meth:`Hub.invoke_method <aioiothub.emulator.Hub.invoke_method>`.
-
-    Attributes:
-        status: the status the device answered with; 404 when the identity was offline or not
-            subscribed to methods, 504 when it did not answer in time.
-        payload: the device's JSON answer decoded, or ``None`` for an empty body.
-    """
-
-    status: int
-    payload: Any
 
 
 _OFFLINE = MethodResult(404, {"errorCode": 404103, "message": "the device is not online"})
