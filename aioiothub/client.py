@@ -12,6 +12,7 @@ import anyio.abc
 
 from aioiothub import edge, module_methods, upload
 from aioiothub.auth import X509Credential
+from aioiothub.exceptions import unwrap_group
 from aioiothub.http import HttpSettings
 from aioiothub.message import Message, encode_json
 from aioiothub.methods import MethodRequest, MethodResult
@@ -64,7 +65,7 @@ class _HubClient:
             try:
                 await task_group.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseException as group:
-                raise _unwrap(group) from None
+                raise unwrap_group(group) from None
             self._session = None
             raise
         self._task_group = task_group
@@ -82,7 +83,7 @@ class _HubClient:
         try:
             return await task_group.__aexit__(exc_type, exc, tb)
         except BaseException as group:
-            raise _unwrap(group) from None
+            raise unwrap_group(group, fatal=session.fatal_error) from None
         finally:
             self._session = None
 
@@ -222,16 +223,6 @@ def _identity_from_connection_string(
     if gateway is not None and "gateway_hostname" not in options:
         options["gateway_hostname"] = gateway
     return identity
-
-
-def _unwrap(error: BaseException) -> BaseException:
-    """The single meaningful error inside anyio's exception groups."""
-    while isinstance(error, BaseExceptionGroup):
-        meaningful = [e for e in error.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
-        if len(meaningful) != 1:
-            return error
-        error = meaningful[0]
-    return error
 
 
 class IoTHubDeviceClient(_HubClient):

@@ -83,3 +83,30 @@ class ServiceError(IoTHubError):
 
 class ThrottledError(ServiceError):
     """The hub answered 429: too many requests; retry later."""
+
+
+def unwrap_group(error: BaseException, *, fatal: BaseException | None = None) -> BaseException:
+    """The one error that explains what ended a task group, out of anyio's exception groups.
+
+    Cancellations are dropped, and so are :class:`ConnectionLostError` raised *because of* ``fatal``
+    (operations that were waiting when the session failed): what remains, if it is one error, is
+    returned; otherwise the group is returned as it is.
+    """
+    if not isinstance(error, BaseExceptionGroup):
+        return error
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        elif not _is_cancellation(current) and not (fatal is not None and current.__cause__ is fatal):
+            leaves.append(current)
+    return leaves[0] if len(leaves) == 1 else error
+
+
+def _is_cancellation(error: BaseException) -> bool:
+    # Without importing anyio here: asyncio's CancelledError is what anyio raises on this backend.
+    import asyncio
+
+    return isinstance(error, asyncio.CancelledError)

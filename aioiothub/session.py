@@ -50,10 +50,10 @@ from aioiothub.exceptions import (
     AuthenticationError,
     ConnectError,
     ConnectionLostError,
-    IoTHubError,
     ProtocolError,
     ServiceError,
     ThrottledError,
+    unwrap_group,
 )
 from aioiothub.in_flight import InFlightPublishes
 from aioiothub.inbound import Delivery, InboundStreams
@@ -200,11 +200,16 @@ class HubSession:
                 await self._connect_forever(task_status)
         except BaseException as exc:
             if self._fatal is None:
-                self._fatal = exc
+                self._fatal = unwrap_group(exc)
             raise
         finally:
             self._task_group = None
             self._fail_everything()
+
+    @property
+    def fatal_error(self) -> BaseException | None:
+        """What ended the session, once it has failed."""
+        return self._fatal
 
     async def _connect_forever(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         first = True
@@ -480,7 +485,7 @@ class HubSession:
             await self.ensure_subscribed(topics.TWIN_DESIRED_SUBSCRIPTION, 0)
             # The first reading is only the baseline for later resyncs: every notification that
             # arrives once subscribed is delivered, including those the reading already covers.
-            if desired.baseline_read((await self.get_twin()).desired):
+            if desired.baseline_read(await self._read_desired_section("read")):
                 self._start_desired_resync()
         async for patch in self.streams.desired.items():
             yield patch
@@ -493,23 +498,30 @@ class HubSession:
     async def _resync_desired(self) -> None:
         """Read the twin and deliver what changed in the desired section while we could not see it."""
         desired = self.protocol.desired
-        attempt = 0
         try:
             while desired.state is DesiredState.STALE:
                 desired.begin_resync_read()
-                try:
-                    twin = await self.get_twin()
-                except (IoTHubError, TimeoutError) as exc:
-                    attempt += 1
-                    delay = (self.settings.reconnect or ReconnectPolicy()).delay(attempt)
-                    _log.warning("could not re-read the twin (%s); retrying in %.1f s", exc, delay)
-                    await self.clock.sleep(delay)
-                    continue
-                result = desired.resync_read(twin.desired)
+                result = desired.resync_read(await self._read_desired_section("re-read"))
                 if result.patch is not None:
                     await self.streams.desired.send.send(result.patch)
+        except (ConnectionLostError, RuntimeError):
+            pass  # the client is closing or has failed; nothing is left to deliver to
         finally:
             self._resync_running = False
+
+    async def _read_desired_section(self, what: str) -> dict[str, Any]:
+        """The twin's desired section; a throttled, failing or silent hub is asked again after a back-off."""
+        attempt = 0
+        while True:
+            try:
+                return (await self.get_twin()).desired
+            except (ServiceError, ProtocolError, TimeoutError) as exc:
+                if isinstance(exc, ServiceError) and exc.status != 429 and exc.status < 500:
+                    raise
+                attempt += 1
+                delay = (self.settings.reconnect or ReconnectPolicy()).delay(attempt)
+                _log.warning("could not %s the twin (%s); retrying in %.1f s", what, exc, delay)
+                await self.clock.sleep(delay)
 
     # ---------------------------------------------------------------- methods
 

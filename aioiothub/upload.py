@@ -30,7 +30,7 @@ from urllib.parse import quote_plus
 import anyio
 import httpx
 
-from aioiothub.exceptions import ConnectError, ConnectionLostError, ProtocolError, ServiceError
+from aioiothub.exceptions import ConnectError, ConnectionLostError, ProtocolError, ServiceError, unwrap_group
 from aioiothub.http import (
     HttpSettings,
     HubHttp,
@@ -281,12 +281,6 @@ class _Storage:
         await self._put("Put Block List", {"comp": "blocklist"}, block_list_xml(identifiers), headers)
 
 
-def _unwrap(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
-
-
 async def _report(progress: ProgressCallback | None, done: int, total: int | None) -> None:
     if progress is not None:
         result = progress(done, total)
@@ -333,7 +327,7 @@ async def _upload(
                 tasks.start_soon(put, index, data, name=f"aioiothub Put Block {index}")
                 data = None
     except BaseExceptionGroup as group:
-        raise _unwrap(group) from None
+        raise unwrap_group(group) from None
     await storage.put_block_list(identifiers)
     return done
 

@@ -251,8 +251,21 @@ class MqttConnection:
         """Subscribe to topic filters at once and return the granted QoS of each."""
         if self.lost.done():
             raise ConnectionLostError("not connected")
+        # aiomqtt waits for the SUBACK until its timeout even once the connection is gone: race it
+        # against the loss, so that a drop during SUBSCRIBE is noticed at once.
+        subscribing = asyncio.ensure_future(
+            self._client.subscribe(list(filters), timeout=self._parameters.connect_timeout)
+        )
         try:
-            granted = await self._client.subscribe(list(filters), timeout=self._parameters.connect_timeout)
+            await asyncio.wait((subscribing, self.lost), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not subscribing.done():
+                subscribing.cancel()
+                await asyncio.wait((subscribing,))
+        if subscribing.cancelled():
+            raise ConnectionLostError("the connection was lost while subscribing")
+        try:
+            granted = subscribing.result()
         except aiomqtt.MqttError as exc:
             raise ConnectionLostError(f"subscribe failed: {exc}") from None
         self._last_received = self._loop.time()

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 
 from aioiothub.auth import SharedAccessKeyCredential
-from aioiothub.client import _unwrap as unwrap
+from aioiothub.exceptions import unwrap_group as unwrap
 from aioiothub.options import ReconnectPolicy
 from aioiothub.protocol import topics
 from aioiothub.session import HubSession, SessionSettings
