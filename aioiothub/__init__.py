@@ -36,12 +36,20 @@ from aioiothub.exceptions import (
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
 from aioiothub.options import ClientOptions, ProxyOptions, ReconnectPolicy
+from aioiothub.provisioned import ProvisionedDeviceClient
+from aioiothub.provisioning import ProvisioningClient, ProvisioningOptions
+from aioiothub.registration import RegistrationResult
 from aioiothub.twin import Twin
 
 __all__ = [
     # clients
     "IoTHubDeviceClient",
     "IoTHubModuleClient",
+    # device provisioning (DPS)
+    "ProvisioningClient",
+    "ProvisionedDeviceClient",
+    "ProvisioningOptions",
+    "RegistrationResult",
     # what they send and receive
     "Message",
     "MethodRequest",
