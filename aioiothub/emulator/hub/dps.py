@@ -498,7 +498,12 @@ class ProvisioningService:
             etag=record.etag,
         )
         final = RegistrationOperation(
-            operation_id, record.status, state, error_code=record.error_code, error_message=record.error_message
+            operation_id,
+            record.status,
+            state,
+            error_code=record.error_code,
+            error_message=record.error_message,
+            tracking_id=None if record.error_code is None else _tracking_id(),
         )
         return DpsAnswer(200, registration_response_body(final))
 
