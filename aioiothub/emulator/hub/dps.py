@@ -20,6 +20,12 @@ DPS shares the hub's listeners: a CONNECT whose username is
 * :meth:`~ProvisioningService.poll` -- an operation-status poll: 202 ``assigning`` for the first
   :attr:`~ProvisioningService.pending_polls` polls, then 200 with the final registration state.
 
+``assignedHub`` is the hub's host name alone, as DPS answers: devices connect to it on the port
+they reached DPS on (a real DPS and hub both listen on 8883 and 443), so a client of an emulator on
+another port must be given that port for the hub too --
+:meth:`IoTHubDeviceClient.from_provisioning <aioiothub.IoTHubDeviceClient.from_provisioning>` carries
+it over from the provisioning client.
+
 Injected failures (:meth:`~ProvisioningService.fail_requests`) answer register and poll requests
 with an error status and ``retry-after`` before any of this. Every registration is recorded
 (:meth:`~ProvisioningService.registrations`) with what the device sent and what it was told.
