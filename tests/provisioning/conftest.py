@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
+import anyio
+import anyio.abc
 import pytest
 
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.hub.dps import ProvisioningService
 from aioiothub.transports import TRANSPORT_NAMES
+from tests.client.test_network_paths import ConnectProxy
 
 
 @pytest.fixture(scope="module")
@@ -39,3 +42,15 @@ def transport(request: pytest.FixtureRequest) -> str:
     """Every value of the clients' ``transport=`` option."""
     name: str = request.param
     return name
+
+
+@pytest.fixture
+async def http_proxy() -> AsyncIterator[tuple[ConnectProxy, int]]:
+    """An HTTP CONNECT proxy on loopback that records where it was asked to connect, and its port."""
+    recorder = ConnectProxy()
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener, anyio.create_task_group() as tasks:
+        tasks.start_soon(listener.serve, recorder.handle)
+        yield recorder, port
+        tasks.cancel_scope.cancel()

@@ -13,6 +13,7 @@ import aioiothub
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.hub.dps import ProvisioningService
 from aioiothub.emulator.hub.dps_enrollments import Allocation
+from tests.client.test_network_paths import ConnectProxy
 from tests.provisioning.provisioning_helpers import STEP, dps_options, new_id, write_pair
 
 pytestmark = pytest.mark.anyio
@@ -150,3 +151,14 @@ async def test_invalid_options_are_refused_before_registering(
     with pytest.raises(error, match=match):
         await aioiothub.IoTHubDeviceClient.from_provisioning(provisioning, **options)
     assert provisioning.registration_id not in [r.registration_id for r in dps.registrations()]
+
+
+async def test_both_connections_go_through_the_proxy(
+    hub: Emulator, dps: ProvisioningService, transport: str, http_proxy: tuple[ConnectProxy, int]
+) -> None:
+    recorder, proxy_port = http_proxy
+    provisioning = group_client(hub, dps, transport, proxy=aioiothub.ProxyOptions("http", "127.0.0.1", proxy_port))
+    async with await aioiothub.IoTHubDeviceClient.from_provisioning(provisioning) as client:
+        await client.send_message(b"via proxy")
+    assert recorder.targets == [f"localhost:{hub.port}", f"localhost:{hub.port}"]
+    assert [record.body for record in hub.telemetry(provisioning.registration_id)] == [b"via proxy"]
