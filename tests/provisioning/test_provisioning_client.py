@@ -359,7 +359,13 @@ async def test_cancelled_registration_leaves_nothing_pending(hub: Emulator, dps:
 async def test_register_needs_an_open_client_and_one_at_a_time(hub: Emulator, dps: ProvisioningService,
                                                                 transport: str) -> None:
     registration_id = new_id("misuse")
-    key = dps.add_enrollment(registration_id).primary_key
+    arrived = anyio.Event()
+
+    def allocate(registration_id: str, payload: Any) -> Allocation:
+        arrived.set()
+        return Allocation()
+
+    key = dps.add_enrollment(registration_id, allocation=allocate).primary_key
     assert key is not None
     dps.retry_after = 1
     client = aioiothub.ProvisioningClient.from_symmetric_key(
@@ -369,7 +375,9 @@ async def test_register_needs_an_open_client_and_one_at_a_time(hub: Emulator, dp
         await client.register()
     async with client, anyio.create_task_group() as tasks:
         tasks.start_soon(client.register)
-        await anyio.sleep(0.2)
+        # In progress once DPS has the request (the client then waits retry-after=1 s to poll).
+        with anyio.fail_after(STEP):
+            await arrived.wait()
         with pytest.raises(RuntimeError, match="already in progress"):
             await client.register()
         tasks.cancel_scope.cancel()
