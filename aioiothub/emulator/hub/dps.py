@@ -33,7 +33,6 @@ with an error status and ``retry-after`` before any of this. Every registration 
 
 from __future__ import annotations
 
-import base64
 import collections
 import dataclasses
 import logging
@@ -43,29 +42,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aioiothub.emulator.certs import certificate_thumbprints
 from aioiothub.emulator.hub.dps_enrollments import (
-    Allocation,
     AllocationHook,
     Attestation,
     AttestedDevice,
-    DeviceCredential,
     Enrollment,
     EnrollmentGroup,
     attest,
-    initial_desired,
 )
+from aioiothub.emulator.hub.dps_registration import DeviceAssigner, RegistrationRecord
 from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.registry import Registry
 from aioiothub.emulator.hub.twins import Twins
-from aioiothub.emulator.hub.values import check_count, iso_time, now_utc
+from aioiothub.emulator.hub.values import check_count
 from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.connect import (
     CONNACK_ACCEPTED,
     CONNACK_IDENTIFIER_REJECTED,
     CONNACK_NOT_AUTHORIZED,
     parse_dps_username,
-    validate_identity,
 )
 from aioiothub.protocol.dps import (
     RegistrationOperation,
@@ -90,11 +85,8 @@ DEFAULT_ID_SCOPE: Final = "0ne00000000"
 
 # Error codes as DPS writes them: the HTTP status, then three digits.
 ERROR_BAD_REQUEST: Final = 400004
-ERROR_ALLOCATION_FAILED: Final = 400209
-ERROR_DISABLED: Final = 401002
 ERROR_UNKNOWN_OPERATION: Final = 404201
 ERROR_THROTTLED: Final = 429001
-ERROR_INTERNAL: Final = 500000
 
 # Operations are kept for polling; the oldest are forgotten past this many.
 _MAX_OPERATIONS: Final = 10_000
@@ -117,46 +109,6 @@ class DpsAnswer:
     status: int
     body: bytes
     retry_after: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrationRecord:
-    """The latest registration of one registration id, as DPS keeps it.
-
-    Attributes:
-        registration_id: the registration id.
-        status: ``assigned``, ``failed`` or ``disabled``.
-        substatus: ``initialAssignment`` when assigned.
-        device_id: the device id on the hub (when assigned).
-        assigned_hub: the hub's host name (when assigned).
-        enrollment_group: the group that admitted it, or ``None`` for an individual enrollment.
-        attestation: ``"symmetric_key"`` or ``"x509"``.
-        request_payload: the ``payload`` the device sent.
-        response_payload: the payload returned to the device (from an allocation hook).
-        created: ``createdDateTimeUtc``; last_updated: ``lastUpdatedDateTimeUtc``; etag: its etag.
-        error_code, error_message: why it failed or is disabled.
-        client_version: the ``ClientVersion`` the device announced in its username.
-        operation_id: the latest registration operation.
-        polls: how many status polls the device has sent for that operation.
-    """
-
-    registration_id: str
-    status: str
-    substatus: str | None
-    device_id: str | None
-    assigned_hub: str | None
-    enrollment_group: str | None
-    attestation: Attestation
-    request_payload: Any
-    response_payload: Any
-    created: str
-    last_updated: str
-    etag: str
-    error_code: int | None
-    error_message: str | None
-    client_version: str | None
-    operation_id: str
-    polls: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -208,9 +160,8 @@ class ProvisioningService:
         trust_certificate: Callable[[bytes], None],
     ) -> None:
         self._registry = registry
-        self._twins = twins
-        self._provision = provision
         self._trust_certificate = trust_certificate
+        self._assigner = DeviceAssigner(registry, twins, provision, trust_certificate)
         self._id_scope = DEFAULT_ID_SCOPE
         self._retry_after = 3
         self._pending_polls = 0
@@ -469,7 +420,8 @@ class ProvisioningService:
             message = f"registrationId {request.registration_id!r} is not the connection's {registration_id!r}"
             return _error(400, ERROR_BAD_REQUEST, message)
         operation_id = f"4.{secrets.token_hex(8)}.{uuid.uuid4()}"
-        record = await self._outcome(device, request.payload, client_version, operation_id)
+        earlier = self._records.get(registration_id)
+        record = await self._assigner.outcome(device, request.payload, client_version, operation_id, earlier)
         self._records.pop(registration_id, None)
         self._records[registration_id] = record
         self._operations[operation_id] = _Operation(registration_id, self._pending_polls)
@@ -518,88 +470,3 @@ class ProvisioningService:
         return DpsAnswer(202, body, self._retry_after)
 
     # --- assignment ------------------------------------------------------------------------------
-
-    async def _outcome(
-        self, device: AttestedDevice, payload: Any, client_version: str | None, operation_id: str
-    ) -> RegistrationRecord:
-        enrollment = device.enrollment
-        registration_id = device.registration_id
-        now = iso_time(now_utc())
-        earlier = self._records.get(registration_id)
-        etag = base64.b64encode(f'"{uuid.uuid4()}"'.encode()).decode("ascii")
-        record = RegistrationRecord(
-            registration_id=registration_id,
-            status="assigned",
-            substatus="initialAssignment",
-            device_id=None,
-            assigned_hub=None,
-            enrollment_group=enrollment.name if isinstance(enrollment, EnrollmentGroup) else None,
-            attestation=enrollment.attestation,
-            request_payload=payload,
-            response_payload=None,
-            created=now if earlier is None else earlier.created,
-            last_updated=now,
-            etag=etag,
-            error_code=None,
-            error_message=None,
-            client_version=client_version,
-            operation_id=operation_id,
-        )
-        if not enrollment.enabled:
-            kind = "enrollment group" if isinstance(enrollment, EnrollmentGroup) else "enrollment"
-            message = f"the {kind} is disabled"
-            return dataclasses.replace(
-                record, status="disabled", substatus=None, error_code=ERROR_DISABLED, error_message=message
-            )
-        try:
-            allocation = self._allocate(enrollment, registration_id, payload)
-            device_id = allocation.device_id or getattr(enrollment, "device_id", None) or registration_id
-            validate_identity(device_id, "device_id")
-            twin = allocation.initial_twin if allocation.initial_twin is not None else enrollment.initial_twin
-            desired = initial_desired(twin)
-        except Exception as exc:
-            return dataclasses.replace(
-                record,
-                status="failed",
-                substatus=None,
-                error_code=ERROR_ALLOCATION_FAILED,
-                error_message=f"Custom allocation failed: {exc}",
-            )
-        await self._assign(device_id, device.credential, desired)
-        return dataclasses.replace(
-            record, device_id=device_id, assigned_hub=self._registry.hostname, response_payload=allocation.payload
-        )
-
-    @staticmethod
-    def _allocate(enrollment: Enrollment | EnrollmentGroup, registration_id: str, payload: Any) -> Allocation:
-        hook = enrollment.allocation
-        if hook is None:
-            return Allocation()
-        allocation = hook(registration_id, payload)
-        if not isinstance(allocation, Allocation):
-            raise TypeError(f"the allocation hook returned {type(allocation).__name__}, not an Allocation")
-        return allocation
-
-    async def _assign(self, device_id: str, credential: DeviceCredential, desired: dict[str, Any]) -> None:
-        identity = self._registry.get(device_id)
-        if identity is None:
-            identity = self._registry.add_device(
-                device_id, credential.authentication, credential.primary_key, credential.secondary_key,
-                credential.certificate_pem,
-            )
-            self._provision(identity)
-            if desired:
-                await self._twins.update_desired(identity, desired)
-            return
-        # The device exists (registered before, or added by the service): DPS brings its credential
-        # up to date and leaves its twin as it is.
-        identity.authentication = credential.authentication
-        identity.primary_key = credential.primary_key
-        identity.secondary_key = credential.secondary_key
-        identity.certificate_pem = credential.certificate_pem
-        identity.private_key_pem = None
-        if credential.certificate_pem is None:
-            identity.thumbprints = frozenset()
-        else:
-            identity.thumbprints = frozenset(certificate_thumbprints(credential.certificate_pem))
-            self._trust_certificate(credential.certificate_pem)
