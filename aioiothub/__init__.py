@@ -36,6 +36,9 @@ from aioiothub.exceptions import (
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest, MethodResult
 from aioiothub.options import ClientOptions, ProxyOptions, ReconnectPolicy
+from aioiothub.provisioned import ProvisionedDeviceClient
+from aioiothub.provisioning import ProvisioningClient, ProvisioningOptions
+from aioiothub.registration import RegistrationResult
 from aioiothub.twin import Twin
 from aioiothub.upload import BlobStorageInfo
 
@@ -43,6 +46,11 @@ __all__ = [
     # clients
     "IoTHubDeviceClient",
     "IoTHubModuleClient",
+    # device provisioning (DPS)
+    "ProvisioningClient",
+    "ProvisionedDeviceClient",
+    "ProvisioningOptions",
+    "RegistrationResult",
     # what they send and receive
     "Message",
     "MethodRequest",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Self, Unpack
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 import anyio
 import anyio.abc
@@ -22,6 +22,10 @@ from aioiothub.session import HubSession, SessionSettings
 from aioiothub.settings import TokenRenewer, build_settings, options_from_connection_string
 from aioiothub.twin import Twin
 from aioiothub.upload import BlobStorageInfo, ProgressCallback, UploadSource
+
+if TYPE_CHECKING:
+    from aioiothub.provisioned import ProvisionedDeviceClient
+    from aioiothub.provisioning import ProvisioningClient
 
 __all__ = ["IoTHubDeviceClient", "IoTHubModuleClient", "MessageLike"]
 
@@ -383,6 +387,48 @@ class IoTHubDeviceClient(_HubClient):
         """Tell the hub how an upload begun with :meth:`get_storage_info_for_blob` ended."""
         await upload.notify_upload_status(
             HttpSettings.from_session(self._settings), correlation_id, is_success, status_code, status_description
+        )
+
+    @classmethod
+    async def from_provisioning(
+        cls,
+        provisioning: ProvisioningClient,
+        *,
+        payload: Any = None,
+        register_timeout: float = 60.0,
+        reprovision: bool = False,
+        **options: Unpack[ClientOptions],
+    ) -> ProvisionedDeviceClient:
+        """Register with the Device Provisioning Service, then return a client for the assigned hub.
+
+        The client (not yet open) connects to the hub and device id DPS assigned, with the
+        credential ``provisioning`` holds: its key (for an enrollment group, the derived one) or
+        its certificate. The connection options of ``provisioning`` (``port``, ``websockets``,
+        ``proxy``, ``ssl_context``, ``transport``, ``model_id`` …) apply to the hub too unless
+        ``options`` says otherwise; the result is in ``client.registration``.
+
+        Args:
+            provisioning: a :class:`~aioiothub.ProvisioningClient`, open or not (it is opened
+                for the registration when it is not).
+            payload: the registration payload (see :meth:`ProvisioningClient.register`).
+            register_timeout: seconds the registration may take.
+            reprovision: register again, once, when the hub refuses the credential as the client
+                connects (the device was moved or deleted); off by default.
+            **options: hub client options, as for the constructor.
+
+        Raises:
+            ServiceError, AuthenticationError, TimeoutError: as
+                :meth:`ProvisioningClient.register` and entering it raise them.
+
+        Example:
+            >>> async def main(provisioning):
+            ...     async with await IoTHubDeviceClient.from_provisioning(provisioning) as client:
+            ...         await client.send_message({"temperature": 21.5})
+        """
+        from aioiothub.provisioned import provision_device_client
+
+        return await provision_device_client(
+            provisioning, payload=payload, register_timeout=register_timeout, reprovision=reprovision, options=options
         )
 
 

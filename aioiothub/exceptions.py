@@ -73,12 +73,24 @@ class ServiceError(IoTHubError):
     Attributes:
         status: the status code from the response topic.
         request_id: the ``$rid`` of the request that failed.
+        error_code: the service's own error code (DPS: e.g. ``401002``), or ``None``.
+        tracking_id: the service's tracking id to quote in a support request, or ``None``.
     """
 
-    def __init__(self, message: str, *, status: int, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        request_id: str | None = None,
+        error_code: int | None = None,
+        tracking_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.request_id = request_id
+        self.error_code = error_code
+        self.tracking_id = tracking_id
 
 
 class ThrottledError(ServiceError):

@@ -11,6 +11,7 @@ Example::
         result = await hub.invoke_method("dev1", "reboot", {"delay": 1}, timeout=5)
         await hub.send_c2d("dev1", b"hello", properties={"k": "v"})
         records = await hub.wait_for_telemetry(1, device_id="dev1")
+        group = hub.dps.add_enrollment_group("factory")  # DPS on the same listeners: hub.dps.id_scope
 
 Run it standalone with ``python -m aioiothub.emulator --device dev1``.
 """
@@ -18,23 +19,33 @@ Run it standalone with ``python -m aioiothub.emulator --device dev1``.
 from __future__ import annotations
 
 from aioiothub.emulator.hub import (
+    Allocation,
     Authentication,
     DeviceIdentity,
+    Enrollment,
+    EnrollmentGroup,
     Hub,
     Identity,
     MethodResult,
     ModuleIdentity,
+    ProvisioningService,
+    RegistrationRecord,
     TelemetryRecord,
 )
 from aioiothub.emulator.server import Emulator
 
 __all__ = [
+    "Allocation",
     "Authentication",
     "DeviceIdentity",
     "Emulator",
+    "Enrollment",
+    "EnrollmentGroup",
     "Hub",
     "Identity",
     "MethodResult",
     "ModuleIdentity",
+    "ProvisioningService",
+    "RegistrationRecord",
     "TelemetryRecord",
 ]

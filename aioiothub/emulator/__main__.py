@@ -1,8 +1,9 @@
 """Run the IoT Hub emulator standalone: ``python -m aioiothub.emulator --device dev1``.
 
 It listens on port 8883 (MQTT over TLS) and 443 (MQTT over WebSocket) when those are free, or on free
-ports otherwise, registers the devices and modules named on the command line, prints their connection
-strings, the ports and the CA file devices must trust, and runs until Ctrl-C or SIGTERM.
+ports otherwise, registers the devices and modules named on the command line (and DPS enrollment
+groups), prints their connection strings (and the id scope and group keys), the ports and the CA file
+devices must trust, and runs until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DEVICE/MODULE",
         help="register a module, and its device if needed (repeatable)",
     )
+    parser.add_argument(
+        "--enrollment-group",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="create a symmetric-key DPS enrollment group and print its key (repeatable)",
+    )
+    parser.add_argument("--id-scope", default=None, help="the DPS id scope (default: 0ne00000000)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections and refusals")
     return parser
 
@@ -118,6 +128,9 @@ async def _run(arguments: argparse.Namespace) -> None:
         websocket_port = _choose_port(arguments.websocket_port, DEFAULT_WEBSOCKET_PORT, arguments.host, "WebSocket")
     hub = Emulator(hostname=arguments.hostname, host=arguments.host, port=port, websocket_port=websocket_port)
     registered = _register(hub, arguments.device, arguments.module)
+    if arguments.id_scope is not None:
+        hub.dps.id_scope = arguments.id_scope
+    groups = [hub.dps.add_enrollment_group(name) for name in dict.fromkeys(arguments.enrollment_group)]
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with hub:
             lines = [
@@ -129,6 +142,10 @@ async def _run(arguments: argparse.Namespace) -> None:
                 lines.append(f"  websocket port: {hub.websocket_port} (MQTT over WebSocket, path {WEBSOCKET_PATH})")
             lines.append(f"  CA file:        {hub.ca_file}")
             lines.extend(f"  {label}: {connection_string}" for label, connection_string in registered)
+            if groups:
+                where = f"provisioning host {hub.hostname}, port {hub.port}"
+                lines.append(f"  DPS id scope:   {hub.dps.id_scope} ({where})")
+                lines.extend(f"  enrollment group {group.name}: key {group.primary_key}" for group in groups)
             lines.append("Press Ctrl-C to stop.")
             print("\n".join(lines), flush=True)
             async for signum in signals:

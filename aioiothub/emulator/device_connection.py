@@ -224,6 +224,11 @@ class DeviceConnection:
         if connect.protocol_level != 4:
             await self._stream.send(encode_connack(False, CONNACK_UNACCEPTABLE_PROTOCOL))
             return f"refused CONNACK {CONNACK_UNACCEPTABLE_PROTOCOL}: IoT Hub speaks only MQTT 3.1.1"
+        if self._hub.dps.claims(connect.username):
+            # Imported here: the DPS connection reuses this module's constants.
+            from aioiothub.emulator.dps_connection import DpsConnection
+
+            return await DpsConnection(self._hub.dps, self._stream, self._peer, self._codec).serve(connect, rest)
         admission = self._hub.admit(connect, self._peer.client_certificate_der, now=time.time())
         identity = admission.identity
         if admission.return_code or identity is None:

@@ -123,6 +123,8 @@ class Emulator(Hub):
         for identity in self.identities():
             if identity.authentication == "x509" and identity.certificate_pem is not None:
                 trust_client_certificate(context, identity.certificate_pem)
+        for certificate_pem in self.dps.trusted_certificates():
+            trust_client_certificate(context, certificate_pem)
         stack = contextlib.AsyncExitStack()
         try:
             self._ca_file = self._write_ca_file(ca_pem)

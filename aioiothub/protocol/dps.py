@@ -92,6 +92,7 @@ class RegistrationOperation:
         registration_state: the registration details, or ``None`` while assigning or on error.
         error_code: the service's ``errorCode``, or ``None``.
         error_message: the service's ``message`` (or ``errorMessage``), or ``None``.
+        tracking_id: the service's ``trackingId`` (to quote in a support request), or ``None``.
     """
 
     operation_id: str | None
@@ -99,6 +100,7 @@ class RegistrationOperation:
     registration_state: RegistrationState | None = None
     error_code: int | None = None
     error_message: str | None = None
+    tracking_id: str | None = None
 
 
 def _dump(value: Any, argument: str) -> bytes:
@@ -246,6 +248,7 @@ def parse_registration_response(status: int, body: bytes) -> RegistrationOperati
         registration_state=state,
         error_code=error_code,
         error_message=error_message,
+        tracking_id=_optional_text(data, "trackingId", what),
     )
 
 
@@ -289,7 +292,11 @@ def registration_response_body(operation: RegistrationOperation) -> bytes:
         raise TypeError(f"operation: expected RegistrationOperation, got {type(operation).__name__}")
     document: dict[str, Any]
     if operation.operation_id is None:
-        document = {"errorCode": operation.error_code, "message": operation.error_message}
+        document = {
+            "errorCode": operation.error_code,
+            "trackingId": operation.tracking_id,
+            "message": operation.error_message,
+        }
         if operation.status != _ERROR_STATUS:
             document["status"] = operation.status
     else:
@@ -299,4 +306,5 @@ def registration_response_body(operation: RegistrationOperation) -> bytes:
         else:
             document["errorCode"] = operation.error_code
             document["message"] = operation.error_message
+        document["trackingId"] = operation.tracking_id
     return _dump({key: value for key, value in document.items() if value is not None}, "operation")

@@ -152,8 +152,19 @@ def test_failed_registration_reports_the_error_from_the_state() -> None:
 def test_error_response() -> None:
     body = b'{"errorCode":401002,"trackingId":"8f3b","message":"The device is unauthorized.","timestampUtc":"t"}'
     assert parse_registration_response(401, body) == RegistrationOperation(
-        operation_id=None, status="failed", error_code=401002, error_message="The device is unauthorized."
+        operation_id=None,
+        status="failed",
+        error_code=401002,
+        error_message="The device is unauthorized.",
+        tracking_id="8f3b",
     )
+
+
+def test_error_response_body_carries_the_tracking_id() -> None:
+    operation = RegistrationOperation(None, "failed", error_code=401002, error_message="no", tracking_id="t-1")
+    body = registration_response_body(operation)
+    assert json.loads(body) == {"errorCode": 401002, "trackingId": "t-1", "message": "no"}
+    assert parse_registration_response(401, body) == operation
 
 
 @pytest.mark.parametrize("body", [b"", b"  \n"])

@@ -11,6 +11,7 @@
 ``queues``             cloud-to-device and module-input messages until acknowledged or expired
 ``telemetry``          device-to-cloud messages received, with waits and live streams
 ``faults``             fault injection: refused connects, failed or lost twin requests, slow PUBACKs
+``dps``                the Device Provisioning Service: enrollments, registrations, assignments
 ``core``               the parts wired together, and the calls a device connection makes into them
 ``facade``             :class:`Hub`, the service-side API
 =====================  ==========================================================================
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 from aioiothub.emulator.hub.admission import Admission
 from aioiothub.emulator.hub.connections import Connection, PersistentSubscriptions
+from aioiothub.emulator.hub.dps import ProvisioningService, RegistrationRecord
+from aioiothub.emulator.hub.dps_enrollments import Allocation, Enrollment, EnrollmentGroup
 from aioiothub.emulator.hub.errors import RuleViolation
 from aioiothub.emulator.hub.facade import Hub
 from aioiothub.emulator.hub.identity import Authentication, DeviceIdentity, Identity, ModuleIdentity
@@ -33,15 +36,20 @@ from aioiothub.emulator.hub.telemetry import TelemetryRecord
 
 __all__ = [
     "Admission",
+    "Allocation",
     "Authentication",
     "CloudMessage",
     "Connection",
     "DeviceIdentity",
+    "Enrollment",
+    "EnrollmentGroup",
     "Hub",
     "Identity",
     "MethodResult",
     "ModuleIdentity",
     "PersistentSubscriptions",
+    "ProvisioningService",
+    "RegistrationRecord",
     "RuleViolation",
     "TelemetryRecord",
 ]

@@ -14,6 +14,7 @@ import datetime
 from aioiothub.emulator.certs import CertificateAuthority
 from aioiothub.emulator.hub.admission import Admission, admit
 from aioiothub.emulator.hub.connections import Connection, ConnectionTable, PersistentSubscriptions
+from aioiothub.emulator.hub.dps import ProvisioningService
 from aioiothub.emulator.hub.faults import Faults
 from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.methods import DirectMethods
@@ -51,6 +52,12 @@ class HubCore:
         self._twins = Twins(self._connections, self._faults)
         self._methods = DirectMethods(self._connections)
         self._queues = CloudQueues(self._connections)
+        self._dps = ProvisioningService(
+            registry=self._registry,
+            twins=self._twins,
+            provision=self._provision,
+            trust_certificate=lambda pem: self._trust_certificate(pem),
+        )
 
     @property
     def hostname(self) -> str:
@@ -64,6 +71,16 @@ class HubCore:
 
     def _trust_certificate(self, certificate_pem: bytes) -> None:
         """Hook: a self-signed client certificate was registered (the emulator trusts it for TLS)."""
+
+    def _provision(self, identity: Identity) -> None:
+        """Give a newly registered identity its place in every part that keeps state per identity."""
+        self._twins.add(identity.key)
+        self._queues.add(identity.key)
+
+    @property
+    def dps(self) -> ProvisioningService:
+        """The Device Provisioning Service on the hub's listeners: enrollments and registrations."""
+        return self._dps
 
     # --- connections (hub role) ------------------------------------------------------------
 

@@ -115,10 +115,6 @@ class Hub(HubCore):
         self._provision(identity)
         return identity
 
-    def _provision(self, identity: Identity) -> None:
-        self._twins.add(identity.key)
-        self._queues.add(identity.key)
-
     def identity(self, device_id: str, module_id: str | None = None) -> Identity:
         """Return a registered device or module.
 
