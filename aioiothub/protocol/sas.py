@@ -159,6 +159,9 @@ def generate_sas_token(resource_uri: str, key: str, expiry: int, policy_name: st
         CredentialError: the key is not valid base64.
     """
     _check_text(resource_uri, "resource_uri")
+    if not resource_uri.strip("/"):
+        # A scope of slashes names nothing; verify_sas_token would never accept it.
+        raise ValueError(f"resource_uri must name a resource, not {resource_uri!r}")
     if not isinstance(expiry, int) or isinstance(expiry, bool):
         raise TypeError(f"expiry must be an int (Unix seconds), not {type(expiry).__name__}")
     if expiry < 0:

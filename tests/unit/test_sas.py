@@ -302,8 +302,13 @@ def test_verify_rejects_malformed_text() -> None:
         verify_sas_token("SharedAccessSignature sr=x", KEY, resource_uri=DEVICE_URI, now=0)
 
 
+def test_a_scope_of_only_slashes_is_refused() -> None:
+    with pytest.raises(ValueError, match="resource_uri must name a resource"):
+        generate_sas_token("//", KEY, 1)
+
+
 @given(
-    resource=st.text(min_size=1, max_size=60),
+    resource=st.text(min_size=1, max_size=60).filter(lambda resource: resource.strip("/")),
     expiry=st.integers(min_value=1, max_value=2**40),
     raw_key=st.binary(min_size=1, max_size=64),
     policy=st.none() | st.text(min_size=1, max_size=20),
