@@ -13,6 +13,8 @@ Example:
     ...         twin = await client.get_twin()
 """
 
+import logging as _logging
+
 from aioiothub._version import __version__
 from aioiothub.auth import (
     ConnectionString,
@@ -79,3 +81,7 @@ __all__ = [
     "ThrottledError",
     "__version__",
 ]
+
+# A library never prints on its own: without a handler configured by the application, Python would
+# write WARNING records to stderr through its last-resort handler.
+_logging.getLogger("aioiothub").addHandler(_logging.NullHandler())

@@ -381,12 +381,30 @@ class HubSession:
     # -------------------------------------------------------------- telemetry
 
     async def publish(self, outbound: OutboundPublish) -> None:
-        """Publish with at-least-once delivery across reconnects, within the in-flight window."""
+        """Publish with at-least-once delivery across reconnects, within the in-flight window.
+
+        The deadline (``request_timeout``) counts from this call: waiting for room in the window
+        is part of it.
+        """
         topic, payload, qos, retain = outbound.topic, outbound.payload, outbound.qos, outbound.retain
-        async with self._window:
-            started = asyncio.get_running_loop().time()
+        timeout = self.settings.request_timeout
+        started = asyncio.get_running_loop().time()
+        window = self._window
+        waited = window.locked()
+        if waited:
+            try:
+                async with asyncio.timeout_at(started + timeout):
+                    await window.acquire()
+            except TimeoutError:
+                raise TimeoutError(
+                    f"the message waited {timeout:g} s (request_timeout) for room among the "
+                    f"{self.settings.max_in_flight} unacknowledged messages (max_in_flight) and was not sent"
+                ) from None
+        else:
+            await window.acquire()  # room now: returns without waiting
+        try:
             connection = self._connection
-            if connection is not None and connection.connected:
+            if not waited and connection is not None and connection.connected:
                 # The common case: one send on the live connection, its deadline kept by the
                 # in-flight table (one timer for all sends instead of one per message).
                 try:
@@ -400,7 +418,7 @@ class HubSession:
                 except TimeoutError:
                     raise self._send_timeout() from None
             try:
-                async with asyncio.timeout_at(started + self.settings.request_timeout):
+                async with asyncio.timeout_at(started + timeout):
                     while True:
                         connection = await self.current()
                         try:
@@ -413,6 +431,8 @@ class HubSession:
                         return
             except TimeoutError:
                 raise self._send_timeout() from None
+        finally:
+            window.release()
 
     def _send_timeout(self) -> TimeoutError:
         timeout = self.settings.request_timeout

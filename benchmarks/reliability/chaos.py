@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 import aioiothub
 from aioiothub.emulator import Emulator
@@ -44,10 +45,20 @@ class ChaosReport:
     arrived: int = 0
     duplicates: int = 0
     twin_operations: Counter[str] = field(default_factory=Counter)
-    longest_await: float = 0.0
+    longest_await: dict[str, float] = field(default_factory=dict)
     desired_versions_seen: int = 0
     desired_matches: bool = False
     seconds: float = 0.0
+
+    @property
+    def longest(self) -> float:
+        """The longest any await took."""
+        return max(self.longest_await.values(), default=0.0)
+
+    @property
+    def slowest(self) -> str:
+        """Which kind of await took longest."""
+        return max(self.longest_await, key=self.longest_await.__getitem__, default="none")
 
     def summary(self) -> str:
         events = ", ".join(f"{name} {count}" for name, count in sorted(self.events.items()))
@@ -56,7 +67,7 @@ class ChaosReport:
         return (
             f"{self.sent:,} sends acknowledged in {self.seconds:.1f} s, {self.arrived:,} distinct messages at the "
             f"hub, {self.duplicates:,} duplicates; failed sends: {failed}; chaos: {events}; twin: {twin}; "
-            f"longest await {self.longest_await:.2f} s; desired patches {self.desired_versions_seen}, final "
+            f"longest await {self.longest:.2f} s ({self.slowest}); desired patches {self.desired_versions_seen}, final "
             f"document {'matches' if self.desired_matches else 'DIFFERS'}"
         )
 
@@ -111,8 +122,8 @@ async def run_chaos(
     stop = anyio.Event()
     started = time.perf_counter()
 
-    def timed(began: float) -> None:
-        report.longest_await = max(report.longest_await, time.perf_counter() - began)
+    def timed(kind: str, began: float) -> None:
+        report.longest_await[kind] = max(report.longest_await.get(kind, 0.0), time.perf_counter() - began)
 
     async with client, anyio.create_task_group() as background:
 
@@ -126,8 +137,9 @@ async def run_chaos(
         async def twin_traffic() -> None:
             while not stop.is_set():
                 began = time.perf_counter()
+                kind = "twin read" if rng.random() < 0.5 else "twin patch"
                 try:
-                    if rng.random() < 0.5:
+                    if kind == "twin read":
                         await client.get_twin()
                     else:
                         await client.update_reported_properties({"progress": report.sent})
@@ -136,7 +148,7 @@ async def run_chaos(
                     report.twin_operations[f"refused {exc.status}"] += 1
                 except TimeoutError:
                     report.twin_operations["timed out"] += 1
-                timed(began)
+                timed(kind, began)
                 await anyio.sleep(0.02)
 
         background.start_soon(follow_desired)
@@ -144,29 +156,30 @@ async def run_chaos(
         background.start_soon(_chaos, hub, device.device_id, random.Random(rng.getrandbits(64)), report, stop)
 
         acknowledged: list[int] = []
+        indexes = iter(range(messages))
 
-        async def send(index: int) -> None:
-            began = time.perf_counter()
-            try:
-                await client.send_message({"index": index})
-            except (TimeoutError, aioiothub.IoTHubError) as exc:
-                report.failed_sends[type(exc).__name__] += 1
-            else:
-                acknowledged.append(index)
-            timed(began)
+        async def sender() -> None:
+            # As a busy application sends: each worker one message after another.
+            for index in indexes:
+                began = time.perf_counter()
+                try:
+                    await client.send_message({"index": index})
+                except (TimeoutError, aioiothub.IoTHubError) as exc:
+                    report.failed_sends[type(exc).__name__] += 1
+                else:
+                    acknowledged.append(index)
+                timed("send", began)
 
         async with anyio.create_task_group() as senders:
-            for index in range(messages):
-                senders.start_soon(send, index)
-                if index % in_flight == in_flight - 1:
-                    await anyio.sleep(0)  # let the window fill before starting more
+            for _ in range(in_flight):
+                senders.start_soon(sender)
         stop.set()
         report.sent = len(acknowledged)
         # Let the application catch up with the hub's last desired change, then compare.
         await client.wait_connected()
         final_version = hub.twin(device.device_id)["desired"]["$version"]
         with anyio.move_on_after(REQUEST_TIMEOUT):
-            while desired_version < final_version:
+            while desired_version < final_version:  # noqa: ASYNC110 - the consumer task sets it
                 await anyio.sleep(0.05)
         report.desired_matches = desired == _document(hub.twin(device.device_id)["desired"])
         background.cancel_scope.cancel()

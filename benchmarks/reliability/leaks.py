@@ -117,7 +117,7 @@ async def run_leaks(
     seed: int = 1,
     transport: str = "aiomqtt",
 ) -> LeakReport:
-    """``cycles`` cycles one after another, then ``concurrent_clients`` clients × ``concurrent_cycles``."""
+    """``cycles`` cycles one after another, then ``concurrent_clients`` clients x ``concurrent_cycles``."""
     rng = random.Random(seed)
     prefix = f"leak-{os.urandom(3).hex()}"
     single = hub.add_device(prefix)
