@@ -28,6 +28,9 @@ Three things aiomqtt's public API cannot do, so this module reaches the paho cli
   turns before the bytes leave); here the first packet of a turn leaves at once, the others queued
   in that turn are written together on the next, and the socket is watched for writability only
   while the kernel buffer is full.
+* **Sockets closed when a handshake fails.** paho leaves the TLS socket open when the TLS or
+  WebSocket handshake fails; its ``_ssl_wrap_socket`` is replaced by one that remembers the socket
+  and ``_create_socket`` is wrapped to close it on failure.
 * **Liveness.** paho resets its own "last received" time whenever it sends a PINGREQ, so the
   session's liveness rule could not trust it; inbound PUBLISH, PUBACK, SUBACK and PINGRESP stamp
   :attr:`MqttConnection.last_received` here instead (PINGRESP through paho's ``_handle_pingresp``),
@@ -39,6 +42,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
+import ssl
 import threading
 from collections.abc import Sequence
 from types import TracebackType
@@ -157,6 +162,10 @@ class MqttConnection:
         self._paho.on_socket_unregister_write = self._handle_unregister_write
         self._paho_handle_pingresp = self._paho._handle_pingresp
         self._paho._handle_pingresp = self._handle_pingresp  # type: ignore[method-assign]
+        self._tls_socket: ssl.SSLSocket | None = None
+        self._paho_create_socket = self._paho._create_socket
+        self._paho._create_socket = self._create_socket  # type: ignore[method-assign]
+        self._paho._ssl_wrap_socket = self._wrap_tls  # type: ignore[method-assign,assignment]
         self._loop_thread = threading.get_ident()
         self._flush_scheduled = False
         self._writer_fd: int | None = None
@@ -300,6 +309,29 @@ class MqttConnection:
             self._on_message(InboundPublish(topic, bytes(message.payload), message.qos, message.mid))
         except Exception:
             _log.exception("message handler failed for topic %r", topic)
+
+    def _create_socket(self) -> Any:
+        # paho leaves the socket open when the TLS or WebSocket handshake fails (a ResourceWarning
+        # and a descriptor per refused connect); close it here.
+        try:
+            return self._paho_create_socket()
+        except BaseException:
+            if self._tls_socket is not None:
+                self._tls_socket.close()
+            raise
+
+    def _wrap_tls(self, tcp_socket: socket.socket) -> ssl.SSLSocket:
+        # paho's own wrapper with the socket remembered, so that a failed handshake can close it.
+        # The context checks the host name (create_default_context does; a caller's context that
+        # turns it off is its own choice).
+        parameters = self._parameters
+        tls_socket = parameters.ssl_context.wrap_socket(
+            tcp_socket, server_hostname=parameters.host, do_handshake_on_connect=False
+        )
+        self._tls_socket = tls_socket
+        tls_socket.settimeout(parameters.connect_timeout)
+        tls_socket.do_handshake()
+        return tls_socket
 
     def _handle_pingresp(self) -> Any:
         self._last_received = self._loop.time()

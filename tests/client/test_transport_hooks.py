@@ -31,9 +31,20 @@ async def test_aiomqtt_client_wraps_a_paho_client_with_the_hooks_we_use() -> Non
     client = aiomqtt.Client("localhost", 8883)
     inner = client._client
     assert isinstance(inner, paho.Client)
-    for name in ("manual_ack_set", "ack", "publish", "socket", "_sock_close"):
+    for name in (
+        "manual_ack_set",
+        "ack",
+        "publish",
+        "socket",
+        "_sock_close",
+        "_send_pingreq",
+        "_handle_pingresp",
+        "_create_socket",
+        "_ssl_wrap_socket",
+    ):
         assert callable(getattr(inner, name, None)), f"paho.Client.{name} is gone"
     assert list(inspect.signature(inner.ack).parameters) == ["mid", "qos"]
+    assert list(inspect.signature(inner._ssl_wrap_socket).parameters) == ["tcp_sock"]
     assert isinstance(client._disconnected, asyncio.Future)
     # aiomqtt installs its own on_disconnect, which the transport chains to.
     assert inner.on_disconnect is not None
