@@ -12,7 +12,7 @@ from aioiothub.emulator.hub.management import ManagedHub
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.emulator.service_api.policies import Right, SharedAccessPolicy, authorize
 
-__all__ = ["NEVER", "ServiceContext", "etag_matches", "quoted"]
+__all__ = ["NEVER", "ServiceContext", "etag_matches", "if_match", "quoted"]
 
 NEVER = "0001-01-01T00:00:00Z"
 """How IoT Hub writes a time that has not happened (a device never connected)."""
@@ -23,13 +23,16 @@ def quoted(etag: str) -> str:
     return f'"{etag}"'
 
 
+def if_match(request: HttpRequest) -> str | None:
+    """The request's ``If-Match`` without quotes (the Python SDK quotes even ``*``), or ``None``."""
+    wanted = request.headers.get("if-match")
+    return None if wanted is None else wanted.strip().strip('"')
+
+
 def etag_matches(request: HttpRequest, etag: str) -> bool:
     """Whether the request's ``If-Match`` is absent, ``*`` or ``etag`` (quoted or not)."""
-    wanted = request.headers.get("if-match")
-    if wanted is None:
-        return True
-    wanted = wanted.strip()
-    return wanted == "*" or wanted.strip('"') == etag
+    wanted = if_match(request)
+    return wanted is None or wanted in ("*", etag)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from typing import Any
 from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.hub.identity import Authentication, Identity
 from aioiothub.emulator.hub.values import iso_time
-from aioiothub.emulator.service_api.context import NEVER, ServiceContext, etag_matches, quoted
+from aioiothub.emulator.service_api.context import NEVER, ServiceContext, etag_matches, if_match, quoted
 from aioiothub.emulator.service_api.errors import service_error
 
 __all__ = ["identity_etag", "identity_json", "install_identities"]
@@ -138,7 +138,7 @@ def install_identities(router: Router, context: ServiceContext) -> None:
         current = next((i for i in existing if i.device_id == device_id and i.module_id == module_id), None)
         try:
             if current is None:
-                if "if-match" in request.headers and request.headers["if-match"].strip() != "*":
+                if if_match(request) not in (None, "*"):
                     raise service_error(412, "PreconditionFailed", "the identity does not exist")
                 if module_id is None:
                     identity: Identity = hub.add_device(
@@ -163,7 +163,7 @@ def install_identities(router: Router, context: ServiceContext) -> None:
                 identity.status_reason = body.get("statusReason")
                 hub.update_identity(device_id, module_id, enabled=False if enabled is False else None)
                 return _answer(context, identity)
-            if "if-match" not in request.headers:
+            if if_match(request) is None:
                 name = "DeviceAlreadyExists" if module_id is None else "ModuleAlreadyExistsOnDevice"
                 raise service_error(409, name, f"{current.label} is already registered")
             if not etag_matches(request, identity_etag(current)):
