@@ -215,4 +215,5 @@ def install_identities(router: Router, context: ServiceContext) -> None:
         router.add("GET", pattern, get)
         router.add("DELETE", pattern, delete)
     router.add("GET", "/devices", list_devices)
+    router.add("GET", "/devices/", list_devices)  # the Node.js SDK's Registry.list() path
     router.add("GET", "/devices/{device_id}/modules", list_modules)
