@@ -66,8 +66,12 @@ class ServiceContext:
     def identity(self, device_id: str, module_id: str | None = None) -> Identity:
         """The registered identity; 404 ``DeviceNotFound`` / ``ModuleNotFound`` otherwise."""
         try:
+            device = self.hub.identity(device_id)
+        except ValueError:
+            raise service_error(404, "DeviceNotFound", f"Device {device_id} not registered") from None
+        if module_id is None:
+            return device
+        try:
             return self.hub.identity(device_id, module_id)
         except ValueError:
-            if module_id is None:
-                raise service_error(404, "DeviceNotFound", f"Device {device_id} not registered") from None
             raise service_error(404, "ModuleNotFound", f"Module {module_id} on device {device_id} not found") from None
