@@ -8,6 +8,9 @@ the ports and the CA file devices must trust, and runs until Ctrl-C or SIGTERM.
 Unless ``--generate-keys`` is given, the shared access policies have fixed, published development keys
 and devices named here get keys derived from the owner key and their id, so the same command gives
 the same credentials every time -- insecure by design, like Azurite's account key.
+
+With ``--state-dir`` the configuration file seeds a new state directory; once it holds identities,
+it is what the emulator starts from (an identity deleted over REST stays deleted).
 """
 
 from __future__ import annotations
@@ -218,7 +221,8 @@ async def _run(arguments: argparse.Namespace) -> None:
         policies=policies,
         state_dir=arguments.state_dir,
     )
-    await config.apply(hub)
+    # A state directory that holds identities is the truth: the config's identities seed only a new one.
+    await config.apply(hub, identities=not hub.identities())
     owner_key = None if arguments.generate_keys else policies[0].primary_key
     registered = _register(hub, arguments.device, arguments.module, owner_key)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

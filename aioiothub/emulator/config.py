@@ -77,8 +77,13 @@ class EmulatorConfig:
     policies: tuple[SharedAccessPolicy, ...] = ()
     enrollment_groups: tuple[Mapping[str, Any], ...] = ()
 
-    async def apply(self, hub: ManagedHub) -> list[IdentityConfig]:
-        """Register the identities that ``hub`` does not know yet (a state directory may hold them).
+    async def apply(self, hub: ManagedHub, *, identities: bool = True) -> list[IdentityConfig]:
+        """Register the identities that ``hub`` does not know yet, and the enrollment groups.
+
+        Args:
+            hub: the hub to configure.
+            identities: ``False`` applies only the enrollment groups (a state directory holds the
+                identities already).
 
         Returns:
             The identities registered now.
@@ -88,7 +93,7 @@ class EmulatorConfig:
         """
         added: list[IdentityConfig] = []
         known = {identity.key for identity in hub.identities()}
-        for entry in self.identities:
+        for entry in self.identities if identities else ():
             if (entry.device_id, entry.module_id) in known:
                 continue
             where = entry.device_id if entry.module_id is None else f"{entry.device_id}/{entry.module_id}"
