@@ -19,7 +19,9 @@ import anyio.abc
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-__all__ = ["STEP_TIMEOUT", "StepReader", "run_steps"]
+import aioiothub
+
+__all__ = ["STEP_TIMEOUT", "StepReader", "answer_methods", "run_steps"]
 
 STEP_TIMEOUT = 60.0
 """Starting an SDK on a busy two-core machine can take a while."""
@@ -75,3 +77,12 @@ async def run_steps(
                 process.kill()
                 await process.wait()
             await process.aclose()
+
+
+async def answer_methods(
+    client: aioiothub.IoTHubDeviceClient | aioiothub.IoTHubModuleClient, seen: list[object]
+) -> None:
+    """Answer every direct method with 200 ``{"echo": payload}``, noting ``(name, payload)`` in ``seen``."""
+    async for request in client.method_requests():
+        seen.append((request.name, request.payload))
+        await request.respond(200, {"echo": request.payload})

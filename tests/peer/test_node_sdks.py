@@ -26,7 +26,7 @@ from aioiothub.emulator import Emulator
 from aioiothub.protocol.connect import MQTT_PORT, WEBSOCKET_PORT
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, TWIN_DESIRED_SUBSCRIPTION, c2d_subscription
 from tests.peer.npm_packages import NpmInstallError, ensure_npm_packages
-from tests.peer.script_steps import run_steps
+from tests.peer.script_steps import answer_methods, run_steps
 
 pytestmark = [pytest.mark.peer, pytest.mark.node, pytest.mark.anyio]
 
@@ -54,13 +54,6 @@ def _environment(hub: Emulator, node_modules: Path, **extra: str) -> dict[str, s
     return {**os.environ, "NODE_PATH": str(node_modules), "NODE_EXTRA_CA_CERTS": str(hub.ca_file), **extra}
 
 
-async def _answer_methods(
-    client: aioiothub.IoTHubDeviceClient | aioiothub.IoTHubModuleClient, seen: list[object]
-) -> None:
-    async for request in client.method_requests():
-        seen.append((request.name, request.payload))
-        await request.respond(200, {"echo": request.payload})
-
 
 async def test_node_service_sdk_drives_the_emulator(node_modules: Path, tmp_path: Path) -> None:
     async with Emulator(port=MQTT_PORT, websocket_port=WEBSOCKET_PORT) as hub:
@@ -76,8 +69,8 @@ async def test_node_service_sdk_drives_the_emulator(node_modules: Path, tmp_path
             anyio.create_task_group() as tasks,
         ):
             await client.update_reported_properties({"battery": 80})
-            tasks.start_soon(_answer_methods, client, device_calls)
-            tasks.start_soon(_answer_methods, module_client, module_calls)
+            tasks.start_soon(answer_methods, client, device_calls)
+            tasks.start_soon(answer_methods, module_client, module_calls)
             await hub.wait_subscribed("node-svc", METHODS_SUBSCRIPTION)
             await hub.wait_subscribed("node-svc", METHODS_SUBSCRIPTION, "mod")
             command = _node_command("service.js", hub.service_connection_string, "node-svc", "mod")

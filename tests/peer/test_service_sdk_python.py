@@ -20,7 +20,7 @@ import aioiothub
 from aioiothub.emulator import Emulator
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, TWIN_DESIRED_SUBSCRIPTION
 from benchmarks._peer_venv import PeerVenvError
-from tests.peer.script_steps import run_steps
+from tests.peer.script_steps import answer_methods, run_steps
 from tests.peer.service_venv import ensure_service_python
 
 pytestmark = [pytest.mark.peer, pytest.mark.anyio]
@@ -35,13 +35,6 @@ def service_python() -> Path:
     except PeerVenvError as exc:
         pytest.fail(str(exc), pytrace=False)
 
-
-async def _answer_methods(
-    client: aioiothub.IoTHubDeviceClient | aioiothub.IoTHubModuleClient, seen: list[object]
-) -> None:
-    async for request in client.method_requests():
-        seen.append((request.name, request.payload))
-        await request.respond(200, {"echo": request.payload})
 
 
 async def _forward_patches(
@@ -67,8 +60,8 @@ async def test_registry_manager_drives_the_emulator(service_python: Path, tmp_pa
             anyio.create_task_group() as tasks,
         ):
             await client.update_reported_properties({"fw": "1.0"})
-            tasks.start_soon(_answer_methods, client, device_calls)
-            tasks.start_soon(_answer_methods, module_client, module_calls)
+            tasks.start_soon(answer_methods, client, device_calls)
+            tasks.start_soon(answer_methods, module_client, module_calls)
             tasks.start_soon(_forward_patches, client, send_patch)
             await hub.wait_subscribed("svc-dev", METHODS_SUBSCRIPTION)
             await hub.wait_subscribed("svc-dev", METHODS_SUBSCRIPTION, "svc-mod")

@@ -107,6 +107,7 @@ class Hub(HubCore):
             primary_key: a base64 primary key to use instead of a random one.
             secondary_key: a base64 secondary key to use instead of a random one.
             certificate_pem: an existing self-signed certificate to register (``"x509"`` only).
+            thumbprints: register an ``"x509"`` module by its certificate's thumbprints alone.
 
         Returns:
             The new identity.
