@@ -17,7 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["PEER_VENV", "SDK_REQUIREMENT", "PeerVenvError", "ensure_peer_python", "installed_sdk", "venv_python"]
+__all__ = [
+    "PEER_VENV",
+    "SDK_REQUIREMENT",
+    "PeerVenvError",
+    "build_venv",
+    "ensure_peer_python",
+    "installed_sdk",
+    "venv_python",
+]
 
 SDK_REQUIREMENT = "azure-iot-device>=2.14,<3"
 # The official file-upload sample uploads with the storage SDK.
@@ -88,18 +96,23 @@ def _failure(step: str, command: list[str], output: str, detail: str) -> PeerVen
     return PeerVenvError(f"{step} failed ({detail}): {' '.join(command)}\n{output}")
 
 
-def _build_peer_venv() -> None:
-    python = venv_python()
+def build_venv(venv: Path, requirements: list[str]) -> None:
+    """Create ``venv`` (again, when broken) and install ``requirements`` into it from the package index.
+
+    Raises:
+        PeerVenvError: creating the venv or installing failed.
+    """
+    python = venv_python(venv)
     if not python.exists() or _run([str(python), "-c", "import pip"], PROBE_TIMEOUT).returncode != 0:
         # --clear: a half-built venv from an interrupted run is rebuilt, not patched.
-        command = [sys.executable, "-m", "venv", "--clear", str(PEER_VENV)]
+        command = [sys.executable, "-m", "venv", "--clear", str(venv)]
         try:
             result = _run(command, VENV_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise _failure("creating the peer venv", command, "", f"timed out after {VENV_TIMEOUT:.0f} s") from None
         if result.returncode != 0:
             raise _failure("creating the peer venv", command, result.stdout, f"exit status {result.returncode}")
-    command = [str(python), "-m", "pip", "install", "--quiet", "--no-input", SDK_REQUIREMENT, STORAGE_REQUIREMENT]
+    command = [str(python), "-m", "pip", "install", "--quiet", "--no-input", *requirements]
     try:
         result = _run(command, INSTALL_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
@@ -119,7 +132,7 @@ def ensure_peer_python() -> Path:
     """
     python = venv_python()
     if installed_sdk(python) is None:
-        _build_peer_venv()
+        build_venv(PEER_VENV, [SDK_REQUIREMENT, STORAGE_REQUIREMENT])
         if installed_sdk(python) is None:
             probe = _run([str(python), "-c", _PROBE], PROBE_TIMEOUT)
             raise PeerVenvError(

@@ -6,7 +6,9 @@ and the calling module's SAS token; the body is ``{"methodName","payload","conne
 :meth:`Hub.invoke_method`. The answer is 200 ``{"status","payload"}`` with the target's own status;
 404 (error code 404103) when the target is not connected and subscribed to methods within
 ``connectTimeoutInSeconds``; 504 (504101) when it does not answer within
-``responseTimeoutInSeconds``. Service-side callers (a policy SAS) are not served here yet.
+``responseTimeoutInSeconds``. Service-side callers -- the same path without the Edge header,
+authenticated with a shared access policy (:mod:`aioiothub.emulator.service_api`) -- are checked
+by the ``authorize_service`` callable and then served the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any, Final
 
 from aioiothub.emulator.http_auth import authenticate
@@ -52,17 +55,31 @@ def _timeout(body: dict[str, Any], name: str) -> int:
     return value
 
 
-def install_edge_methods(router: Router, hub: Hub) -> None:
-    """Add the module-to-device/module method routes to ``router``."""
+def install_edge_methods(
+    router: Router, hub: Hub, *, authorize_service: Callable[[HttpRequest], object] | None = None
+) -> None:
+    """Add the direct-method routes to ``router``.
+
+    Args:
+        router: where the routes go.
+        hub: the hub whose devices and modules are called.
+        authorize_service: checks a caller without the Edge header (a service SDK) and raises
+            :class:`HttpError` to refuse it; without it such callers are refused with 401.
+    """
 
     async def invoke(request: HttpRequest) -> HttpResponse:
         caller = request.headers.get(_EDGE_MODULE_HEADER)
         if caller is None:
-            raise HttpError(401, "only IoT Edge modules (x-ms-edge-moduleId) invoke methods here", error_code=401002)
-        caller_device, separator, caller_module = caller.partition("/")
-        if not separator or not caller_module:
-            raise HttpError(400, f"x-ms-edge-moduleId {caller!r} is not '{{deviceId}}/{{moduleId}}'", error_code=400004)
-        authenticate(hub, request, caller_device, caller_module)
+            if authorize_service is None:
+                raise HttpError(401, "only IoT Edge modules (x-ms-edge-moduleId) call methods here", error_code=401002)
+            authorize_service(request)
+        else:
+            caller_device, separator, caller_module = caller.partition("/")
+            if not separator or not caller_module:
+                raise HttpError(
+                    400, f"x-ms-edge-moduleId {caller!r} is not '{{deviceId}}/{{moduleId}}'", error_code=400004
+                )
+            authenticate(hub, request, caller_device, caller_module)
         device_id = request.params["device_id"]
         module_id = request.params.get("module_id")
         body = request.json()

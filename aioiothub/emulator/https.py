@@ -15,7 +15,9 @@ listener can open a WebSocket on the same connection, as IoT Hub serves both on 
 
 Handlers raise :class:`HttpError` for refusals; anything else they raise is logged and answered
 500, and ends only that request. More routes (the service REST API) plug in with
-:meth:`Router.add`.
+:meth:`Router.add`. A response with a ``stream`` is sent with chunked transfer encoding, one chunk
+per item the stream yields (server-sent events follow telemetry this way), until the stream ends
+or the client goes away. :attr:`Router.observer`, when set, is told of every answered request.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Final
@@ -90,11 +92,13 @@ class HttpRequest:
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
-    """A response to send: status, headers and the whole body."""
+    """A response to send: status, headers and the whole body, or a stream of body chunks."""
 
     status: int
     body: bytes = b""
     headers: Sequence[tuple[str, str]] = ()
+    #: Sent chunk by chunk instead of ``body`` when given.
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def json(cls, status: int, value: Any, headers: Sequence[tuple[str, str]] = ()) -> HttpResponse:
@@ -177,6 +181,8 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: list[_Route] = []
+        #: Called with each request and the status it was answered with (traffic logs).
+        self.observer: Callable[[HttpRequest, int], None] | None = None
 
     def add(self, method: str, pattern: str, handler: Handler, *, max_body: int = _DEFAULT_MAX_BODY) -> None:
         """Route ``method pattern`` to ``handler``; bodies over ``max_body`` bytes are answered 413."""
@@ -243,6 +249,9 @@ class _Connection:
             self.h11.receive_data(data)
 
     async def send(self, response: HttpResponse, *, head_only: bool = False) -> None:
+        if response.stream is not None:
+            await self._send_stream(response, response.stream)
+            return
         headers = [
             ("Date", formatdate(usegmt=True)),
             ("Content-Length", str(len(response.body))),
@@ -255,6 +264,18 @@ class _Connection:
             data += self.h11.send(h11.Data(data=response.body))
         data += self.h11.send(h11.EndOfMessage())
         await self.stream.send(data)
+
+    async def _send_stream(self, response: HttpResponse, chunks: AsyncIterator[bytes]) -> None:
+        headers = [("Date", formatdate(usegmt=True)), ("Transfer-Encoding", "chunked"), *response.headers]
+        await self.stream.send(self.h11.send(h11.Response(status_code=response.status, headers=headers)))
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    await self.stream.send(self.h11.send(h11.Data(data=chunk)))
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
+        await self.stream.send(self.h11.send(h11.EndOfMessage()))
 
 
 async def _read_body(connection: _Connection, limit: int) -> bytes:
@@ -290,6 +311,8 @@ async def _answer(connection: _Connection, request: h11.Request, router: Router,
     except Exception:
         logger.exception("HTTP %s %s failed", method, path)
         response = HttpError(500, "internal error").to_response()
+    if router.observer is not None:
+        router.observer(HttpRequest(method, path, {}, headers, b"", {}, peer), response.status)
     await connection.send(response, head_only=method == "HEAD")
 
 

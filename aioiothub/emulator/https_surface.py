@@ -13,6 +13,7 @@ import functools
 import shutil
 import ssl
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -22,7 +23,7 @@ from aioiothub.emulator.blob_store import BlobStore
 from aioiothub.emulator.edge_hub import EdgeDevice, EdgeEnvironment
 from aioiothub.emulator.edge_methods import install_edge_methods
 from aioiothub.emulator.file_upload import FileUploads, UploadRecord
-from aioiothub.emulator.https import Router, serve_http
+from aioiothub.emulator.https import HttpError, HttpRequest, Router, serve_http
 from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.listeners import PeerInfo, UpgradeRequest, serve_tls
 from aioiothub.emulator.upload_storage import EmbeddedStorage, ExternalStorage
@@ -67,7 +68,9 @@ class HttpsSurface:
         self._hub = hub
         self._blob_port = blob_port
         self.router = Router()
-        install_edge_methods(self.router, hub)
+        #: Checks service-side callers of the method routes (set with the service API).
+        self.authorize_service: Callable[[HttpRequest], object] | None = None
+        install_edge_methods(self.router, hub, authorize_service=self._authorize_service)
         self.blob_store: BlobStore | None = None
         self._storage: EmbeddedStorage | ExternalStorage
         if storage_connection_string is None:
@@ -82,6 +85,11 @@ class HttpsSurface:
         self._edge_directory: Path | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._trust_pem = b""
+
+    def _authorize_service(self, request: HttpRequest) -> object:
+        if self.authorize_service is None:
+            raise HttpError(401, "only IoT Edge modules (x-ms-edge-moduleId) invoke methods here", error_code=401002)
+        return self.authorize_service(request)
 
     async def start(
         self, task_group: anyio.abc.TaskGroup, *, host: str, server_context: ssl.SSLContext, trust_pem: bytes

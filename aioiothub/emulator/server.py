@@ -14,6 +14,7 @@ import functools
 import os
 import ssl
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -32,15 +33,23 @@ from aioiothub.emulator.device_connection import DeviceConnection
 from aioiothub.emulator.edge_hub import EdgeEnvironment
 from aioiothub.emulator.file_upload import UploadRecord
 from aioiothub.emulator.https_surface import HttpsSurface, public_host
-from aioiothub.emulator.hub import Hub
+from aioiothub.emulator.hub.management import ManagedHub
 from aioiothub.emulator.listeners import PeerInfo, serve_tls, serve_websocket
+from aioiothub.emulator.service_api import (
+    SharedAccessPolicy,
+    generated_policies,
+    install_service_api,
+    policy_connection_string,
+)
+from aioiothub.emulator.store import StateStore, load_certificate_authority
+from aioiothub.protocol.connect import WEBSOCKET_PORT
 
 __all__ = ["Emulator"]
 
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-class Emulator(Hub):
+class Emulator(ManagedHub):
     """A local Azure IoT Hub: MQTT over TLS (and WebSocket), with the hub's rules and a service API.
 
     Example:
@@ -66,7 +75,12 @@ class Emulator(Hub):
         storage_connection_string: upload to this storage account (Azure Storage, or Azurite with
             HTTPS) instead of the embedded blob endpoint; the emulator signs the SAS tokens.
         storage_container: the container uploads go to (created when missing).
-        certificate_authority: the CA for the emulator's certificates; generated when ``None``.
+        certificate_authority: the CA for the emulator's certificates; generated when ``None``
+            (or kept in ``state_dir``).
+        policies: the shared access policies of IoT Hub's service REST API (served on the
+            WebSocket port); the five standard ones with random keys when ``None``.
+        state_dir: keep identities, twins, queued cloud-to-device messages and the CA in this
+            directory, and start from what it holds (:mod:`aioiothub.emulator.store`).
     """
 
     def __init__(
@@ -83,16 +97,30 @@ class Emulator(Hub):
         storage_connection_string: str | None = None,
         storage_container: str = "fileuploads",
         certificate_authority: CertificateAuthority | None = None,
+        policies: Sequence[SharedAccessPolicy] | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        store = StateStore(state_dir) if state_dir is not None else None
+        if store is not None and certificate_authority is None:
+            certificate_authority = load_certificate_authority(store.directory)
         super().__init__(
             hostname=hostname, telemetry_limit=telemetry_limit, certificate_authority=certificate_authority
         )
+        self._store = store
+        if store is not None:
+            self.restore_state(store.load(self.hostname), store)
+        self._policies = list(policies) if policies is not None else generated_policies()
+        if len({policy.name for policy in self._policies}) != len(self._policies):
+            raise ValueError("policies: two policies have the same name")
         self._https = HttpsSurface(
             self,
             blob_port=blob_port,
             storage_connection_string=storage_connection_string,
             storage_container=storage_container,
             upload_sas_ttl=3600.0,
+        )
+        self._https.authorize_service = install_service_api(
+            self._https.router, self, self._policies, self._service_scopes
         )
         for argument, value in (("port", port), ("websocket_port", websocket_port)):
             if value is None and argument == "websocket_port":
@@ -287,6 +315,56 @@ class Emulator(Hub):
             # The given server certificate itself is the trust anchor, whoever issued it.
             context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         return context
+
+    # --- the service REST API -------------------------------------------------------------------
+
+    @property
+    def policies(self) -> list[SharedAccessPolicy]:
+        """The shared access policies of the service REST API."""
+        return list(self._policies)
+
+    @property
+    def service_host(self) -> str:
+        """``HostName`` for service SDKs: the host name, with the HTTPS port unless it is 443.
+
+        Raises:
+            RuntimeError: the emulator is not running, or its WebSocket/HTTPS listener is disabled.
+        """
+        self._running("service_host")
+        if self._websocket_port is None:
+            raise RuntimeError("the service API is served on the WebSocket port, which is disabled")
+        if self._websocket_port == WEBSOCKET_PORT:
+            return self.hostname
+        return f"{self.hostname}:{self._websocket_port}"
+
+    def service_policy_connection_string(self, policy_name: str) -> str:
+        """The connection string of a shared access policy, e.g. ``"registryRead"``.
+
+        Raises:
+            ValueError: no such policy.
+            RuntimeError: the emulator is not running, or its HTTPS listener is disabled.
+        """
+        for policy in self._policies:
+            if policy.name == policy_name:
+                return policy_connection_string(self.service_host, policy)
+        raise ValueError(f"policy_name: no shared access policy named {policy_name!r}")
+
+    @property
+    def service_connection_string(self) -> str:
+        """The ``iothubowner`` connection string for service SDKs and the REST API.
+
+        ``HostName=localhost:8443;SharedAccessKeyName=iothubowner;SharedAccessKey=…`` (no port on 443).
+
+        Example:
+            >>> registry = IoTHubRegistryManager.from_connection_string(hub.service_connection_string)  # doctest: +SKIP
+        """
+        return self.service_policy_connection_string("iothubowner")
+
+    def _service_scopes(self) -> list[str]:
+        scopes = [self.hostname]
+        if self._websocket_port is not None:
+            scopes.append(f"{self.hostname}:{self._websocket_port}")
+        return scopes
 
     # --- HTTPS: file upload and IoT Edge ------------------------------------------------------
 

@@ -1,16 +1,16 @@
 """Azurite, Microsoft's Azure Storage emulator, installed from npm into ``<repo>/.peer-node`` and run per test.
 
-The install is idempotent: ``npm install`` runs only when ``azurite-blob`` is missing (the pinned
-version runs on Node 20). Azurite serves HTTPS with a certificate from a CA the test creates, which
-the emulator then uses too, so devices and the emulator trust Azurite as they trust the hub. A
-failed install or start fails the tests with npm's or Azurite's output: never a silent skip.
+The install is idempotent (``tests/peer/npm_packages.py``): it runs only when the installed lock file
+differs from the committed one or Azurite is missing (the pinned version runs on Node 20). Azurite
+serves HTTPS with a certificate from a CA the test creates, which the emulator then uses too, so
+devices and the emulator trust Azurite as they trust the hub. A failed install or start fails the
+tests with npm's or Azurite's output: never a silent skip.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from aioiothub.emulator.certs import CertificateAuthority
+from tests.peer.npm_packages import NpmInstallError, ensure_npm_packages
 
 HERE = Path(__file__).resolve().parent
 PEER_NODE = HERE.parents[1] / ".peer-node"
@@ -36,25 +37,10 @@ _LISTENING = re.compile(rb"listens on https://127\.0\.0\.1:(\d+)")
 
 def ensure_azurite() -> Path:
     """The ``azurite-blob`` launcher, installed from the npm registry when missing."""
-    if AZURITE.exists():
-        return AZURITE
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is needed to install Azurite (the upload tests' storage emulator)", pytrace=False)
-    PEER_NODE.mkdir(exist_ok=True)
-    for name in ("package.json", "package-lock.json"):
-        shutil.copyfile(HERE / name, PEER_NODE / name)
-    result = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund"],
-        cwd=PEER_NODE,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-        check=False,
-    )
-    if result.returncode != 0 or not AZURITE.exists():
-        pytest.fail(f"npm install of Azurite failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    try:
+        ensure_npm_packages(HERE, PEER_NODE, ["azurite"])
+    except NpmInstallError as exc:
+        pytest.fail(f"installing Azurite failed: {exc}", pytrace=False)
     return AZURITE
 
 

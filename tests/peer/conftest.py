@@ -5,7 +5,8 @@ so the SDK gets its own venv at ``<repo>/.peer-venv`` (built by ``benchmarks/_pe
 the benchmarks share). A failed build fails the tests with pip's output: a peer test that silently
 skips would hide exactly the disagreements it exists to find.
 
-The Node.js SDKs come from the npm registry into ``<repo>/.peer-node-sdk`` (``npm_packages.py``).
+The Node.js SDKs come from the npm registry into ``<repo>/.peer-node-iot``, pinned by ``node/package-lock.json``
+(``npm_packages.py``).
 """
 
 from __future__ import annotations
@@ -27,23 +28,22 @@ def peer_python() -> Path:
         pytest.fail(str(exc), pytrace=False)
 
 
-NODE_SDK_FOLDER = Path(__file__).resolve().parents[2] / ".peer-node-sdk"
-"""Where the Node.js SDK packages for the peer tests are installed (git-ignored)."""
+NODE_MANIFEST = Path(__file__).resolve().parent / "node"
+"""The committed ``package.json`` and ``package-lock.json`` pinning the official Node.js SDKs."""
 
-NODE_SDK_PACKAGES = {
-    "azure-iot-provisioning-device": "^1.9.1",
-    "azure-iot-provisioning-device-mqtt": "^1.8.1",
-    "azure-iot-security-symmetric-key": "^1.8.2",
-    "azure-iot-device": "^1.18.4",
-    "azure-iot-device-mqtt": "^1.16.4",
-}
-"""The official Node.js device and provisioning SDK packages, major versions pinned."""
+NODE_INSTALL = Path(__file__).resolve().parents[2] / ".peer-node-iot"
+"""Where they are installed (git-ignored)."""
 
 
 @pytest.fixture(scope="session")
 def node_sdk() -> Path:
-    """The ``node_modules`` folder holding the Node.js SDK packages (installed on first use)."""
+    """The ``node_modules`` folder holding the Node.js device, provisioning and service SDKs."""
     try:
-        return ensure_npm_packages(NODE_SDK_FOLDER, NODE_SDK_PACKAGES)
+        return ensure_npm_packages(
+            NODE_MANIFEST,
+            NODE_INSTALL,
+            ["azure-iot-device", "azure-iot-device-mqtt", "azure-iot-provisioning-device",
+             "azure-iot-provisioning-device-mqtt", "azure-iot-security-symmetric-key", "azure-iothub"],
+        )
     except NpmInstallError as exc:
         pytest.fail(str(exc), pytrace=False)

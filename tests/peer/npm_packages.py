@@ -1,34 +1,27 @@
-"""npm packages for the peer tests, installed into a folder of their own from the npm registry.
+"""Install pinned npm packages into a git-ignored folder, once: the Node.js side of the peer tests.
 
-:func:`ensure_npm_packages` installs the packages a peer suite names (``{name: version range}``, with
-pinned major versions) into ``folder`` with ``npm install --prefix`` and reuses them on later runs:
-the install is skipped when the folder already holds every package at a version the same request
-installed (recorded in ``folder/.installed.json``). A failed install raises :class:`NpmInstallError`
-with npm's output, so a test that needs the packages fails loudly instead of skipping.
-
-Standard library only, and generic: any suite that needs Node.js packages (the provisioning SDK, the
-device or service SDKs, Azurite) can call it with its own folder and package list.
+:func:`ensure_npm_packages` copies a committed ``package.json`` and ``package-lock.json`` into the
+target folder and runs ``npm ci`` there when the lock file differs from the one installed, or a
+package the caller needs is missing; otherwise it does nothing. A failed install raises
+:class:`NpmInstallError` with npm's output: a peer test that silently skipped would hide exactly the
+disagreements it exists to find. Standard library only.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import filecmp
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["INSTALL_TIMEOUT", "NpmInstallError", "ensure_npm_packages", "node_executable"]
 
-INSTALL_TIMEOUT = 900.0
-"""Seconds ``npm install`` may take on a slow network before it is abandoned."""
-
-_MARKER = ".installed.json"
+INSTALL_TIMEOUT = 600.0
 
 
 class NpmInstallError(RuntimeError):
-    """Node.js or npm is missing, or ``npm install`` failed."""
+    """npm is missing, or installing the packages failed."""
 
 
 def node_executable() -> str:
@@ -43,55 +36,47 @@ def node_executable() -> str:
     return node
 
 
-def _installed(folder: Path, packages: Mapping[str, str]) -> bool:
-    try:
-        recorded = json.loads((folder / _MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _installed(target: Path, manifest_dir: Path, packages: Sequence[str]) -> bool:
+    lock = target / "package-lock.json"
+    if not lock.exists() or not filecmp.cmp(lock, manifest_dir / "package-lock.json", shallow=False):
         return False
-    if recorded != dict(packages):
-        return False
-    return all((folder / "node_modules" / name / "package.json").is_file() for name in packages)
+    return all((target / "node_modules" / name / "package.json").exists() for name in packages)
 
 
-def ensure_npm_packages(folder: Path, packages: Mapping[str, str]) -> Path:
-    """Install ``packages`` into ``folder`` unless they are there already; return its ``node_modules``.
+def ensure_npm_packages(manifest_dir: Path, target: Path, packages: Sequence[str]) -> Path:
+    """Make ``target/node_modules`` hold what ``manifest_dir``'s package files pin.
 
     Args:
-        folder: where the packages go (created if needed); keep it out of version control.
-        packages: package name -> version range, e.g. ``{"azure-iot-device": "^1.18.0"}``.
+        manifest_dir: the folder with the committed ``package.json`` and ``package-lock.json``.
+        target: the install folder (git-ignored); created when missing.
+        packages: package names that must be installed afterwards.
+
+    Returns:
+        ``target / "node_modules"``.
 
     Raises:
-        NpmInstallError: npm is missing, or the install failed or timed out (with npm's output).
+        NpmInstallError: npm is not installed, or ``npm ci`` failed.
     """
-    if not packages:
-        raise ValueError("packages must name at least one package")
-    node_executable()
-    if _installed(folder, packages):
-        return folder / "node_modules"
+    if _installed(target, manifest_dir, packages):
+        return target / "node_modules"
     npm = shutil.which("npm")
     if npm is None:
-        raise NpmInstallError("the Node.js peer tests need 'npm' on PATH")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / _MARKER).unlink(missing_ok=True)
-    specs = [f"{name}@{version}" for name, version in sorted(packages.items())]
-    command = [npm, "install", "--no-audit", "--no-fund", "--no-progress", "--prefix", str(folder), *specs]
+        raise NpmInstallError(f"npm is needed to install {', '.join(packages)} into {target}")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(manifest_dir / name, target / name)
     try:
         result = subprocess.run(
-            command,
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=target,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            capture_output=True,
             text=True,
             timeout=INSTALL_TIMEOUT,
             check=False,
-            env={**os.environ, "npm_config_update_notifier": "false"},
         )
     except subprocess.TimeoutExpired:
-        raise NpmInstallError(f"{' '.join(command)} did not finish within {INSTALL_TIMEOUT:.0f} s") from None
-    if result.returncode != 0:
-        raise NpmInstallError(f"{' '.join(command)} failed (exit status {result.returncode}):\n{result.stdout}")
-    missing = [name for name in packages if not (folder / "node_modules" / name / "package.json").is_file()]
-    if missing:
-        raise NpmInstallError(f"npm reported success but {', '.join(missing)} is not in {folder}:\n{result.stdout}")
-    (folder / _MARKER).write_text(json.dumps(dict(packages), sort_keys=True), encoding="utf-8")
-    return folder / "node_modules"
+        raise NpmInstallError(f"npm ci in {target} timed out after {INSTALL_TIMEOUT:.0f} s") from None
+    if result.returncode != 0 or not _installed(target, manifest_dir, packages):
+        raise NpmInstallError(f"npm ci in {target} failed:\n{result.stdout}\n{result.stderr}")
+    return target / "node_modules"

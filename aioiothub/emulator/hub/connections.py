@@ -133,6 +133,11 @@ class ConnectionTable:
         for key in [key for key in self._connections if key[0] == device_id]:
             self.drop(key, reason)
 
+    def forget(self, key: IdentityKey, reason: str) -> None:
+        """Drop a deleted identity's connection and forget its persistent session."""
+        self.drop(key, reason)
+        self._persistent.pop(key, None)
+
     def drop_all(self, reason: str) -> None:
         """Drop every connection (the emulator is shutting down)."""
         for key in list(self._connections):

@@ -4,7 +4,7 @@ device connections make come from :class:`~aioiothub.emulator.hub.core.HubCore`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from aioiothub.emulator.hub.core import HubCore
@@ -45,6 +45,7 @@ class Hub(HubCore):
         primary_key: str | None = None,
         secondary_key: str | None = None,
         certificate_pem: bytes | None = None,
+        thumbprints: Sequence[str] | None = None,
     ) -> DeviceIdentity:
         """Register a device.
 
@@ -63,6 +64,8 @@ class Hub(HubCore):
             primary_key: a base64 primary key to use instead of a random one (``"sas"`` only).
             secondary_key: a base64 secondary key to use instead of a random one (``"sas"`` only).
             certificate_pem: an existing self-signed certificate to register (``"x509"`` only).
+            thumbprints: register an ``"x509"`` identity by the SHA-1 or SHA-256 thumbprints of its
+                certificate alone (hex), as the service API does.
 
         Returns:
             The new identity.
@@ -71,7 +74,9 @@ class Hub(HubCore):
             ValueError: the id is invalid or already registered, or the options do not fit
                 ``authentication``.
         """
-        identity = self._registry.add_device(device_id, authentication, primary_key, secondary_key, certificate_pem)
+        identity = self._registry.add_device(
+            device_id, authentication, primary_key, secondary_key, certificate_pem, thumbprints=thumbprints
+        )
         self._provision(identity)
         return identity
 
@@ -84,6 +89,7 @@ class Hub(HubCore):
         primary_key: str | None = None,
         secondary_key: str | None = None,
         certificate_pem: bytes | None = None,
+        thumbprints: Sequence[str] | None = None,
     ) -> ModuleIdentity:
         """Register a module of an already registered device.
 
@@ -101,6 +107,7 @@ class Hub(HubCore):
             primary_key: a base64 primary key to use instead of a random one.
             secondary_key: a base64 secondary key to use instead of a random one.
             certificate_pem: an existing self-signed certificate to register (``"x509"`` only).
+            thumbprints: register an ``"x509"`` module by its certificate's thumbprints alone.
 
         Returns:
             The new identity.
@@ -110,7 +117,7 @@ class Hub(HubCore):
                 options do not fit ``authentication``.
         """
         identity = self._registry.add_module(
-            device_id, module_id, authentication, primary_key, secondary_key, certificate_pem
+            device_id, module_id, authentication, primary_key, secondary_key, certificate_pem, thumbprints=thumbprints
         )
         self._provision(identity)
         return identity

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import secrets
 from pathlib import Path
 from typing import Literal, TypeAlias
 
@@ -39,6 +41,14 @@ class Identity:
         thumbprints: upper-case hex SHA-1 and SHA-256 thumbprints accepted for an ``"x509"`` identity.
         model_id: the Plug and Play model id announced at the last accepted connection, or ``None``.
         product_info: the ``DeviceClientType`` announced at the last accepted connection, or ``None``.
+        generation_id: IoT Hub's id for this incarnation of the identity (a re-created identity
+            gets a new one).
+        revision: bumped at every change of the registry entry; the service API's ``etag`` is
+            derived from it.
+        status_reason: the reason given with the last status change, or ``None``.
+        status_updated_time: when the status last changed (UTC).
+        iot_edge: whether the device is an IoT Edge device (devices only).
+        managed_by: who manages the module (``managedBy``), or ``None``.
     """
 
     __slots__ = (
@@ -47,13 +57,19 @@ class Identity:
         "authentication",
         "certificate_pem",
         "device_id",
+        "generation_id",
         "hostname",
+        "iot_edge",
+        "managed_by",
         "model_id",
         "module_id",
         "primary_key",
         "private_key_pem",
         "product_info",
+        "revision",
         "secondary_key",
+        "status_reason",
+        "status_updated_time",
         "thumbprints",
     )
 
@@ -81,6 +97,12 @@ class Identity:
         self.thumbprints = thumbprints
         self.model_id: str | None = None
         self.product_info: str | None = None
+        self.generation_id = str(secrets.randbelow(10**18))
+        self.revision = 1
+        self.status_reason: str | None = None
+        self.status_updated_time = datetime.datetime.now(datetime.UTC)
+        self.iot_edge = False
+        self.managed_by: str | None = None
         self._enabled = True
         self._label = client_id(device_id, module_id)
 
@@ -105,6 +127,8 @@ class Identity:
         :meth:`Hub.set_device_status <aioiothub.emulator.Hub.set_device_status>` calls this and also
         closes the connections of a disabled device; use that to change a status.
         """
+        if bool(enabled) != self._enabled:
+            self.status_updated_time = datetime.datetime.now(datetime.UTC)
         self._enabled = bool(enabled)
 
     @property

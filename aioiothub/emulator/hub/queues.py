@@ -9,6 +9,11 @@ so a new connection gets every unacknowledged message again (its connection flag
 leaves the queue when the device acknowledges it (PUBACK; at once for a QoS 0 subscription) or when
 its time to live runs out -- expired messages are purged whenever a queue is looked at. A queue
 holding :data:`~aioiothub.protocol.limits.MAX_C2D_QUEUE_LENGTH` messages refuses more with 403.
+
+A cloud-to-device message sent with ``ack`` ``positive`` or ``full`` leaves a ``Success`` feedback
+record when it is acknowledged; one sent with ``negative`` or ``full`` leaves an ``Expired`` record
+when it expires undelivered (:meth:`CloudQueues.feedback`). Queueing and removal are reported to the
+:class:`~aioiothub.emulator.hub.observer.StateObserver`.
 """
 
 from __future__ import annotations
@@ -23,16 +28,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
+import anyio
+
 from aioiothub.emulator.hub.connections import Connection, ConnectionTable
 from aioiothub.emulator.hub.identity import Identity, IdentityKey
-from aioiothub.emulator.hub.values import check_ttl, iso_time, now_utc
+from aioiothub.emulator.hub.observer import NO_OBSERVER, StateObserver
+from aioiothub.emulator.hub.values import Broadcast, check_ttl, iso_time, now_utc
 from aioiothub.exceptions import ServiceError
 from aioiothub.protocol.connect import client_id
 from aioiothub.protocol.limits import MAX_C2D_BODY_BYTES, MAX_C2D_QUEUE_LENGTH, MAX_TELEMETRY_BYTES
 from aioiothub.protocol.properties import validate_application_properties
 from aioiothub.protocol.topics import c2d_topic, input_topic
 
-__all__ = ["DEFAULT_C2D_TTL", "AckMode", "CloudMessage", "CloudQueues"]
+__all__ = ["DEFAULT_C2D_TTL", "AckMode", "CloudMessage", "CloudQueues", "FeedbackRecord"]
 
 logger = logging.getLogger("aioiothub.emulator")
 
@@ -43,6 +51,7 @@ DEFAULT_C2D_TTL: Final = 3600.0
 """Seconds a cloud-to-device message waits for delivery unless the sender says otherwise."""
 
 _ACK_MODES: Final = frozenset({"none", "positive", "negative", "full"})
+_FEEDBACK_KEPT: Final = 1000
 
 
 @dataclass(slots=True, eq=False)
@@ -55,6 +64,27 @@ class CloudMessage:
     delivery_count: int = 0
     #: The connection it was last delivered on; a different connection delivers it again.
     delivered_on: object | None = None
+    #: ``$.mid``, and the feedback the sender asked for (cloud-to-device messages).
+    message_id: str = ""
+    ack: str = "none"
+    enqueued_time: datetime.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """The outcome of a cloud-to-device message whose sender asked for feedback (``ack``).
+
+    Attributes:
+        original_message_id: the message's id.
+        device_id: the device it was sent to.
+        status: ``"Success"`` (acknowledged) or ``"Expired"`` (its time to live ran out).
+        enqueued_time: when the outcome was recorded (UTC).
+    """
+
+    original_message_id: str
+    device_id: str
+    status: str
+    enqueued_time: datetime.datetime
 
 
 def _body_bytes(body: bytes | str) -> bytes:
@@ -76,15 +106,50 @@ class CloudQueues:
         connections: where queued messages are delivered.
     """
 
-    __slots__ = ("_connections", "_queues")
+    __slots__ = ("_connections", "_feedback", "_feedback_added", "_queues", "observer")
 
     def __init__(self, connections: ConnectionTable) -> None:
         self._connections = connections
         self._queues: dict[IdentityKey, deque[CloudMessage]] = {}
+        self._feedback: deque[FeedbackRecord] = deque(maxlen=_FEEDBACK_KEPT)
+        self._feedback_added = Broadcast()
+        #: Told of every message queued and removed (see :mod:`aioiothub.emulator.store`).
+        self.observer: StateObserver = NO_OBSERVER
 
     def add(self, key: IdentityKey) -> None:
         """Give a newly registered identity its empty queue."""
         self._queues[key] = deque()
+
+    def remove(self, key: IdentityKey) -> None:
+        """Forget the queue of a deleted identity."""
+        self._queues.pop(key, None)
+
+    def restore(self, key: IdentityKey, message: CloudMessage) -> None:
+        """Put back a message loaded from a store, after those already queued."""
+        self._queues[key].append(message)
+
+    def queued(self, key: IdentityKey) -> list[CloudMessage]:
+        """The messages waiting for the identity, oldest first."""
+        queue = self._queues[key]
+        self._purge(key, queue)
+        return list(queue)
+
+    def feedback(self, device_id: str | None = None) -> list[FeedbackRecord]:
+        """The feedback records kept (the latest 1000), oldest first, optionally of one device."""
+        return [record for record in self._feedback if device_id is None or record.device_id == device_id]
+
+    async def wait_feedback(self, count: int, device_id: str | None, timeout: float) -> list[FeedbackRecord]:  # noqa: ASYNC109
+        """Wait until at least ``count`` records match and return them (:class:`TimeoutError` after ``timeout``)."""
+        with anyio.fail_after(timeout):
+            while len(records := self.feedback(device_id)) < count:
+                await self._feedback_added.wait()
+        return records
+
+    def _record_feedback(self, key: IdentityKey, message: CloudMessage, status: str) -> None:
+        wanted = ("positive", "full") if status == "Success" else ("negative", "full")
+        if key[1] is None and message.ack in wanted:
+            self._feedback.append(FeedbackRecord(message.message_id, key[0], status, now_utc()))
+            self._feedback_added.notify()
 
     async def send_c2d(
         self,
@@ -120,7 +185,8 @@ class CloudQueues:
         system["$.exp"] = iso_time(now_utc() + datetime.timedelta(seconds=ttl))
         system["iothub-ack"] = ack
         topic = c2d_topic(device_id, {**system, **_application_properties(properties)})
-        await self._enqueue((device_id, None), CloudMessage(topic, data, expiry))
+        message = CloudMessage(topic, data, expiry, message_id=message_id, ack=ack, enqueued_time=now_utc())
+        await self._enqueue((device_id, None), message)
         return message_id
 
     async def send_to_input(
@@ -145,18 +211,20 @@ class CloudQueues:
             "$.to": f"/devices/{device_id}/modules/{module_id}/inputs/{input_name}",
         }
         topic = input_topic(device_id, module_id, input_name, {**system, **_application_properties(properties)})
-        await self._enqueue((device_id, module_id), CloudMessage(topic, data, expiry))
+        message = CloudMessage(topic, data, expiry, message_id=message_id, enqueued_time=now_utc())
+        await self._enqueue((device_id, module_id), message)
         return message_id
 
     async def _enqueue(self, key: IdentityKey, message: CloudMessage) -> None:
         queue = self._queues[key]
-        _purge_expired(queue)
+        self._purge(key, queue)
         if len(queue) >= MAX_C2D_QUEUE_LENGTH:
             raise ServiceError(
                 f"device queue full: {client_id(*key)!r} already has {MAX_C2D_QUEUE_LENGTH} undelivered messages",
                 status=403,
             )
         queue.append(message)
+        self.observer.message_queued(key, message)
         connection = self._connections.get(key)
         if connection is not None:
             await connection.deliver_queued()
@@ -164,29 +232,37 @@ class CloudQueues:
     def length(self, key: IdentityKey) -> int:
         """How many messages wait for the identity (not yet acknowledged nor expired)."""
         queue = self._queues[key]
-        _purge_expired(queue)
+        self._purge(key, queue)
         return len(queue)
 
     def undelivered(self, connection: Connection) -> list[CloudMessage]:
         """The queued messages of the connection's identity not yet delivered on it."""
-        queue = self._queues[connection.identity.key]
-        _purge_expired(queue)
+        key = connection.identity.key
+        queue = self._queues[key]
+        self._purge(key, queue)
         return [message for message in queue if message.delivered_on is not connection]
 
     def complete(self, identity: Identity, message: CloudMessage) -> None:
         """Remove an acknowledged message from the identity's queue."""
-        queue = self._queues[identity.key]
+        queue = self._queues.get(identity.key)
+        if queue is None:
+            return  # the identity was deleted while the message was in flight
         # A message that expired while in flight is gone already.
         with contextlib.suppress(ValueError):
             queue.remove(message)
+            self.observer.message_removed(identity.key, message)
+            self._record_feedback(identity.key, message, "Success")
 
-
-def _purge_expired(queue: deque[CloudMessage]) -> None:
-    if not queue:
-        return
-    now = time.monotonic()
-    if any(message.expires_at <= now for message in queue):
-        kept = [message for message in queue if message.expires_at > now]
-        logger.info("%d cloud-to-device message(s) expired undelivered", len(queue) - len(kept))
-        queue.clear()
-        queue.extend(kept)
+    def _purge(self, key: IdentityKey, queue: deque[CloudMessage]) -> None:
+        if not queue:
+            return
+        now = time.monotonic()
+        if any(message.expires_at <= now for message in queue):
+            kept = [message for message in queue if message.expires_at > now]
+            logger.info("%d cloud-to-device message(s) expired undelivered", len(queue) - len(kept))
+            for message in queue:
+                if message.expires_at <= now:
+                    self.observer.message_removed(key, message)
+                    self._record_feedback(key, message, "Expired")
+            queue.clear()
+            queue.extend(kept)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from cryptography import x509
@@ -27,6 +27,7 @@ from aioiothub.emulator.hub.identity import (
     IdentityKey,
     ModuleIdentity,
 )
+from aioiothub.emulator.hub.observer import NO_OBSERVER, StateObserver
 from aioiothub.exceptions import CredentialError
 from aioiothub.protocol.connect import client_id, validate_identity
 from aioiothub.protocol.sas import decode_key
@@ -45,6 +46,14 @@ def _check_key(key: str, argument: str) -> None:
         decode_key(key)
     except CredentialError as exc:
         raise ValueError(f"{argument}: {exc}") from None
+
+
+def _check_thumbprint(value: object) -> str:
+    if not isinstance(value, str) or not value or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise ValueError(f"thumbprints: {value!r} is not a hexadecimal certificate thumbprint")
+    if len(value) not in (40, 64):
+        raise ValueError(f"thumbprints: {value!r} is neither a SHA-1 (40) nor a SHA-256 (64) hex digest")
+    return value.upper()
 
 
 class Registry:
@@ -69,6 +78,8 @@ class Registry:
         self._ca_certificate: x509.Certificate | None = None
         self._on_self_signed_certificate = on_self_signed_certificate
         self._identities: dict[IdentityKey, Identity] = {}
+        #: Told of every durable change (see :mod:`aioiothub.emulator.store`).
+        self.observer: StateObserver = NO_OBSERVER
 
     @property
     def hostname(self) -> str:
@@ -97,11 +108,17 @@ class Registry:
         primary_key: str | None,
         secondary_key: str | None,
         certificate_pem: bytes | None,
+        *,
+        thumbprints: Sequence[str] | None = None,
     ) -> DeviceIdentity:
-        """Register a device (see :meth:`Hub.add_device <aioiothub.emulator.Hub.add_device>`)."""
+        """Register a device (see :meth:`Hub.add_device <aioiothub.emulator.Hub.add_device>`).
+
+        ``thumbprints`` registers an ``"x509"`` device by certificate thumbprints alone, as the
+        service API does; the hub then holds no certificate of it.
+        """
         validate_identity(device_id, "device_id")
         return self._create(
-            DeviceIdentity, device_id, None, authentication, primary_key, secondary_key, certificate_pem
+            DeviceIdentity, device_id, None, authentication, primary_key, secondary_key, certificate_pem, thumbprints
         )
 
     def add_module(
@@ -112,12 +129,21 @@ class Registry:
         primary_key: str | None,
         secondary_key: str | None,
         certificate_pem: bytes | None,
+        *,
+        thumbprints: Sequence[str] | None = None,
     ) -> ModuleIdentity:
         """Register a module of a registered device (see :meth:`Hub.add_module <aioiothub.emulator.Hub.add_module>`)."""
         self.lookup(device_id)
         validate_identity(module_id, "module_id")
         return self._create(
-            ModuleIdentity, device_id, module_id, authentication, primary_key, secondary_key, certificate_pem
+            ModuleIdentity,
+            device_id,
+            module_id,
+            authentication,
+            primary_key,
+            secondary_key,
+            certificate_pem,
+            thumbprints,
         )
 
     def _create(
@@ -129,6 +155,7 @@ class Registry:
         primary_key: str | None,
         secondary_key: str | None,
         certificate_pem: bytes | None,
+        thumbprints: Sequence[str] | None = None,
     ) -> _IdentityT:
         key = (device_id, module_id)
         if key in self._identities:
@@ -138,8 +165,10 @@ class Registry:
             raise ValueError(f"authentication must be 'sas', 'x509' or 'x509_ca', got {authentication!r}")
         if authentication != "sas" and (primary_key is not None or secondary_key is not None):
             raise ValueError("primary_key/secondary_key are only for authentication='sas'")
-        if authentication != "x509" and certificate_pem is not None:
-            raise ValueError("certificate_pem is only for authentication='x509'")
+        if authentication != "x509" and (certificate_pem is not None or thumbprints is not None):
+            raise ValueError("certificate_pem and thumbprints are only for authentication='x509'")
+        if certificate_pem is not None and thumbprints is not None:
+            raise ValueError("give certificate_pem or thumbprints, not both")
         identity: _IdentityT
         if authentication == "sas":
             for argument, value in (("primary_key", primary_key), ("secondary_key", secondary_key)):
@@ -152,6 +181,17 @@ class Registry:
                 authentication="sas",
                 primary_key=primary_key or _new_key(),
                 secondary_key=secondary_key or _new_key(),
+            )
+        elif thumbprints is not None:
+            prints = frozenset(_check_thumbprint(value) for value in thumbprints)
+            if not prints:
+                raise ValueError("thumbprints: give at least one certificate thumbprint")
+            identity = kind(
+                hostname=self._hostname,
+                device_id=device_id,
+                module_id=module_id,
+                authentication="x509",
+                thumbprints=prints,
             )
         else:
             label = client_id(device_id, module_id)
@@ -172,7 +212,40 @@ class Registry:
             if authentication == "x509":
                 self._on_self_signed_certificate(certificate_pem)
         self._identities[key] = identity
+        self.observer.identity_saved(identity)
         return identity
+
+    def restore(self, identity: Identity) -> None:
+        """Put back an identity loaded from a store (its self-signed certificate is trusted again)."""
+        self._identities[identity.key] = identity
+        if identity.authentication == "x509" and identity.certificate_pem is not None:
+            self._on_self_signed_certificate(identity.certificate_pem)
+
+    def changed(self, identity: Identity) -> None:
+        """Record a change made to a registered identity's entry: a new revision, saved."""
+        identity.revision += 1
+        self.observer.identity_saved(identity)
+
+    def remove(self, device_id: str, module_id: str | None = None) -> list[IdentityKey]:
+        """Delete an identity; deleting a device deletes its modules too.
+
+        Returns:
+            The keys of every identity removed, the device's last.
+
+        Raises:
+            ValueError: no such identity.
+        """
+        self.lookup(device_id, module_id)
+        keys: list[IdentityKey]
+        if module_id is not None:
+            keys = [(device_id, module_id)]
+        else:
+            keys = [key for key in self._identities if key[0] == device_id and key[1] is not None]
+            keys.append((device_id, None))
+        for key in keys:
+            del self._identities[key]
+            self.observer.identity_removed(key)
+        return keys
 
     # --- finding -----------------------------------------------------------------------------------
 
@@ -204,4 +277,6 @@ class Registry:
         Raises:
             ValueError: the device is not registered.
         """
-        self.lookup(device_id).set_enabled(enabled)
+        identity = self.lookup(device_id)
+        identity.set_enabled(enabled)
+        self.changed(identity)

@@ -15,6 +15,7 @@ properties, their share of the size limit) is decoded once and cached by topic t
 
 from __future__ import annotations
 
+import base64
 import datetime
 import logging
 from collections import deque
@@ -81,6 +82,35 @@ class TelemetryRecord:
             annotations["iothub-connection-module-id"] = self.module_id
         annotations["iothub-enqueuedtime"] = iso_time(self.enqueued_time)
         return annotations
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data: what the emulator's REST API answers for it.
+
+        ``body`` is the decoded JSON when the body is JSON, else its UTF-8 text, else ``None``;
+        ``bodyBase64`` always holds the exact bytes.
+
+        Example:
+            >>> record.as_dict()["properties"]  # doctest: +SKIP
+            {'alert': '1'}
+        """
+        body: Any
+        try:
+            body = load_json_payload(self.body, "the telemetry body")
+        except ProtocolError:
+            try:
+                body = self.body.decode("utf-8")
+            except UnicodeDecodeError:
+                body = None
+        return {
+            "deviceId": self.device_id,
+            "moduleId": self.module_id,
+            "enqueuedTime": iso_time(self.enqueued_time),
+            "properties": dict(self.properties),
+            "systemProperties": dict(self.system_properties),
+            "annotations": self.annotations,
+            "body": body,
+            "bodyBase64": base64.b64encode(self.body).decode("ascii"),
+        }
 
     def json(self) -> Any:
         """Decode the body as JSON (UTF-8).

@@ -7,7 +7,12 @@ Each identity has one twin with two sections, ``desired`` and ``reported``, each
 rules (keys, depth, string and integer limits), merged into a copy, and the copy's size checked;
 only then does it replace the section and bump its version, so a refused patch changes nothing.
 
-The service changes ``desired`` (:meth:`Twins.update_desired`); the patch, with its new
+Beside the two sections a twin has ``tags``, which only the service reads and writes, and a twin
+``version`` bumped by every change, from which the service API derives the twin's etag. Every change
+is reported to the :class:`~aioiothub.emulator.hub.observer.StateObserver`.
+
+The service changes ``desired`` (:meth:`Twins.update_desired`, :meth:`Twins.update`,
+:meth:`Twins.replace`); the patch, with its new
 ``$version``, is published to the identity's connection if it holds the desired-properties
 subscription -- notifications are not queued for an offline device. Devices read the twin and patch
 ``reported`` over MQTT (:meth:`Twins.serve`); injected faults (:mod:`.faults`) are consulted first,
@@ -26,6 +31,7 @@ from aioiothub.emulator.hub.connections import ConnectionTable
 from aioiothub.emulator.hub.errors import RuleViolation
 from aioiothub.emulator.hub.faults import Faults
 from aioiothub.emulator.hub.identity import Identity, IdentityKey
+from aioiothub.emulator.hub.observer import NO_OBSERVER, StateObserver
 from aioiothub.emulator.hub.values import json_bytes
 from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.json_payloads import load_json_object
@@ -46,6 +52,18 @@ class _Twin:
     reported: dict[str, Any] = field(default_factory=dict)
     desired_version: int = 1
     reported_version: int = 1
+    tags: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "tags": self.tags,
+            "desired": self.desired,
+            "reported": self.reported,
+            "desired_version": self.desired_version,
+            "reported_version": self.reported_version,
+            "version": self.version,
+        }
 
     def document(self) -> dict[str, Any]:
         return {
@@ -62,16 +80,92 @@ class Twins:
         faults: the twin-request faults to apply.
     """
 
-    __slots__ = ("_connections", "_faults", "_twins")
+    __slots__ = ("_connections", "_faults", "_twins", "observer")
 
     def __init__(self, connections: ConnectionTable, faults: Faults) -> None:
         self._connections = connections
         self._faults = faults
         self._twins: dict[IdentityKey, _Twin] = {}
+        #: Told of every change (see :mod:`aioiothub.emulator.store`).
+        self.observer: StateObserver = NO_OBSERVER
 
     def add(self, key: IdentityKey) -> None:
         """Give a newly registered identity its empty twin."""
-        self._twins[key] = _Twin()
+        self._twins[key] = twin = _Twin()
+        self.observer.twin_saved(key, twin.state())
+
+    def remove(self, key: IdentityKey) -> None:
+        """Forget the twin of a deleted identity."""
+        self._twins.pop(key, None)
+
+    def state(self, key: IdentityKey) -> dict[str, Any]:
+        """A deep copy of the whole twin: ``tags``, ``desired``, ``reported``, their versions and ``version``."""
+        return copy.deepcopy(self._twins[key].state())
+
+    def restore(self, key: IdentityKey, state: Mapping[str, Any]) -> None:
+        """Put back a twin loaded from a store (the form :meth:`state` returns)."""
+        self._twins[key] = _Twin(
+            desired=dict(state["desired"]),
+            reported=dict(state["reported"]),
+            desired_version=int(state["desired_version"]),
+            reported_version=int(state["reported_version"]),
+            tags=dict(state["tags"]),
+            version=int(state["version"]),
+        )
+
+    def _saved(self, key: IdentityKey, twin: _Twin) -> None:
+        twin.version += 1
+        self.observer.twin_saved(key, twin.state())
+
+    async def update(
+        self, identity: Identity, *, tags: Mapping[str, Any] | None, desired: Mapping[str, Any] | None
+    ) -> None:
+        """Merge patches into the tags and the desired properties at once (the service's twin PATCH).
+
+        Raises:
+            TypeError: a patch is not a mapping.
+            ValueError: a patch breaks the twin rules; the twin is unchanged then.
+        """
+        twin = self._twins[identity.key]
+        new_tags = self._merged(twin.tags, tags, "tags")
+        new_desired = self._merged(twin.desired, desired, "desired")
+        twin.tags = new_tags
+        if desired:
+            await self._set_desired(identity, twin, new_desired, desired)
+        else:
+            self._saved(identity.key, twin)
+
+    async def replace(self, identity: Identity, *, tags: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
+        """Replace the tags and the desired properties (the service's twin PUT).
+
+        The device is sent a patch that turns its old desired properties into the new ones.
+
+        Raises:
+            TypeError: a section is not a mapping.
+            ValueError: a section breaks the twin rules; the twin is unchanged then.
+        """
+        twin = self._twins[identity.key]
+        new_tags = self._merged({}, tags, "tags")
+        new_desired = self._merged({}, desired, "desired")
+        patch: dict[str, Any] = {name: None for name in twin.desired if name not in new_desired}
+        patch.update((name, value) for name, value in new_desired.items() if twin.desired.get(name) != value)
+        twin.tags = new_tags
+        if patch:
+            await self._set_desired(identity, twin, new_desired, patch)
+        else:
+            self._saved(identity.key, twin)
+
+    @staticmethod
+    def _merged(section: dict[str, Any], patch: Mapping[str, Any] | None, argument: str) -> dict[str, Any]:
+        if patch is None:
+            return section
+        if not isinstance(patch, Mapping):
+            raise TypeError(f"{argument} must be a mapping, not {type(patch).__name__}")
+        patch = {name: value for name, value in patch.items() if name not in ("$version", "$metadata")}
+        validate_patch(patch, argument=argument)
+        merged = merge_patch(section, patch)
+        validate_section_size(merged, argument=argument)
+        return merged
 
     def document(self, key: IdentityKey) -> dict[str, Any]:
         """A deep copy of the identity's twin properties."""
@@ -93,9 +187,15 @@ class Twins:
         twin = self._twins[identity.key]
         merged = merge_patch(twin.desired, patch)
         validate_section_size(merged, argument="patch")
+        return await self._set_desired(identity, twin, merged, patch)
+
+    async def _set_desired(
+        self, identity: Identity, twin: _Twin, merged: dict[str, Any], patch: Mapping[str, Any]
+    ) -> int:
         twin.desired = merged
         twin.desired_version += 1
         version = twin.desired_version
+        self._saved(identity.key, twin)
         connection = self._connections.get(identity.key)
         if connection is not None and connection.is_subscribed(TWIN_DESIRED_SUBSCRIPTION):
             await connection.publish(twin_desired_topic(version), json_bytes({**patch, "$version": version}))
@@ -131,4 +231,5 @@ class Twins:
             return 400, b"", None
         twin.reported = merged
         twin.reported_version += 1
+        self._saved(identity.key, twin)
         return 204, b"", twin.reported_version
