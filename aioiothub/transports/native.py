@@ -196,7 +196,7 @@ class NativeConnection:
         )
         # Waiting on lost as well: a connection closed before CONNACK ends the wait at once.
         await asyncio.wait((self._connack, self.lost), return_when=asyncio.FIRST_COMPLETED)
-        if not self._connack.done() or self.lost.done():
+        if not self._connack.done():
             exc = self.lost.exception()
             raise ConnectError(f"the connection to {parameters.host} ended before CONNACK: {exc}") from (
                 exc.__cause__ if exc is not None else None
@@ -466,4 +466,3 @@ class NativeConnection:
             if not waiter.done():
                 waiter.set_exception(ConnectionLostError(reason))
                 waiter.exception()
-
