@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.bench
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 # The first run on a new machine also installs mosquitto and builds the SDK's virtual environment.
