@@ -31,7 +31,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import h11
 from wsproto import ConnectionType, WSConnection
@@ -133,8 +133,9 @@ class SecureChannel(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, though not necessarily an asyncio.Transport subclass (uvloop's is not).
+        self._transport = cast(asyncio.Transport, transport)
+        transport = self._transport
         if self._tunnel is not None:
             self._http = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_PROXY_ANSWER)
             headers = [("Host", self._tunnel.target)]
