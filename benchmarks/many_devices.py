@@ -104,7 +104,8 @@ async def _run_size(
             ca_pem=hub.hello["hub"]["ca_pem"],
             devices=devices,
             connect_concurrency=settings.connect_concurrency,
-            connect_timeout=30,
+            # Also each message's deadline: thousands of devices sending at once queue at the hub.
+            connect_timeout=120,
             phase_timeout=connect_timeout,
             thread_cap=settings.sdk_thread_cap,
         )
@@ -212,18 +213,19 @@ async def run(settings: Settings) -> dict[str, Any]:
             hub.hello["hub"] = await hub.call(
                 "start", port=SDK_PORT, telemetry_limit=largest * settings.messages + 1_000, needed=largest + FD_MARGIN
             )
-            for library in libraries:
-                failed_at: int | None = None
-                for size in settings.sizes:
-                    if failed_at is not None:
-                        results["runs"].append(
-                            {"library": library.label, "devices": size, "skipped": f"did not complete {failed_at:,}"}
-                        )
+            # Size by size, every library in turn: no library always follows another's largest run.
+            failed_at: dict[str, int] = {}
+            for size in settings.sizes:
+                for library in libraries:
+                    if library.label in failed_at:
+                        skipped = f"did not complete {failed_at[library.label]:,}"
+                        results["runs"].append({"library": library.label, "devices": size, "skipped": skipped})
                         continue
                     run_result = await _run_size(library, hub, settings, log_dir, peer_python, size)
                     results["runs"].append(run_result)
                     if not _complete(run_result):
-                        failed_at = size
+                        failed_at[library.label] = size
+    results["runs"].sort(key=lambda run: [library.label for library in libraries].index(run["library"]))
     return results
 
 

@@ -246,8 +246,11 @@ class NativeConnection:
         Raises:
             ConnectionLostError: the connection is already gone (the future fails with it when the
                 connection drops before the PUBACK).
-            ValueError: the topic, payload or QoS is invalid for MQTT.
+            ValueError: the topic or payload is invalid for MQTT, or ``qos`` is not 0 or 1 (IoT Hub
+                closes the connection on QoS 2).
         """
+        if qos != 0 and qos != 1:
+            raise ValueError(f"qos must be 0 or 1, not {qos!r}")
         if not self._entered or self.lost.done():
             raise ConnectionLostError("not connected")
         future = self._loop.create_future()

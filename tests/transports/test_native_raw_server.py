@@ -136,6 +136,18 @@ async def test_publishes_of_one_turn_leave_in_order_with_distinct_packet_ids(ser
             await asyncio.gather(*futures[:25])
 
 
+async def test_publish_refuses_qos_2_and_bad_topics_without_sending(server: RawServer) -> None:
+    async with connected(server) as (connection, peer):
+        with pytest.raises(ValueError, match="qos must be 0 or 1, not 2"):
+            connection.publish("devices/dev1/messages/events/", b"", 2)
+        with pytest.raises(ValueError, match="wildcards"):
+            connection.publish("devices/#", b"", 1)
+        connection.publish("devices/dev1/messages/events/", b"fine", 0)
+        packet = await peer.packet()
+        assert isinstance(packet, Publish)
+        assert packet.payload == b"fine"
+
+
 async def test_qos1_message_is_acknowledged_only_when_asked(server: RawServer) -> None:
     inbox: list[InboundPublish] = []
     arrived = asyncio.Event()
