@@ -65,6 +65,7 @@ from aioiothub.protocol.mqtt import (
     encode_publish,
     encode_subscribe,
 )
+from aioiothub.transports import validate_transport_options
 from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler
 from aioiothub.transports.secure_channel import SecureChannel, Tunnel
 
@@ -88,9 +89,14 @@ class NativeConnection:
         parameters: where and how to connect.
         on_message: called on the event loop thread for each inbound PUBLISH. It must not raise;
             QoS 1 messages stay unacknowledged until :meth:`acknowledge` is called.
+
+    Raises:
+        ValueError: ``parameters`` asks for something this transport cannot do (a SOCKS proxy).
     """
 
     def __init__(self, parameters: ConnectParameters, on_message: MessageHandler) -> None:
+        # Clients check this when they are built; a transport built directly is checked here.
+        validate_transport_options("native", proxy=parameters.proxy, websockets=parameters.websockets)
         self._parameters = parameters
         self._on_message = on_message
         self._loop = asyncio.get_running_loop()
@@ -160,8 +166,6 @@ class NativeConnection:
         proxy = parameters.proxy
         tunnel = None
         if proxy is not None:
-            # validate_transport_options refuses every other kind before a client is built.
-            assert proxy.proxy_type == "http", "the native transport only tunnels through HTTP proxies"
             tunnel = Tunnel(f"{parameters.host}:{parameters.port}", proxy.username, proxy.password)
         websocket_host = None
         if parameters.websockets:

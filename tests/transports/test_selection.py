@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import ssl
 
 import pytest
 
 from aioiothub import ProxyOptions
 from aioiothub.transports import TRANSPORT_NAMES, transport_factory, validate_transport_options
 from aioiothub.transports.aiomqtt import MqttConnection
+from aioiothub.transports.base import ConnectParameters
 from aioiothub.transports.native import NativeConnection
+
+pytestmark = pytest.mark.anyio
 
 
 def test_names_map_to_their_implementations() -> None:
@@ -57,3 +61,22 @@ def test_aiomqtt_proxy_without_pysocks_is_refused_at_construction(monkeypatch: p
 def test_websockets_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="websockets must be True or False"):
         validate_transport_options("native", websockets=1)  # type: ignore[arg-type]
+
+
+async def test_native_connection_refuses_a_socks_proxy_when_built() -> None:
+    parameters = ConnectParameters(
+        host="localhost",
+        port=8883,
+        client_id="dev",
+        username="localhost/dev/?api-version=2021-04-12",
+        password="token",
+        ssl_context=ssl.create_default_context(),
+        keepalive=60,
+        clean_session=False,
+        websockets=False,
+        max_in_flight=16,
+        connect_timeout=5.0,
+        proxy=ProxyOptions("socks5", "proxy.example", 1080),
+    )
+    with pytest.raises(ValueError, match='use transport="aiomqtt"'):
+        NativeConnection(parameters, lambda message: None)
