@@ -184,9 +184,12 @@ async def test_a_transport_is_entered_once(hub: Emulator) -> None:
 # --- drops ----------------------------------------------------------------------------------------------
 
 
-async def test_drop_fails_publishes_in_flight_with_connection_lost_error(hub: Emulator) -> None:
-    identity = hub.add_device("dropped")
-    async with NativeConnection(hub_parameters(hub, identity), Inbox()) as connection:
+@pytest.mark.parametrize("websockets", [False, True], ids=["tls", "websocket"])
+async def test_drop_fails_publishes_in_flight_with_connection_lost_error(hub: Emulator, websockets: bool) -> None:
+    identity = hub.add_device(f"dropped-{websockets}")
+    port = hub.websocket_port if websockets else hub.port
+    parameters = hub_parameters(hub, identity, websockets=websockets, port=port)
+    async with NativeConnection(parameters, Inbox()) as connection:
         hub.delay_pubacks(30)
         try:
             futures = [connection.publish(telemetry(identity.device_id), b"x", 1) for _ in range(20)]
