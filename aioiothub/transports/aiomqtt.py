@@ -163,7 +163,9 @@ class MqttConnection:
                 raise AuthenticationError(
                     f"the hub refused the credentials (CONNACK {code}: {reason})", return_code=code
                 ) from None
-            raise ConnectError(f"the hub refused the connection (CONNACK {code}: {reason})", return_code=code) from None
+            raise ConnectError(
+                f"the hub refused the connection (CONNACK {code}: {reason})", return_code=code
+            ) from None
         except aiomqtt.MqttError as exc:
             self._mark_lost("could not connect")
             raise ConnectError(f"could not connect to {self._parameters.host}: {exc}") from None
