@@ -26,7 +26,8 @@ from aioiothub.options import (
 )
 from aioiothub.protocol.connect import MAX_KEEPALIVE, MQTT_PORT, WEBSOCKET_PORT, product_info_string, validate_identity
 from aioiothub.session import SessionSettings
-from aioiothub.transports import transport_factory
+from aioiothub.transports import transport_factory, validate_transport_options
+from aioiothub.transports.base import TransportFactory
 
 __all__ = ["build_settings", "default_ssl_context", "options_from_connection_string"]
 
@@ -93,6 +94,11 @@ def _reconnect_policy(reconnect: object) -> ReconnectPolicy | None:
     if isinstance(reconnect, ReconnectPolicy):
         return reconnect
     raise TypeError("reconnect must be True, False or a ReconnectPolicy")
+
+
+def _transport(name: str, proxy: ProxyOptions | None, websockets: bool) -> TransportFactory:
+    validate_transport_options(name, proxy=proxy, websockets=websockets)
+    return transport_factory(name)
 
 
 def build_settings(
@@ -171,7 +177,7 @@ def build_settings(
         reconnect=_reconnect_policy(options.get("reconnect", True)),
         max_in_flight=require_positive_int(options.get("max_in_flight", 128), "max_in_flight", maximum=65535),
         inbound_buffer_size=require_positive_int(options.get("inbound_buffer_size", 256), "inbound_buffer_size"),
-        transport=transport_factory(options.get("transport", "aiomqtt")),
+        transport=_transport(options.get("transport", "aiomqtt"), proxy, websockets),
         liveness_timeout=require_positive_number(options.get("liveness_timeout", 10.0), "liveness_timeout"),
     )
 

@@ -1,8 +1,17 @@
-"""Benchmark worker holding ``aioiothub`` clients (or, for the baseline, raw ``aiomqtt`` clients).
+"""Benchmark worker for the asyncio libraries: aioiothub (either transport), raw aiomqtt, gmqtt, raw asyncio.
 
-Started by the benchmarks as ``python _aio_worker.py`` with the project's interpreter and driven over
-JSON lines (see ``_worker_base``). ``_sdk_worker.py`` answers the same commands with the official
-``azure-iot-device`` SDK, so the benchmarks drive both the same way.
+Started by the benchmarks as ``python _aio_worker.py [--loop uvloop]`` with the project's interpreter
+and driven over JSON lines (see ``_worker_base``). ``_sdk_worker.py`` answers the same commands with
+the official ``azure-iot-device`` SDK, so the benchmarks drive both the same way.
+
+What ``connect`` builds, by its ``library`` argument:
+
+* ``aioiothub``: an ``IoTHubDeviceClient`` with ``transport=`` (``aiomqtt`` or ``native``);
+* ``aiomqtt``: a raw ``aiomqtt.Client`` (MQTT 3.1.1, the same in-flight window), ``publish`` at QoS 1;
+* ``gmqtt``: a ``gmqtt.Client`` in MQTT 3.1.1 mode; each QoS 1 publish awaits its PUBACK;
+* ``raw``: the machine's limit, an ``asyncio.Protocol`` on asyncio's TLS transport with pre-encoded
+  packets (only the packet identifier changes), PUBACKs matched by identifier, and one socket write
+  per event-loop turn.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import _worker_base
-from _worker_base import ThreadSampler, describe, process_status
+from _worker_base import ThreadSampler, WorkerBase, describe, process_status
 
 # The worker is started as a script from benchmarks/; the package lives one level up.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
@@ -32,62 +41,166 @@ def _ssl_context(ca_pem: str) -> ssl.SSLContext:
     return context
 
 
-class Worker:
+def _transport_option(transport: str) -> dict[str, Any]:
+    """The keyword that selects ``transport`` on the client."""
+    return {"transport": transport}
+
+
+def _token(hostname: str, device_id: str, key: str) -> str:
+    from aioiothub import generate_sas_token
+    from aioiothub.protocol.sas import device_resource_uri
+
+    return generate_sas_token(device_resource_uri(hostname, device_id), key, int(time.time()) + 3600)
+
+
+def _raw_topic(device_id: str) -> str:
+    """The topic aioiothub builds for a dict body: content type and encoding in the property bag."""
+    from aioiothub import Message
+    from aioiothub.protocol.topics import telemetry_topic
+
+    return telemetry_topic(device_id, None, Message.json(PAYLOAD).wire_properties())
+
+
+class GmqttPublisher:
+    """QoS 1 publishes on a gmqtt client that complete on their PUBACK.
+
+    gmqtt has no acknowledgement callback: it stores each QoS 1 packet under its packet id until the
+    PUBACK removes it, so the store's two calls are where a future is attached and resolved.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.pending: dict[int, asyncio.Future[None]] = {}
+        self._next: asyncio.Future[None] | None = None
+        storage = client._persistent_storage
+        push, remove = storage.push_message, storage.remove_message_by_mid
+
+        def push_message(mid: int, package: Any) -> Any:
+            assert self._next is not None
+            self.pending[mid] = self._next
+            return push(mid, package)
+
+        def remove_message_by_mid(mid: int) -> Any:
+            future = self.pending.pop(mid, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+            return remove(mid)
+
+        storage.push_message, storage.remove_message_by_mid = push_message, remove_message_by_mid
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._next = future
+        self.client.publish(topic, payload, qos=1)
+        await future
+
+
+class RawClient(asyncio.Protocol):
+    """The limit row: hand-encoded QoS 1 publishes, one write per loop turn, PUBACKs matched by id."""
+
+    def __init__(self, topic: str, payload: bytes) -> None:
+        from aioiothub.protocol.mqtt import encode_publish
+
+        packet = encode_publish(topic, payload, 1, 1)
+        self._head, self._tail = packet[: len(packet) - len(payload) - 2], payload
+        self.transport: asyncio.Transport | None = None
+        self.pending: dict[int, asyncio.Future[None]] = {}
+        self.connack: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._buffer = b""
+        self._outbox: list[bytes] = []
+        self._next_id = 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data
+        if not self.connack.done():
+            self.connack.set_result(buffer[:4])
+            buffer = buffer[4:]
+        end = len(buffer) - len(buffer) % 4
+        pending = self.pending
+        for offset in range(0, end, 4):  # only PUBACKs come after CONNACK
+            future = pending.pop((buffer[offset + 2] << 8) | buffer[offset + 3], None)
+            if future is not None:
+                future.set_result(None)
+        self._buffer = buffer[end:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("lost"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def write(self, packet: bytes) -> None:
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(packet)
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"".join(self._outbox))
+        self._outbox.clear()
+
+    async def publish(self) -> None:
+        packet_id = self._next_id
+        self._next_id = packet_id % 65535 + 1
+        future = asyncio.get_running_loop().create_future()
+        self.pending[packet_id] = future
+        self.write(b"".join((self._head, packet_id.to_bytes(2, "big"), self._tail)))
+        await future
+
+
+class Worker(WorkerBase):
     """Holds the clients of one benchmark run and answers its commands."""
 
+    extra_commands = (
+        "connect",
+        "twin_get",
+        "patch_reported",
+        "c2d_samples",
+        "many_connect",
+        "many_telemetry",
+        "many_close",
+    )
+
     def __init__(self) -> None:
+        super().__init__()
         self.stack = contextlib.AsyncExitStack()
         self.library = ""
         self.client: Any = None
         self.raw_topic = ""
+        self.raw_payload = b""
         self.background: list[asyncio.Task[None]] = []
         self.c2d_latencies: list[float] = []
         self.many: list[Any] = []
         self.many_tasks: list[asyncio.Task[None]] = []
         self.many_stop = asyncio.Event()
-        self.commands: dict[str, _worker_base.Handler] = {
-            "status": self.status,
-            "limits": self.limits,
-            "connect": self.connect,
-            "telemetry": self.telemetry,
-            "twin_get": self.twin_get,
-            "patch_reported": self.patch_reported,
-            "c2d_samples": self.c2d_samples,
-            "many_connect": self.many_connect,
-            "many_telemetry": self.many_telemetry,
-            "many_close": self.many_close,
-            "shutdown": self.shutdown,
-        }
-
-    # ----------------------------------------------------------------- process
-
-    async def status(self, command: dict[str, Any]) -> Any:
-        """RSS and thread count of this process."""
-        return process_status()
-
-    async def limits(self, command: dict[str, Any]) -> Any:
-        """Raise the open-files limit for ``connections`` sockets."""
-        return _worker_base.raise_open_files_limit(int(command["needed"]))
 
     # -------------------------------------------------------- one connection
 
     async def connect(self, command: dict[str, Any]) -> Any:
-        """Connect one client: ``library`` is ``"aioiothub"`` or ``"aiomqtt"``."""
+        """Connect one client of ``library`` (see the module docstring)."""
         self.library = command["library"]
         context = _ssl_context(command["ca_pem"])
-        device_id = command["device_id"]
+        hostname, port, device_id = command["hostname"], int(command["port"]), command["device_id"]
         window = int(command.get("window", 128))
+        self.raw_topic, self.raw_payload = _raw_topic(device_id), json.dumps(PAYLOAD).encode()
         if self.library == "aioiothub":
             import aioiothub
 
             self.client = await self.stack.enter_async_context(
                 aioiothub.IoTHubDeviceClient(
-                    hostname=command["hostname"],
+                    hostname=hostname,
                     device_id=device_id,
                     shared_access_key=command["shared_access_key"],
-                    port=int(command["port"]),
+                    port=port,
                     ssl_context=context,
                     max_in_flight=window,
+                    **_transport_option(command.get("transport", "aiomqtt")),
                 )
             )
             handlers = command.get("handlers", [])
@@ -98,30 +211,49 @@ class Worker:
         elif self.library == "aiomqtt":
             import aiomqtt
 
-            from aioiothub import Message, generate_sas_token
             from aioiothub.protocol.connect import username
-            from aioiothub.protocol.sas import device_resource_uri
-            from aioiothub.protocol.topics import telemetry_topic
 
-            hostname = command["hostname"]
-            token = generate_sas_token(
-                device_resource_uri(hostname, device_id), command["shared_access_key"], int(time.time()) + 3600
-            )
             self.client = await self.stack.enter_async_context(
                 aiomqtt.Client(
                     hostname,
-                    int(command["port"]),
+                    port,
                     identifier=device_id,
                     username=username(hostname, device_id),
-                    password=token,
+                    password=_token(hostname, device_id, command["shared_access_key"]),
                     tls_context=context,
                     protocol=aiomqtt.ProtocolVersion.V311,
                     clean_session=False,
                     max_inflight_messages=window,
                 )
             )
-            # The same topic aioiothub builds for a dict body: content type and encoding in the bag.
-            self.raw_topic = telemetry_topic(device_id, None, Message.json(PAYLOAD).wire_properties())
+        elif self.library == "gmqtt":
+            import gmqtt
+            from gmqtt.mqtt.constants import MQTTv311
+
+            from aioiothub.protocol.connect import username
+
+            client = gmqtt.Client(device_id, clean_session=False)
+            client.set_auth_credentials(
+                username(hostname, device_id), _token(hostname, device_id, command["shared_access_key"])
+            )
+            await client.connect(hostname, port, ssl=context, keepalive=60, version=MQTTv311)
+            self.stack.push_async_callback(client.disconnect)
+            self.client = GmqttPublisher(client)
+        elif self.library == "raw":
+            from aioiothub.protocol.connect import username
+            from aioiothub.protocol.mqtt import encode_connect
+
+            loop = asyncio.get_running_loop()
+            _, raw = await loop.create_connection(
+                lambda: RawClient(self.raw_topic, self.raw_payload), hostname, port, ssl=context
+            )
+            self.stack.callback(raw.close)
+            token = _token(hostname, device_id, command["shared_access_key"])
+            raw.write(encode_connect(device_id, username(hostname, device_id), token, 60, False))
+            connack = await asyncio.wait_for(raw.connack, 30)
+            if connack[:2] != b"\x20\x02" or connack[3] != 0:
+                raise ConnectionError(f"the broker refused the connection: {connack!r}")
+            self.client = raw
         else:
             raise ValueError(f"unknown library {self.library!r}")
         return {"library": self.library}
@@ -137,24 +269,17 @@ class Worker:
             self.c2d_latencies.append(arrived - body["sent"])
             await self.client.send_message({"echo": body["index"]})
 
-    async def _send_one(self) -> None:
-        if self.library == "aioiothub":
+    async def send_one(self) -> None:
+        """One QoS 1 message, the same small JSON body (encoded per message) for every library."""
+        library = self.library
+        if library == "aioiothub":
             await self.client.send_message(PAYLOAD)
-        else:
+        elif library == "aiomqtt":
             await self.client.publish(self.raw_topic, json.dumps(PAYLOAD).encode(), qos=1)
-
-    async def telemetry(self, command: dict[str, Any]) -> Any:
-        """Send ``count`` QoS 1 messages from ``concurrency`` tasks; the time until the last PUBACK."""
-        count, concurrency = int(command["count"]), int(command["concurrency"])
-        shares = [count // concurrency + (1 if index < count % concurrency else 0) for index in range(concurrency)]
-
-        async def sender(share: int) -> None:
-            for _ in range(share):
-                await self._send_one()
-
-        started = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(sender(share) for share in shares)), float(command["timeout"]))
-        return {"seconds": time.perf_counter() - started, "sent": count}
+        elif library == "gmqtt":
+            await self.client.publish(self.raw_topic, json.dumps(PAYLOAD).encode())
+        else:
+            await self.client.publish()
 
     async def twin_get(self, command: dict[str, Any]) -> Any:
         """Read the twin ``count`` times in a row; the seconds each took."""
@@ -186,6 +311,7 @@ class Worker:
         import aioiothub
 
         context = _ssl_context(command["ca_pem"])
+        transport = _transport_option(command.get("transport", "aiomqtt"))
         devices: list[list[str]] = command["devices"]
         limit = asyncio.Semaphore(int(command["connect_concurrency"]))
         connected: list[Any] = []
@@ -206,6 +332,7 @@ class Worker:
                 port=int(command["port"]),
                 ssl_context=context,
                 request_timeout=float(command["connect_timeout"]),
+                **transport,
             )
             holding = False
             await limit.acquire()
@@ -252,17 +379,19 @@ class Worker:
         }
 
     async def many_telemetry(self, command: dict[str, Any]) -> Any:
-        """Every connected client sends ``messages`` QoS 1 messages in a row, all clients at once."""
+        """Every connected client sends ``messages`` QoS 1 messages in a row, then reads its twin; all at once."""
         messages = int(command["messages"])
-        sent = 0
+        sent = twins = 0
         errors: list[str] = []
 
         async def device(client: Any) -> None:
-            nonlocal sent
+            nonlocal sent, twins
             try:
                 for _ in range(messages):
                     await client.send_message(PAYLOAD)
                     sent += 1
+                await client.get_twin()
+                twins += 1
             except Exception as exc:
                 errors.append(describe(exc))
 
@@ -277,6 +406,7 @@ class Worker:
         seconds = time.perf_counter() - started
         return {
             "sent": sent,
+            "twins": twins,
             "failed": len(errors),
             "errors": sorted(set(errors))[:5],
             "timed_out": timed_out,
@@ -298,11 +428,6 @@ class Worker:
 
     # --------------------------------------------------------------- the end
 
-    async def shutdown(self, command: dict[str, Any]) -> Any:
-        """Close everything."""
-        await self.close()
-        return None
-
     async def close(self) -> None:
         """Cancel background tasks, then close the clients."""
         for task in self.background:
@@ -314,15 +439,19 @@ class Worker:
         await self.stack.aclose()
 
 
-async def _main(channel: Any) -> None:
-    worker = Worker()
-    import aiomqtt  # noqa: F401 - imported up front so that import time is not measured
+def _hello() -> dict[str, Any]:
+    # Imported up front so that import time is not measured.
+    import aiomqtt  # noqa: F401
 
     import aioiothub
 
-    hello = {"python": sys.version.split()[0], "aioiothub": aioiothub.__version__}
-    await _worker_base.serve(worker.commands, channel, hello, worker.close)
+    versions = {"python": sys.version.split()[0], "aioiothub": aioiothub.__version__}
+    with contextlib.suppress(ImportError):
+        import gmqtt
+
+        versions["gmqtt"] = gmqtt.__version__
+    return versions
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(_worker_base.claim_stdout()))
+    _worker_base.run(Worker, _hello)

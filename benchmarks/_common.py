@@ -8,6 +8,7 @@ import it before anything from ``aioiothub``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -16,8 +17,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,68 @@ from anyio.streams.buffered import BufferedByteReceiveStream  # noqa: E402
 
 AIO_WORKER = BENCH_DIR / "_aio_worker.py"
 SDK_WORKER = BENCH_DIR / "_sdk_worker.py"
+HUB_WORKER = BENCH_DIR / "_hub_worker.py"
 SDK_PORT = 8883
 """azure-iot-device's MQTT transport always connects to 8883; it has no port option."""
 
 _MAX_LINE = 256 * 1024 * 1024
 _START_TIMEOUT = 120.0
+
+
+# ------------------------------------------------------------------------------ libraries
+
+
+@dataclass(frozen=True)
+class Library:
+    """One column of the benchmarks: a client library, how its worker builds it, on which loop.
+
+    Attributes:
+        label: the column's name.
+        client: the ``library`` argument of the worker's ``connect`` (see ``_aio_worker.py``).
+        transport: aioiothub's ``transport=``, for aioiothub columns.
+        loop: ``"asyncio"`` or ``"uvloop"`` (the ``aioiothub[uvloop]`` extra).
+        sdk: runs in the official SDK's own virtual environment (``_sdk_worker.py``).
+    """
+
+    label: str
+    client: str
+    transport: str | None = None
+    loop: str = "asyncio"
+    sdk: bool = False
+
+    def available(self) -> str | None:
+        """Why this library cannot run here, or ``None`` when it can."""
+        needed = {"uvloop": self.loop == "uvloop", "gmqtt": self.client == "gmqtt"}
+        for module, wanted in needed.items():
+            if wanted and importlib.util.find_spec(module) is None:
+                return f"{module} is not installed (pip install {module})"
+        return None
+
+    def connect_arguments(self) -> dict[str, Any]:
+        """The library-specific arguments of the worker's ``connect``."""
+        return {"library": self.client, **({"transport": self.transport} if self.transport else {})}
+
+
+AIOIOTHUB = Library("aioiothub[aiomqtt]", "aioiothub", "aiomqtt")
+NATIVE = Library("aioiothub[native]", "aioiothub", "native")
+NATIVE_UVLOOP = Library("aioiothub[native]+uvloop", "aioiothub", "native", loop="uvloop")
+AIOMQTT = Library("aiomqtt", "aiomqtt")
+GMQTT = Library("gmqtt", "gmqtt")
+SDK = Library("azure-iot-device", "azure-iot-device", sdk=True)
+RAW = Library("raw asyncio (limit)", "raw")
+
+
+@asynccontextmanager
+async def library_worker(library: Library, tag: str, log_dir: Path, peer_python: Path | None) -> AsyncIterator[Worker]:
+    """A worker process holding ``library``'s clients."""
+    if library.sdk:
+        if peer_python is None:
+            raise RuntimeError("the SDK's virtual environment was not prepared")
+        python, script = peer_python, SDK_WORKER
+    else:
+        python, script = Path(sys.executable), AIO_WORKER
+    async with run_worker(f"{tag}-{library.label}", python, script, log_dir, ["--loop", library.loop]) as worker:
+        yield worker
 
 
 # ------------------------------------------------------------------------------ command line
@@ -49,6 +108,37 @@ def parser(description: str) -> argparse.ArgumentParser:
     result.add_argument("--smoke", action="store_true", help="tiny sizes: checks that the benchmark runs")
     result.add_argument("--json", type=Path, metavar="PATH", help="also write the results to this JSON file")
     return result
+
+
+def main(
+    argv: list[str] | None,
+    *,
+    benchmark: str,
+    description: str,
+    settings: Callable[[argparse.Namespace], Any],
+    run: Callable[[Any], Awaitable[dict[str, Any]]],
+    report: Callable[[dict[str, Any]], str],
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> int:
+    """What every benchmark script's ``main`` does: parse, run on asyncio, print the tables, write JSON.
+
+    Args:
+        argv: the command line (``None``: ``sys.argv``).
+        benchmark: the script's name, recorded in the JSON output.
+        description: the script's docstring; its first line is the ``--help`` summary.
+        settings: builds the run's settings from the parsed command line.
+        run: measures; returns everything measured.
+        report: the tables printed from what ``run`` returned.
+        options: adds the script's own command-line options.
+    """
+    command_line = parser(description.splitlines()[0])
+    if options is not None:
+        options(command_line)
+    arguments = command_line.parse_args(argv)
+    results = anyio.run(run, settings(arguments), backend="asyncio")
+    print(report(results))
+    write_json(arguments.json, {"benchmark": benchmark, **results})
+    return 0
 
 
 def write_json(path: Path | None, results: dict[str, Any]) -> None:
@@ -195,13 +285,15 @@ class Worker:
 
 
 @asynccontextmanager
-async def run_worker(name: str, python: Path | str, script: Path, log_dir: Path) -> AsyncIterator[Worker]:
+async def run_worker(
+    name: str, python: Path | str, script: Path, log_dir: Path, arguments: Sequence[str] = ()
+) -> AsyncIterator[Worker]:
     """Start a worker script under ``python`` and stop it when the block ends."""
     log_path = log_dir / f"{name.replace('/', '_').replace(' ', '_')}.log"
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), str(REPO_ROOT)])}
     with log_path.open("ab") as log:
         process = await anyio.open_process(
-            [str(python), str(script)],
+            [str(python), str(script), *arguments],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -216,6 +308,13 @@ async def run_worker(name: str, python: Path | str, script: Path, log_dir: Path)
         yield worker
     finally:
         await worker.stop()
+
+
+def verdict(value: float | None, target: float) -> str:
+    """``"met"`` or ``"MISSED"`` against a lower bound (``"-"`` when not measured)."""
+    if value is None or math.isnan(value):
+        return "-"
+    return "met" if value >= target else "MISSED"
 
 
 def raise_open_files_limit(needed: int) -> str | None:

@@ -21,7 +21,7 @@ from importlib import metadata
 from typing import Any
 
 import _worker_base
-from _worker_base import ThreadSampler, describe, process_status
+from _worker_base import ThreadSampler, WorkerBase, describe, process_status
 
 PAYLOAD = {"temperature": 21.5, "humidity": 40}
 """The small JSON telemetry body every library sends."""
@@ -31,28 +31,26 @@ def _connection_string(hostname: str, device_id: str, key: str) -> str:
     return f"HostName={hostname};DeviceId={device_id};SharedAccessKey={key}"
 
 
-class Worker:
+class Worker(WorkerBase):
     """Holds the SDK clients of one benchmark run and answers its commands."""
 
+    extra_commands = (
+        "connect",
+        "twin_get",
+        "patch_reported",
+        "c2d_samples",
+        "many_connect",
+        "many_telemetry",
+        "many_close",
+    )
+
     def __init__(self, sdk: Any) -> None:
+        super().__init__()
         self.sdk = sdk
         self.client: Any = None
         self.c2d_latencies: list[float] = []
         self.many: list[Any] = []
         self.background_errors: list[str] = []
-        self.commands: dict[str, _worker_base.Handler] = {
-            "status": self.status,
-            "limits": self.limits,
-            "connect": self.connect,
-            "telemetry": self.telemetry,
-            "twin_get": self.twin_get,
-            "patch_reported": self.patch_reported,
-            "c2d_samples": self.c2d_samples,
-            "many_connect": self.many_connect,
-            "many_telemetry": self.many_telemetry,
-            "many_close": self.many_close,
-            "shutdown": self.shutdown,
-        }
 
     def _message(self) -> Any:
         return self.sdk.Message(json.dumps(PAYLOAD), content_encoding="utf-8", content_type="application/json")
@@ -67,16 +65,6 @@ class Worker:
 
         client.on_background_exception = on_background_exception
         return client
-
-    # ----------------------------------------------------------------- process
-
-    async def status(self, command: dict[str, Any]) -> Any:
-        """RSS and thread count of this process."""
-        return process_status()
-
-    async def limits(self, command: dict[str, Any]) -> Any:
-        """Raise the open-files limit."""
-        return _worker_base.raise_open_files_limit(int(command["needed"]))
 
     # -------------------------------------------------------- one connection
 
@@ -113,18 +101,9 @@ class Worker:
         else:
             raise ValueError(f"unknown handler kind {kind!r}")
 
-    async def telemetry(self, command: dict[str, Any]) -> Any:
-        """Send ``count`` messages from ``concurrency`` tasks; the time until the last acknowledgement."""
-        count, concurrency = int(command["count"]), int(command["concurrency"])
-        shares = [count // concurrency + (1 if index < count % concurrency else 0) for index in range(concurrency)]
-
-        async def sender(share: int) -> None:
-            for _ in range(share):
-                await self.client.send_message(self._message())
-
-        started = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(sender(share) for share in shares)), float(command["timeout"]))
-        return {"seconds": time.perf_counter() - started, "sent": count}
+    async def send_one(self) -> None:
+        """One message; the SDK's ``send_message`` returns once it is acknowledged."""
+        await self.client.send_message(self._message())
 
     async def twin_get(self, command: dict[str, Any]) -> Any:
         """Read the twin ``count`` times in a row; the seconds each took."""
@@ -218,17 +197,19 @@ class Worker:
             self.background_errors.append(f"shutdown after a failed connect: {describe(exc)}")
 
     async def many_telemetry(self, command: dict[str, Any]) -> Any:
-        """Every connected client sends ``messages`` messages in a row, all clients at once."""
+        """Every connected client sends ``messages`` messages in a row, then reads its twin; all at once."""
         messages = int(command["messages"])
-        sent = 0
+        sent = twins = 0
         errors: list[str] = []
 
         async def device(client: Any) -> None:
-            nonlocal sent
+            nonlocal sent, twins
             try:
                 for _ in range(messages):
                     await client.send_message(self._message())
                     sent += 1
+                await asyncio.wait_for(client.get_twin(), 30)
+                twins += 1
             except Exception as exc:
                 errors.append(describe(exc))
 
@@ -245,6 +226,7 @@ class Worker:
         seconds = time.perf_counter() - started
         return {
             "sent": sent,
+            "twins": twins,
             "failed": len(errors),
             "errors": sorted(set(errors))[:5],
             "timed_out": timed_out,
@@ -266,11 +248,6 @@ class Worker:
 
     # --------------------------------------------------------------- the end
 
-    async def shutdown(self, command: dict[str, Any]) -> Any:
-        """Shut every client down."""
-        await self.close()
-        return None
-
     async def close(self) -> None:
         """Shut the clients down (bounded: a stuck SDK must not keep the worker alive)."""
         if self.client is not None:
@@ -283,20 +260,22 @@ class Worker:
             await self.many_close({"phase_timeout": 60})
 
 
-async def _main(channel: Any) -> None:
+def _make_worker() -> Worker:
     # Imported only now, after stdout has been claimed.
     import azure.iot.device.aio  # type: ignore[import-not-found]  # lives in the peer venv only
 
-    worker = Worker(azure.iot.device)
-    hello = {
+    return Worker(azure.iot.device)
+
+
+def _hello() -> dict[str, Any]:
+    return {
         "python": sys.version.split()[0],
         "azure-iot-device": metadata.version("azure-iot-device"),
         "paho-mqtt": metadata.version("paho-mqtt"),
         "threads_at_start": threading.active_count(),
     }
-    await _worker_base.serve(worker.commands, channel, hello, worker.close)
 
 
 if __name__ == "__main__":
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_main(_worker_base.claim_stdout()))
+    _worker_base.run(_make_worker, _hello)

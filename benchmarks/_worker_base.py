@@ -15,6 +15,7 @@ is imported, so whatever a library prints cannot corrupt the channel.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -59,12 +60,16 @@ def process_status() -> dict[str, int]:
 
 
 def raise_open_files_limit(needed: int) -> dict[str, Any]:
-    """Raise the soft ``RLIMIT_NOFILE`` towards ``needed`` (never past the hard limit).
+    """Raise the soft ``RLIMIT_NOFILE`` towards ``needed``, and the hard limit too where allowed (root).
 
     Returns:
         ``{"soft": new soft limit, "hard": hard limit, "enough": whether soft >= needed}``.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), needed))
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
@@ -153,3 +158,70 @@ async def serve(
                 return
     finally:
         await on_exit()
+
+
+class WorkerBase:
+    """What every worker answers the same way; a worker adds its client library's commands.
+
+    Subclasses implement :meth:`send_one` (one QoS 1 telemetry message, acknowledged) and
+    :meth:`close`, and list their further commands in ``extra_commands``.
+    """
+
+    extra_commands: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        names = ("status", "limits", "telemetry", "shutdown", *self.extra_commands)
+        self.commands: dict[str, Handler] = {name: getattr(self, name) for name in names}
+
+    async def status(self, command: dict[str, Any]) -> Any:
+        """RSS, threads and open files of this process."""
+        return process_status()
+
+    async def limits(self, command: dict[str, Any]) -> Any:
+        """Raise the open-files limit for ``needed`` descriptors."""
+        return raise_open_files_limit(int(command["needed"]))
+
+    async def send_one(self) -> None:
+        """Send one telemetry message and wait for its acknowledgement."""
+        raise NotImplementedError
+
+    async def telemetry(self, command: dict[str, Any]) -> Any:
+        """Send ``count`` messages from ``concurrency`` tasks; the time until the last acknowledgement."""
+        count, concurrency = int(command["count"]), int(command["concurrency"])
+        shares = [count // concurrency + (1 if index < count % concurrency else 0) for index in range(concurrency)]
+        send_one = self.send_one
+
+        async def sender(share: int) -> None:
+            for _ in range(share):
+                await send_one()
+
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(sender(share) for share in shares)), float(command["timeout"]))
+        return {"seconds": time.perf_counter() - started, "sent": count}
+
+    async def shutdown(self, command: dict[str, Any]) -> Any:
+        """Close every client."""
+        await self.close()
+        return None
+
+    async def close(self) -> None:
+        """Close every client (bounded in time)."""
+
+
+def run(make_worker: Callable[[], WorkerBase], hello: Callable[[], dict[str, Any]]) -> None:
+    """A worker's whole life: claim stdout, pick the event loop (``--loop uvloop``), serve commands."""
+    options = argparse.ArgumentParser()
+    options.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    loop = options.parse_args().loop
+    channel = claim_stdout()
+
+    async def main() -> None:
+        worker = make_worker()
+        await serve(worker.commands, channel, {"loop": loop, **hello()}, worker.close)
+
+    if loop == "uvloop":
+        import uvloop  # the aioiothub[uvloop] extra; only this worker needs it
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -175,18 +176,26 @@ def report(results: dict[str, Any]) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print its table."""
-    command_line = _common.parser(__doc__.splitlines()[0])
-    command_line.add_argument("--connections", type=int, help=f"connections to hold (default {CONNECTIONS_TARGET})")
-    arguments = command_line.parse_args(argv)
+def _settings(arguments: argparse.Namespace) -> Sizes:
     sizes = SMOKE if arguments.smoke else FULL
     if arguments.connections:
         sizes = Sizes(sizes.messages, sizes.repetitions, arguments.connections)
-    results = anyio.run(run, sizes, backend="asyncio")
-    print(report(results))
-    _common.write_json(arguments.json, {"benchmark": "emulator_capacity", **results})
-    return 0
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its table."""
+    return _common.main(
+        argv,
+        benchmark="emulator_capacity",
+        description=__doc__,
+        settings=_settings,
+        run=run,
+        report=report,
+        options=lambda command_line: command_line.add_argument(
+            "--connections", type=int, help=f"connections to hold (default {CONNECTIONS_TARGET})"
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Round-trip latency against the emulator: twin GET, reported patch, direct method, C2D delivery.
 
-aioiothub and the official ``azure-iot-device`` 2.x async client, each in its own process, one
-request at a time against the same emulator listener (port 8883, the only one the SDK can reach):
+aioiothub (on its ``aiomqtt`` and on its ``native`` transport) and the official ``azure-iot-device``
+2.x async client, each in its own process, one request at a time against the same emulator listener
+(port 8883, the only one the SDK can reach):
 
 * twin GET and reported-properties patch: measured in the device process, call to result;
 * direct method: measured at the hub, ``invoke_method`` call to result (hub -> device handler ->
@@ -14,7 +15,7 @@ Usage::
 
     python benchmarks/latency.py [--smoke] [--json out.json]
 
-Prints p50 and p99 in milliseconds per operation and library, and the ratio aioiothub / SDK
+Prints p50 and p99 in milliseconds per operation and library, and the ratios to the SDK
 (below 1 means aioiothub is faster).
 """
 
@@ -30,13 +31,13 @@ from typing import Any
 
 import _common
 import anyio
-from _common import AIO_WORKER, SDK_PORT, SDK_WORKER, Worker, percentile, ratio, run_worker, table
+from _common import AIOIOTHUB, NATIVE, SDK, SDK_PORT, Library, Worker, library_worker, percentile, ratio, table
 from _peer_venv import ensure_peer_python
 
 from aioiothub.emulator import Emulator
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, c2d_subscription
 
-LIBRARIES = ("aioiothub", "azure-iot-device")
+LIBRARIES = (AIOIOTHUB, NATIVE, SDK)
 OPERATIONS = ("twin GET", "reported patch", "direct method", "C2D delivery")
 SUBSCRIBE_TIMEOUT = 30.0
 STEP_TIMEOUT = 30.0
@@ -88,14 +89,15 @@ async def _c2d(hub: Emulator, worker: Worker, device_id: str, count: int) -> lis
     return samples
 
 
-async def _measure(library: str, hub: Emulator, sizes: Sizes, log_dir: Path, peer_python: Path) -> dict[str, Any]:
-    python, script = (peer_python, SDK_WORKER) if library == "azure-iot-device" else (sys.executable, AIO_WORKER)
-    device_id = f"latency-{library}"
+async def _measure(
+    library: Library, index: int, hub: Emulator, sizes: Sizes, log_dir: Path, peer_python: Path
+) -> dict[str, Any]:
+    device_id = f"latency-{index}"
     device = hub.add_device(device_id)
-    async with run_worker(library, python, script, log_dir) as worker:
+    async with library_worker(library, "latency", log_dir, peer_python) as worker:
         await worker.call(
             "connect",
-            library=library,
+            **library.connect_arguments(),
             hostname=hub.hostname,
             port=hub.port,
             device_id=device_id,
@@ -129,26 +131,26 @@ async def run(sizes: Sizes) -> dict[str, Any]:
     results: dict[str, Any] = {"sizes": sizes.__dict__, "libraries": {}}
     with tempfile.TemporaryDirectory(prefix="aioiothub-bench-") as directory:
         async with Emulator(port=SDK_PORT, websocket_port=None) as hub:
-            for library in LIBRARIES:
-                results["libraries"][library] = await _measure(library, hub, sizes, Path(directory), peer_python)
+            for index, library in enumerate(LIBRARIES):
+                results["libraries"][library.label] = await _measure(
+                    library, index, hub, sizes, Path(directory), peer_python
+                )
     return results
 
 
 def report(results: dict[str, Any]) -> str:
     """The results table."""
     libraries = results["libraries"]
-    ours, sdk = libraries["aioiothub"], libraries["azure-iot-device"]
+    ours, native, sdk = (libraries[library.label] for library in LIBRARIES)
     rows = []
     for operation in OPERATIONS:
         rows.append(
             [
                 operation,
-                f"{ours[operation]['p50_ms']:.2f}",
-                f"{ours[operation]['p99_ms']:.2f}",
-                f"{sdk[operation]['p50_ms']:.2f}",
-                f"{sdk[operation]['p99_ms']:.2f}",
+                *(f"{entry[operation][key]:.2f}" for entry in (ours, native, sdk) for key in ("p50_ms", "p99_ms")),
                 ratio(ours[operation]["p50_ms"], sdk[operation]["p50_ms"]),
-                ratio(ours[operation]["p99_ms"], sdk[operation]["p99_ms"]),
+                ratio(native[operation]["p50_ms"], sdk[operation]["p50_ms"]),
+                ratio(native[operation]["p50_ms"], ours[operation]["p50_ms"]),
             ]
         )
     title = (
@@ -157,24 +159,29 @@ def report(results: dict[str, Any]) -> str:
     )
     headers = [
         "operation",
-        "aioiothub p50",
-        "aioiothub p99",
+        "aiomqtt transport p50",
+        "p99",
+        "native p50",
+        "p99",
         "SDK p50",
-        "SDK p99",
-        "aioiothub/SDK p50",
-        "aioiothub/SDK p99",
+        "p99",
+        "aiomqtt/SDK p50",
+        "native/SDK p50",
+        "native/aiomqtt p50",
     ]
     return table(title, headers, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its table."""
-    arguments = _common.parser(__doc__.splitlines()[0]).parse_args(argv)
-    sizes = SMOKE if arguments.smoke else FULL
-    results = anyio.run(run, sizes, backend="asyncio")
-    print(report(results))
-    _common.write_json(arguments.json, {"benchmark": "latency", **results})
-    return 0
+    return _common.main(
+        argv,
+        benchmark="latency",
+        description=__doc__,
+        settings=lambda arguments: SMOKE if arguments.smoke else FULL,
+        run=run,
+        report=report,
+    )
 
 
 if __name__ == "__main__":

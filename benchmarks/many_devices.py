@@ -1,13 +1,20 @@
 """Many devices in one process: thousands of TLS device connections to the emulator.
 
-For each size (300 / 1,000 / 5,000 / 10,000 devices) one fresh process holds every device client of one
-library, aioiothub or the official ``azure-iot-device`` 2.x async client. It connects them all
-(``--connect-concurrency`` connects in progress at a time), then every device sends
-``--messages`` QoS 1 messages in a row, all devices at once, then it disconnects them. Measured:
-the connect rate, resident memory per connection (``VmRSS`` growth over the connect phase divided by
-the connections), the thread count once connected (and its peak while connecting), the aggregate
-telemetry rate, and, for the SDK, where and how it fails. The emulator runs in this process on port
-8883 (the only one the SDK can reach), the clients in child processes.
+For each size (300 / 1,000 / 5,000 / 10,000 devices, or ``--devices 50000``) one fresh process holds
+every device client of one library: aioiothub on its ``aiomqtt`` transport, aioiothub on its
+``native`` transport, or the official ``azure-iot-device`` 2.x async client. It connects them all
+(``--connect-concurrency`` connects in progress at a time), then every device sends ``--messages``
+QoS 1 messages in a row and reads its twin, all devices at once, then it disconnects them.
+Measured: the connect rate, resident memory per connection (``VmRSS`` growth over the connect phase
+divided by the connections), the thread count once connected (and its peak while connecting), the
+aggregate telemetry rate, the twin round trips completed, and, for the SDK, where and how it fails.
+The emulator runs in a process of its own (``_hub_worker.py``) on port 8883 (the only one the SDK
+can reach); every process raises its own open-files limit (the hard limit too, when run as root).
+
+One loopback address pair offers as many connections as the ephemeral port range
+(``net.ipv4.ip_local_port_range``, 28,232 by default): 50,000 devices need a wider range, which a
+network namespace of the run's own can have without touching the machine's
+(``ip netns exec NAME sysctl -w net.ipv4.ip_local_port_range="1024 65535"``).
 
 Every SDK client owns threads, and this machine has a fixed number of process ids
 (``/proc/sys/kernel/pid_max``): the SDK process stops opening clients at ``--sdk-thread-cap``
@@ -17,12 +24,14 @@ says so.
 Usage::
 
     python benchmarks/many_devices.py [--smoke] [--json out.json] [--sizes 300,1000,5000,10000]
+    python benchmarks/many_devices.py --devices 50000 --libraries native
 
-Prints one row per library and size, then the ratios aioiothub / SDK per size.
+Prints one row per library and size, then the ratios per size and the targets.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -30,17 +39,32 @@ from pathlib import Path
 from typing import Any
 
 import _common
-import anyio
-from _common import AIO_WORKER, SDK_PORT, SDK_WORKER, number, ratio, run_worker, table
+from _common import (
+    AIOIOTHUB,
+    HUB_WORKER,
+    NATIVE,
+    SDK,
+    SDK_PORT,
+    Library,
+    Worker,
+    library_worker,
+    number,
+    ratio,
+    run_worker,
+    table,
+    verdict,
+)
 from _peer_venv import ensure_peer_python
 
-from aioiothub.emulator import Emulator
-
-LIBRARIES = ("aioiothub", "azure-iot-device")
+LIBRARIES = (AIOIOTHUB, NATIVE, SDK)
+BY_NAME = {"aiomqtt": AIOIOTHUB, "native": NATIVE, "sdk": SDK}
 FULL_SIZES = (300, 1_000, 5_000, 10_000)
 """300 is below the point where azure-iot-device stops connecting, for a side-by-side row."""
 SMOKE_SIZES = (10, 20)
 FD_MARGIN = 1_000
+#: The native transport's targets: connects/s against the aiomqtt transport, and memory per connection.
+CONNECT_RATE_TARGET = 1.5
+RSS_TARGET_KIB = 40.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,7 @@ class Settings:
     messages: int
     connect_concurrency: int
     sdk_thread_cap: int
+    libraries: tuple[str, ...]
 
 
 def _default_thread_cap() -> int:
@@ -62,30 +87,31 @@ def _default_thread_cap() -> int:
 
 
 async def _run_size(
-    library: str, hub: Emulator, devices: list[list[str]], settings: Settings, log_dir: Path, peer_python: Path
+    library: Library, hub: Worker, settings: Settings, log_dir: Path, peer_python: Path | None, size: int
 ) -> dict[str, Any]:
-    size = len(devices)
-    python, script = (peer_python, SDK_WORKER) if library == "azure-iot-device" else (sys.executable, AIO_WORKER)
     connect_timeout = max(60.0, size / 20)
     telemetry_timeout = max(120.0, size * settings.messages / 200)
-    result: dict[str, Any] = {"library": library, "devices": size}
-    async with run_worker(f"{library}-{size}", python, script, log_dir) as worker:
+    devices = await hub.call("add_devices", count=size, seconds=600)
+    result: dict[str, Any] = {"library": library.label, "devices": size}
+    async with library_worker(library, str(size), log_dir, peer_python) as worker:
         result["limits"] = await worker.call("limits", needed=size + FD_MARGIN)
         connect = await worker.call(
             "many_connect",
             seconds=connect_timeout + 60,
-            hostname=hub.hostname,
-            port=hub.port,
-            ca_pem=hub.ca_pem.decode("ascii"),
+            **library.connect_arguments(),
+            hostname=hub.hello["hub"]["hostname"],
+            port=hub.hello["hub"]["port"],
+            ca_pem=hub.hello["hub"]["ca_pem"],
             devices=devices,
             connect_concurrency=settings.connect_concurrency,
-            connect_timeout=30,
+            # Also each message's deadline: thousands of devices sending at once queue at the hub.
+            connect_timeout=120,
             phase_timeout=connect_timeout,
             thread_cap=settings.sdk_thread_cap,
         )
         result["connect"] = connect
-        result["hub_connected"] = sum(hub.is_connected(device_id) for device_id, _ in devices)
-        hub.clear_telemetry()
+        result["hub_connected"] = await hub.call("connected", count=size, seconds=300)
+        await hub.call("clear_telemetry")
         if connect["connected"]:
             telemetry = await worker.call(
                 "many_telemetry",
@@ -93,15 +119,13 @@ async def _run_size(
                 messages=settings.messages,
                 phase_timeout=telemetry_timeout,
             )
-            telemetry["hub_stored"] = len(hub.telemetry())
+            telemetry["hub_stored"] = await hub.call("telemetry_count")
             result["telemetry"] = telemetry
-        hub.clear_telemetry()
+        await hub.call("clear_telemetry")
         result["close"] = await worker.call("many_close", seconds=300, phase_timeout=240)
     result["log_errors"] = _log_errors(worker.log_path)
     # The next run starts only once the emulator has seen every connection of this one end.
-    with anyio.move_on_after(60):
-        for device_id, _ in devices:
-            await hub.wait_disconnected(device_id, timeout=60)
+    await hub.call("wait_disconnected", count=size, timeout=120, seconds=180)
     return result
 
 
@@ -159,32 +183,49 @@ def _complete(result: dict[str, Any]) -> bool:
     return connect["connected"] == result["devices"] and not connect["timed_out"]
 
 
+def _ephemeral_ports() -> int:
+    try:
+        low, high = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 28_232
+    return high - low + 1
+
+
 async def run(settings: Settings) -> dict[str, Any]:
-    """Run every size for every library against one emulator."""
-    peer_python = ensure_peer_python()
+    """Run every size for every library against one emulator in its own process."""
+    libraries = [BY_NAME[name] for name in settings.libraries]
+    peer_python = ensure_peer_python() if SDK in libraries else None
     largest = max(settings.sizes)
-    warning = _common.raise_open_files_limit(largest + FD_MARGIN)
-    results: dict[str, Any] = {"settings": settings.__dict__, "runs": [], "warnings": [warning] if warning else []}
+    warnings = [_common.raise_open_files_limit(largest + FD_MARGIN)]
+    if largest > _ephemeral_ports() - 500:
+        warnings.append(
+            f"{largest:,} connections to one address need more ephemeral ports than the {_ephemeral_ports():,} of "
+            "net.ipv4.ip_local_port_range: run in a network namespace with a wider range (see the docstring)"
+        )
+    results: dict[str, Any] = {
+        "settings": settings.__dict__,
+        "runs": [],
+        "warnings": [warning for warning in warnings if warning],
+    }
     with tempfile.TemporaryDirectory(prefix="aioiothub-bench-") as directory:
-        limit = largest * settings.messages + 1_000
-        async with Emulator(port=SDK_PORT, websocket_port=None, telemetry_limit=limit) as hub:
-            devices = []
-            for index in range(largest):
-                identity = hub.add_device(f"many-{index:05}")
-                assert identity.primary_key is not None
-                devices.append([identity.device_id, identity.primary_key])
-            for library in LIBRARIES:
-                failed_at: int | None = None
-                for size in settings.sizes:
-                    if failed_at is not None:
-                        results["runs"].append(
-                            {"library": library, "devices": size, "skipped": f"did not complete {failed_at:,}"}
-                        )
+        log_dir = Path(directory)
+        async with run_worker("emulator", sys.executable, HUB_WORKER, log_dir) as hub:
+            hub.hello["hub"] = await hub.call(
+                "start", port=SDK_PORT, telemetry_limit=largest * settings.messages + 1_000, needed=largest + FD_MARGIN
+            )
+            # Size by size, every library in turn: no library always follows another's largest run.
+            failed_at: dict[str, int] = {}
+            for size in settings.sizes:
+                for library in libraries:
+                    if library.label in failed_at:
+                        skipped = f"did not complete {failed_at[library.label]:,}"
+                        results["runs"].append({"library": library.label, "devices": size, "skipped": skipped})
                         continue
-                    run_result = await _run_size(library, hub, devices[:size], settings, Path(directory), peer_python)
+                    run_result = await _run_size(library, hub, settings, log_dir, peer_python, size)
                     results["runs"].append(run_result)
                     if not _complete(run_result):
-                        failed_at = size
+                        failed_at[library.label] = size
+    results["runs"].sort(key=lambda run: [library.label for library in libraries].index(run["library"]))
     return results
 
 
@@ -200,6 +241,7 @@ def _figures(result: dict[str, Any]) -> dict[str, float | None]:
         "threads": connect["after"]["threads"],
         "peak_threads": max(connect["peak_threads"], telemetry.get("peak_threads", 0)),
         "telemetry_rate": telemetry["sent"] / telemetry["seconds"] if telemetry.get("seconds") else None,
+        "twins": telemetry.get("twins"),
     }
 
 
@@ -213,7 +255,7 @@ def report(results: dict[str, Any]) -> str:
         library, size = result["library"], result["devices"]
         if "skipped" in result:
             notes.append(f"not run: {result['skipped']}")
-            rows.append([library, f"{size:,}", *["-"] * 8, f"[{len(notes)}]"])
+            rows.append([library, f"{size:,}", *["-"] * 9, f"[{len(notes)}]"])
             continue
         figure = _figures(result)
         if _complete(result):
@@ -232,12 +274,14 @@ def report(results: dict[str, Any]) -> str:
                 number(figure["peak_threads"]),
                 number(connect["after"]["fds"]),
                 number(figure["telemetry_rate"]),
+                number(figure["twins"]),
                 _note_marker(result, notes),
             ]
         )
     title = (
         f"Many TLS device connections in one process, against the emulator ({settings['connect_concurrency']} "
-        f"connects in progress at a time; then {settings['messages']} QoS 1 messages per device, all devices at once)"
+        f"connects in progress at a time; then {settings['messages']} QoS 1 messages and a twin read per device, "
+        "all devices at once)"
     )
     headers = [
         "library",
@@ -250,24 +294,53 @@ def report(results: dict[str, Any]) -> str:
         "peak threads",
         "open fds",
         "telemetry msg/s",
+        "twin reads",
         "notes",
     ]
     text = table(title, headers, rows)
     text += "".join(f"\n[{index}] {note}" for index, note in enumerate(notes, start=1))
     ratio_rows = []
+    target_rows = []
     for size in settings["sizes"]:
-        ours, sdk = figures.get(("aioiothub", size)), figures.get(("azure-iot-device", size))
-        if ours is None or sdk is None:
-            continue
-        ratio_rows.append(
-            [
-                f"{size:,}",
-                ratio(ours["connect_rate"], sdk["connect_rate"]),
-                ratio(ours["rss_kib"], sdk["rss_kib"]),
-                ratio(ours["threads"], sdk["threads"]),
-                ratio(ours["telemetry_rate"], sdk["telemetry_rate"]),
-            ]
-        )
+        ours, native, sdk = (figures.get((library.label, size)) for library in (AIOIOTHUB, NATIVE, SDK))
+        if native is not None and ours is not None:
+            rate = (
+                native["connect_rate"] / ours["connect_rate"]
+                if native["connect_rate"] and ours["connect_rate"]
+                else None
+            )
+            target_rows.append(
+                [
+                    f"{size:,}: native / aiomqtt transport connects/s",
+                    ratio(native["connect_rate"], ours["connect_rate"]),
+                    f"{CONNECT_RATE_TARGET:.1f}x",
+                    verdict(rate, CONNECT_RATE_TARGET),
+                ]
+            )
+        if native is not None and native["rss_kib"] is not None:
+            target_rows.append(
+                [
+                    f"{size:,}: native RSS per connection (KiB)",
+                    number(native["rss_kib"], 1),
+                    f"<= {RSS_TARGET_KIB:.0f}",
+                    verdict(RSS_TARGET_KIB - native["rss_kib"], 0.0),
+                ]
+            )
+            target_rows.append(
+                [f"{size:,}: native threads once connected", number(native["threads"]), "1 + resolver", ""]
+            )
+        for label, mine in (("aiomqtt transport", ours), ("native", native)):
+            if mine is None or sdk is None:
+                continue
+            ratio_rows.append(
+                [
+                    f"{size:,} {label}",
+                    ratio(mine["connect_rate"], sdk["connect_rate"]),
+                    ratio(mine["rss_kib"], sdk["rss_kib"]),
+                    ratio(mine["threads"], sdk["threads"]),
+                    ratio(mine["telemetry_rate"], sdk["telemetry_rate"]),
+                ]
+            )
     if ratio_rows:
         text += "\n\n" + table(
             "aioiothub / azure-iot-device, sizes both completed (connects/s and msg/s: higher is better for "
@@ -275,30 +348,49 @@ def report(results: dict[str, Any]) -> str:
             ["devices", "connects/s", "RSS/conn", "threads", "telemetry msg/s"],
             ratio_rows,
         )
+    if target_rows:
+        text += "\n\n" + table("The native transport's targets", ["measure", "measured", "target", ""], target_rows)
     for warning in results["warnings"]:
         text += f"\nwarning: {warning}"
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print its tables."""
-    command_line = _common.parser(__doc__.splitlines()[0])
+def _options(command_line: argparse.ArgumentParser) -> None:
     command_line.add_argument("--sizes", help="comma-separated device counts (default 300,1000,5000,10000)")
+    command_line.add_argument("--devices", type=int, help="one size only (such as 50000)")
+    command_line.add_argument("--libraries", default="aiomqtt,native,sdk", help="of aiomqtt, native, sdk")
     command_line.add_argument("--messages", type=int, help="telemetry messages per device (default 10)")
     command_line.add_argument("--connect-concurrency", type=int, default=100, help="connects in progress at once")
     command_line.add_argument(
         "--sdk-thread-cap", type=int, default=_default_thread_cap(), help="SDK clients stop at this many threads"
     )
-    arguments = command_line.parse_args(argv)
+
+
+def _settings(arguments: argparse.Namespace) -> Settings:
     sizes: tuple[int, ...] = SMOKE_SIZES if arguments.smoke else FULL_SIZES
     if arguments.sizes:
         sizes = tuple(int(size) for size in arguments.sizes.split(","))
+    if arguments.devices:
+        sizes = (arguments.devices,)
+    libraries = tuple(name.strip() for name in arguments.libraries.split(",") if name.strip())
+    unknown = sorted(set(libraries) - set(BY_NAME))
+    if unknown or not libraries:
+        raise SystemExit(f"--libraries takes some of {', '.join(BY_NAME)}, not {arguments.libraries!r}")
     messages = arguments.messages or (2 if arguments.smoke else 10)
-    settings = Settings(sizes, messages, arguments.connect_concurrency, arguments.sdk_thread_cap)
-    results = anyio.run(run, settings, backend="asyncio")
-    print(report(results))
-    _common.write_json(arguments.json, {"benchmark": "many_devices", **results})
-    return 0
+    return Settings(sizes, messages, arguments.connect_concurrency, arguments.sdk_thread_cap, libraries)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its tables."""
+    return _common.main(
+        argv,
+        benchmark="many_devices",
+        description=__doc__,
+        settings=_settings,
+        run=run,
+        report=report,
+        options=_options,
+    )
 
 
 if __name__ == "__main__":

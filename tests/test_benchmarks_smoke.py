@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.bench
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 # The first run on a new machine also installs mosquitto and builds the SDK's virtual environment.
@@ -24,8 +26,8 @@ TIMEOUT = 900.0
 @pytest.mark.parametrize(
     ("script", "title", "row"),
     [
-        ("telemetry_throughput.py", "Telemetry throughput, one TLS connection", "emulator 10 concurrent"),
-        ("many_devices.py", "Many TLS device connections in one process", "azure-iot-device"),
+        ("telemetry_throughput.py", "Telemetry throughput, one TLS connection", "aioiothub[native]+uvloop"),
+        ("many_devices.py", "Many TLS device connections in one process", "aioiothub[native]"),
         ("latency.py", "Round-trip latency against the emulator", "C2D delivery"),
         ("emulator_capacity.py", "Emulator capacity on this machine", "concurrent TLS connections"),
     ],

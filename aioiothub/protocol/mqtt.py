@@ -356,6 +356,7 @@ class _PacketReader:
         new_object, publish_class = _new_object, Publish
         set_topic, set_payload, set_qos = _set_topic, _set_payload, _set_qos
         set_retain, set_dup, set_packet_id = _set_retain, _set_dup, _set_packet_id
+        puback_class, set_puback_id = PubAck, _set_puback_id
         while pos + 2 <= size:
             first = view[pos]
             # Remaining length: up to four bytes of seven bits each, least significant first.
@@ -391,7 +392,15 @@ class _PacketReader:
                     # Rejected now rather than once a body of up to the size limit has arrived.
                     raise MalformedPacket(f"packet type {first >> 4} may not be sent here")
                 break
-            if first >> 4 == _PUBLISH:
+            if first == 0x40 and length == 2:
+                # PUBACK, the other hot path (a client's acknowledgements), kept inline.
+                packet_id = (view[start] << 8) | view[start + 1]
+                if packet_id == 0:
+                    raise MalformedPacket("PUBACK has packet identifier 0")
+                acknowledgement = new_object(puback_class)
+                set_puback_id(acknowledgement, packet_id)
+                append(acknowledgement)
+            elif first >> 4 == _PUBLISH:
                 # The hot path (telemetry), kept inline.
                 qos = (first >> 1) & 3
                 if qos == 3:
@@ -489,7 +498,7 @@ class MqttServerCodec(_PacketReader):
 
 
 class MqttClientCodec(_PacketReader):
-    """Parses the bytes a server sends to a client (for tests and benchmarks).
+    """Parses the bytes a server sends to a client (the native transport, tests and benchmarks).
 
     Args:
         max_packet_size: the largest packet accepted, fixed header included.

@@ -22,6 +22,9 @@ STEP = 5.0
 
 _ids = itertools.count(1)
 
+current_transport = "aiomqtt"
+"""The ``transport=`` the helpers give the clients they build (set per test by the ``transport`` fixture)."""
+
 
 def new_id(prefix: str) -> str:
     """A device or module id no other test in the session uses."""
@@ -96,7 +99,7 @@ def _client(
 ) -> ClientT:
     if setup.authentication != "sas" and directory is None:
         raise AssertionError("X.509 setups need a directory for the certificate files")
-    merged = {**client_options(hub, identity, setup, directory or Path()), **options}
+    merged = {"transport": current_transport, **client_options(hub, identity, setup, directory or Path()), **options}
     if not setup.sas_token:
         return kind.from_connection_string(identity.connection_string, **merged)
     assert identity.primary_key is not None
@@ -107,9 +110,7 @@ def _client(
     return kind(hostname=hub.hostname, device_id=identity.device_id, sas_token=token, **merged)
 
 
-async def wait_subscribed(
-    hub: Emulator, topic_filter: str, device_id: str, module_id: str | None = None
-) -> None:
+async def wait_subscribed(hub: Emulator, topic_filter: str, device_id: str, module_id: str | None = None) -> None:
     """Wait until the identity's live connection holds ``topic_filter``."""
     await hub.wait_subscribed(device_id, topic_filter, module_id=module_id, timeout=STEP)
 

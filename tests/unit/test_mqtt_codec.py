@@ -130,6 +130,108 @@ def test_remaining_length_boundaries(payload_size: int, header: str) -> None:
     assert parsed == [Publish("t", bytes(payload_size), 0, False, False, None)]
 
 
+# --- the client role: every packet it encodes and decodes, exact bytes from the specification ----------
+
+CLIENT_ENCODED: dict[str, tuple[bytes, str]] = {
+    "CONNECT for X.509: user name, no password, session kept": (
+        encode_connect("d", "u", None, keepalive=60, clean_session=False),
+        "10 10  00 04 4d 51 54 54 04  80  00 3c  00 01 64  00 01 75",
+    ),
+    "CONNECT with password and a QoS 1 will, session kept": (
+        encode_connect("d", "u", "p", keepalive=60, clean_session=False, will=Will("w", b"x", 1, False)),
+        "10 19  00 04 4d 51 54 54 04  cc  00 3c  00 01 64  00 01 77  00 01 78  00 01 75  00 01 70",
+    ),
+    "CONNECT, clean session, retained QoS 0 will, no user name": (
+        encode_connect("d", None, None, keepalive=1177, clean_session=True, will=Will("w", b"", 0, True)),
+        "10 12  00 04 4d 51 54 54 04  26  04 99  00 01 64  00 01 77  00 00",
+    ),
+    "CONNECT, clean session, keep-alive 0": (
+        encode_connect("d", "u", "p", keepalive=0, clean_session=True),
+        "10 13  00 04 4d 51 54 54 04  c2  00 00  00 01 64  00 01 75  00 01 70",
+    ),
+    "PUBLISH QoS 0": (encode_publish("a/b", b"hi", 0), "30 07  00 03 61 2f 62  68 69"),
+    "PUBLISH QoS 0 retained": (encode_publish("a/b", b"hi", 0, retain=True), "31 07  00 03 61 2f 62  68 69"),
+    "PUBLISH QoS 1": (encode_publish("a/b", b"hi", 1, 0x0102), "32 09  00 03 61 2f 62  01 02  68 69"),
+    "PUBLISH QoS 1 retained": (
+        encode_publish("a/b", b"hi", 1, 1, retain=True),
+        "33 09  00 03 61 2f 62  00 01  68 69",
+    ),
+    "PUBLISH QoS 1 duplicate": (encode_publish("a/b", b"", 1, 0xFFFF, dup=True), "3a 07  00 03 61 2f 62  ff ff"),
+    "PUBACK": (encode_puback(0xABCD), "40 02  ab cd"),
+    "SUBSCRIBE, two filters": (
+        encode_subscribe(3, [("a/#", 1), ("b", 0)]),
+        "82 0c  00 03  00 03 61 2f 23 01  00 01 62 00",
+    ),
+    "UNSUBSCRIBE, two filters": (encode_unsubscribe(4, ["a/#", "b"]), "a2 0a  00 04  00 03 61 2f 23  00 01 62"),
+    "PINGREQ": (encode_pingreq(), "c0 00"),
+    "DISCONNECT": (encode_disconnect(), "e0 00"),
+}
+
+
+@pytest.mark.parametrize(("encoded", "expected"), CLIENT_ENCODED.values(), ids=CLIENT_ENCODED.keys())
+def test_client_role_encodes_exact_bytes(encoded: bytes, expected: str) -> None:
+    assert encoded == bytes.fromhex(expected)
+
+
+CLIENT_DECODED: dict[str, tuple[str, object]] = {
+    "CONNACK accepted, new session": ("20 02 00 00", ConnAck(False, 0)),
+    "CONNACK accepted, session present": ("20 02 01 00", ConnAck(True, 0)),
+    "CONNACK 1 unacceptable protocol version": ("20 02 00 01", ConnAck(False, 1)),
+    "CONNACK 2 identifier rejected": ("20 02 00 02", ConnAck(False, 2)),
+    "CONNACK 3 server unavailable": ("20 02 00 03", ConnAck(False, 3)),
+    "CONNACK 4 bad user name or password": ("20 02 00 04", ConnAck(False, 4)),
+    "CONNACK 5 not authorized": ("20 02 00 05", ConnAck(False, 5)),
+    "PUBLISH QoS 0": ("30 07  00 03 61 2f 62  68 69", Publish("a/b", b"hi", 0, False, False, None)),
+    "PUBLISH QoS 1": ("32 09  00 03 61 2f 62  00 07  68 69", Publish("a/b", b"hi", 1, False, False, 7)),
+    "PUBLISH QoS 1 retained duplicate": ("3b 07  00 03 61 2f 62  00 07", Publish("a/b", b"", 1, True, True, 7)),
+    "PUBACK": ("40 02  12 34", PubAck(0x1234)),
+    "SUBACK granting 0, 1 and refusing one": ("90 05  00 09  00 01 80", SubAck(9, (0, 1, 0x80))),
+    "UNSUBACK": ("b0 02  00 04", UnsubAck(4)),
+    "PINGRESP": ("d0 00", PingResp()),
+}
+
+
+@pytest.mark.parametrize(("data", "expected"), CLIENT_DECODED.values(), ids=CLIENT_DECODED.keys())
+def test_client_role_decodes_exact_bytes(data: str, expected: object) -> None:
+    assert parse_one_client(bytes.fromhex(data)) == expected
+
+
+def test_client_codec_yields_many_packets_from_one_chunk() -> None:
+    stream = b"".join(bytes.fromhex(data) for data, _ in CLIENT_DECODED.values()) + bytes.fromhex("40 02 00 01") * 100
+    expected = [packet for _, packet in CLIENT_DECODED.values()] + [PubAck(1)] * 100
+    assert MqttClientCodec().feed(stream) == expected
+
+
+def test_client_codec_assembles_one_packet_split_over_many_chunks() -> None:
+    packet = encode_publish("devices/d/messages/devicebound/%24.mid=1", bytes(range(200)), 1, 42)
+    codec = MqttClientCodec()
+    for index in range(len(packet) - 1):
+        assert codec.feed(packet[index : index + 1]) == []
+    assert codec.buffered == len(packet) - 1
+    assert codec.feed(packet[-1:]) == [
+        Publish("devices/d/messages/devicebound/%24.mid=1", bytes(range(200)), 1, False, False, 42)
+    ]
+    assert codec.buffered == 0
+
+
+def test_fast_built_puback_behaves_like_constructed() -> None:
+    for codec in (MqttClientCodec(), MqttServerCodec()):
+        (parsed,) = codec.feed(encode_puback(0x0102))
+        built = PubAck(0x0102)
+        assert type(parsed) is PubAck
+        assert parsed == built
+        assert hash(parsed) == hash(built)
+        assert repr(parsed) == repr(built)
+        with pytest.raises(AttributeError):
+            parsed.packet_id = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("codec_class", [MqttClientCodec, MqttServerCodec])
+def test_puback_with_packet_id_0_is_malformed_in_both_roles(codec_class: type[MqttClientCodec]) -> None:
+    with pytest.raises(MalformedPacket, match="PUBACK has packet identifier 0"):
+        codec_class().feed(bytes.fromhex("40 02 00 00"))
+
+
 # --- round trips --------------------------------------------------------------------------------------
 
 
