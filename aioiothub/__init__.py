@@ -13,6 +13,9 @@ Example:
     ...         twin = await client.get_twin()
 """
 
+import logging as _logging
+
+from aioiothub import pnp
 from aioiothub._version import __version__
 from aioiothub.auth import (
     ConnectionString,
@@ -22,7 +25,18 @@ from aioiothub.auth import (
     derive_device_key,
     generate_sas_token,
 )
-from aioiothub.client import IoTHubDeviceClient, IoTHubModuleClient
+from aioiothub.background_errors import (
+    BackgroundError,
+    ConnectionDropped,
+    ConsumerFellBehind,
+    DesiredResyncFailed,
+    ErrorsDropped,
+    MalformedMessage,
+    MethodNotHandled,
+    ReconnectFailed,
+    RenewalFailed,
+)
+from aioiothub.client import AckMode, IoTHubDeviceClient, IoTHubModuleClient
 from aioiothub.exceptions import (
     AuthenticationError,
     ConnectError,
@@ -36,7 +50,12 @@ from aioiothub.exceptions import (
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
 from aioiothub.options import ClientOptions, ProxyOptions, ReconnectPolicy
+from aioiothub.pnp import WritablePropertyRequest, WritablePropertyResponse
 from aioiothub.twin import Twin
+
+# A library prints nothing by itself: without this, Python's last-resort handler would write the
+# client's warnings to stderr whenever the application has not configured logging.
+_logging.getLogger("aioiothub").addHandler(_logging.NullHandler())
 
 __all__ = [
     # clients
@@ -46,6 +65,21 @@ __all__ = [
     "Message",
     "MethodRequest",
     "Twin",
+    "AckMode",
+    # Plug and Play (more in aioiothub.pnp)
+    "pnp",
+    "WritablePropertyRequest",
+    "WritablePropertyResponse",
+    # background errors (client.errors())
+    "BackgroundError",
+    "ConnectionDropped",
+    "ConsumerFellBehind",
+    "DesiredResyncFailed",
+    "ErrorsDropped",
+    "MalformedMessage",
+    "MethodNotHandled",
+    "ReconnectFailed",
+    "RenewalFailed",
     # options
     "ClientOptions",
     "ProxyOptions",

@@ -54,6 +54,7 @@ from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLo
 from aioiothub.options import ProxyOptions
 from aioiothub.protocol.connect import CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED, CONNACK_REASONS, WEBSOCKET_PATH
 from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler
+from aioiothub.transports.event_loop import require_selector_event_loop
 
 __all__ = ["SUPPORTED_AIOMQTT", "MqttConnection"]
 
@@ -112,6 +113,7 @@ class MqttConnection:
         self._on_message = on_message
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._loop = asyncio.get_running_loop()
+        require_selector_event_loop(self._loop)
         self.lost: asyncio.Future[None] = self._loop.create_future()
         """Completes (with :class:`ConnectionLostError`) when the connection ends for any reason."""
         self._last_received = self._loop.time()
