@@ -6,7 +6,7 @@ application carries on. Applications still want to count and alert on them, so e
 a frozen event on every ``async for error in client.errors()`` loop, and logged on the
 ``aioiothub`` logger (which prints nothing unless the application configures logging).
 
-Each loop has a bounded backlog (``inbound_buffer_size`` events). When it is full the oldest event
+Each loop has a bounded backlog (:data:`ERRORS_BACKLOG` events). When it is full the oldest event
 is dropped, and the loop receives one :class:`ErrorsDropped` with the count before the events that
 remain. Consecutive :class:`ConsumerFellBehind` events for the same stream are merged into one
 with a running count, so a flood of messages cannot flood the backlog.
@@ -32,6 +32,7 @@ import anyio
 from aioiothub.exceptions import ConnectError, ConnectionLostError, IoTHubError, ProtocolError
 
 __all__ = [
+    "ERRORS_BACKLOG",
     "BackgroundError",
     "BackgroundErrors",
     "ConnectionDropped",
@@ -46,6 +47,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("aioiothub")
+
+ERRORS_BACKLOG = 64
+"""Events each ``errors()`` loop may have waiting before the oldest is dropped."""
 
 StreamName = Literal["cloud_messages", "input_messages", "method_requests", "desired_property_patches"]
 """The client iterator a :class:`ConsumerFellBehind` is about."""
@@ -229,6 +233,11 @@ class BackgroundErrors:
         self._size = size
         self._listeners: list[_Listener] = []
         self._closed = False
+
+    @property
+    def loops(self) -> int:
+        """How many ``errors()`` loops are running."""
+        return len(self._listeners)
 
     def report(self, event: BackgroundError, *, level: int = logging.WARNING) -> None:
         """Log ``event`` and queue it for every loop (never waits, never raises)."""

@@ -127,8 +127,7 @@ class _HubClient:
         (``RenewalFailed``), a method nobody handles, a malformed message, a failed twin re-read.
         The client carries on after each; errors it cannot recover from are raised from the
         ``async with`` block instead. Every loop sees every event from when it starts; each keeps
-        at most ``inbound_buffer_size`` waiting, dropping the oldest and then yielding
-        ``ErrorsDropped(count)``. The library itself prints nothing: it logs on the ``aioiothub``
+        at most 64 waiting, dropping the oldest and then yielding ``ErrorsDropped(count)``. The library itself prints nothing: it logs on the ``aioiothub``
         logger, which has no output unless the application configures logging.
 
         Example:
@@ -317,6 +316,13 @@ def _identity_from_connection_string(
     return identity
 
 
+def _identity_from_sas_token(sas_token: str, options: ClientOptions) -> tuple[str, str, str | None]:
+    for name in ("hostname", "device_id", "module_id", "shared_access_key", "sas_token", "x509"):
+        if name in options:
+            raise TypeError(f"{name} comes from the SAS token; do not pass it as well")
+    return identity_from_sas_token(sas_token)
+
+
 def _unwrap(error: BaseException) -> BaseException:
     """The single meaningful error inside anyio's exception groups."""
     while isinstance(error, BaseExceptionGroup):
@@ -417,7 +423,7 @@ class IoTHubDeviceClient(_HubClient):
             ValueError: the token is scoped to a module (use :class:`IoTHubModuleClient`).
             CredentialError: the token is malformed or its scope names no device.
         """
-        hostname, device_id, module_id = identity_from_sas_token(sas_token)
+        hostname, device_id, module_id = _identity_from_sas_token(sas_token, options)
         if module_id is not None:
             raise ValueError("the SAS token is scoped to a module: use IoTHubModuleClient.from_sas_token")
         return cls(
@@ -525,7 +531,7 @@ class IoTHubModuleClient(_HubClient):
             ValueError: the token is scoped to a device, not a module (use :class:`IoTHubDeviceClient`).
             CredentialError: the token is malformed or its scope names no module.
         """
-        hostname, device_id, module_id = identity_from_sas_token(sas_token)
+        hostname, device_id, module_id = _identity_from_sas_token(sas_token, options)
         if module_id is None:
             raise ValueError("the SAS token is scoped to a device: use IoTHubDeviceClient.from_sas_token")
         return cls(

@@ -37,7 +37,13 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
 from aioiothub.auth import Credential
-from aioiothub.background_errors import BackgroundError, BackgroundErrors, ConnectionDropped, ReconnectFailed
+from aioiothub.background_errors import (
+    ERRORS_BACKLOG,
+    BackgroundError,
+    BackgroundErrors,
+    ConnectionDropped,
+    ReconnectFailed,
+)
 from aioiothub.clock import Clock, SystemClock
 from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError, IoTHubError
 from aioiothub.in_flight import InFlightPublishes
@@ -91,12 +97,13 @@ class ConnectionSupervisor:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.protocol: DeviceProtocol[Any] = DeviceProtocol(settings.device_id, settings.module_id)
-        self.errors = BackgroundErrors(settings.inbound_buffer_size)
+        self.errors = BackgroundErrors(ERRORS_BACKLOG)
         self.tokens = TokenSchedule(
             settings.credential,
             device_resource_uri(settings.hostname, settings.device_id, settings.module_id),
             report=self.errors.report,
             retry_delay=settings.retry_delay,
+            timeout=settings.request_timeout,
         )
         self._in_flight = InFlightPublishes(settings.request_timeout, self.clock.monotonic)
         self._connection: Transport | None = None
@@ -271,8 +278,10 @@ class ConnectionSupervisor:
                 return True
             remaining = self.tokens.renew_due - clock.time()
             if remaining <= 0:
-                _log.info("renewing the SAS token")
-                return True
+                if await self.tokens.renew_ahead(clock.time()):
+                    _log.info("reconnecting with a renewed SAS token")
+                    return True
+                continue  # renewal failed (reported); the current token is still good for a while
             now, last_received, oldest = clock.monotonic(), connection.last_received, self._in_flight.oldest_since()
             check = monitor.check(now=now, last_received=last_received, oldest_unacked_since=oldest)
             if check.verdict is Verdict.PROBE:
