@@ -127,8 +127,9 @@ class _HubClient:
         (``RenewalFailed``), a method nobody handles, a malformed message, a failed twin re-read.
         The client carries on after each; errors it cannot recover from are raised from the
         ``async with`` block instead. Every loop sees every event from when it starts; each keeps
-        at most 64 waiting, dropping the oldest and then yielding ``ErrorsDropped(count)``. The library itself prints nothing: it logs on the ``aioiothub``
-        logger, which has no output unless the application configures logging.
+        at most 64 waiting, dropping the oldest and then yielding ``ErrorsDropped(count)``. The
+        library itself prints nothing: it logs on the ``aioiothub`` logger, which has no output
+        unless the application configures logging.
 
         Example:
             >>> async def watch(client):

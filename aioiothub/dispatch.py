@@ -7,7 +7,8 @@ dispatcher decides where it goes and what to do when there is no room:
 * cloud-to-device and module-input messages are left unacknowledged (the hub delivers them again
   on the next connection); with room, they wait for their consumer, which acknowledges them;
 * desired-property patches are dropped and recovered by a twin reading;
-* method requests are answered with 503 at once (the service caller is waiting).
+* method requests are answered with 503 at once (the service caller is waiting), on the next
+  event-loop turn rather than from inside the transport's callback.
 
 Each of those, and anything malformed, is reported to ``client.errors()``. Every packet but a
 buffered message is acknowledged here, on the connection it arrived on.
@@ -15,6 +16,8 @@ buffered message is acknowledged here, on the connection it arrived on.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,7 +29,7 @@ from aioiothub.background_errors import (
     MethodNotHandled,
     StreamName,
 )
-from aioiothub.exceptions import ProtocolError
+from aioiothub.exceptions import ConnectionLostError, ProtocolError
 from aioiothub.inbound import Buffer, Delivery, InboundStreams
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
@@ -37,6 +40,7 @@ from aioiothub.protocol.device import (
     DeviceProtocol,
     InputMessage,
     MethodInvoked,
+    OutboundPublish,
     TwinResponse,
 )
 from aioiothub.transports.base import InboundPublish, Transport
@@ -132,7 +136,15 @@ class Dispatcher:
         else:
             reason = "the method request buffer is full"
             self._errors.report(ConsumerFellBehind("method_requests", 1, routed[0]))
-        if connection.connected:
-            answer = self._protocol.method_response(event.request_id, 503, json.dumps({"error": reason}).encode())
+        answer = self._protocol.method_response(event.request_id, 503, json.dumps({"error": reason}).encode())
+        # Sent on the next loop turn, not from inside the transport's message callback: paho holds
+        # a non-reentrant lock there that a QoS 0 publish takes again (it would deadlock).
+        asyncio.get_running_loop().call_soon(_answer, connection, answer)
+
+
+def _answer(connection: Transport, answer: OutboundPublish) -> None:
+    # A connection that is gone took the invocation with it: the hub has already failed it.
+    if connection.connected:
+        with contextlib.suppress(ConnectionLostError):
             connection.publish(answer.topic, answer.payload, 0)
 

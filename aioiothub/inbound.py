@@ -91,7 +91,9 @@ class Delivery:
         """
         if self._result is None:
             connection = self._connection
-            self._result = connection.connected
+            # Not ``connected``: a message can arrive (and be handled) while the connection is
+            # still being set up, and its PUBACK goes out then too.
+            self._result = not connection.lost.done()
             connection.acknowledge(self._inbound)
         return self._result
 

@@ -155,7 +155,7 @@ async def test_consumers_falling_behind_are_reported_per_stream_with_counts() ->
         for index in range(3):
             first.deliver(f"$iothub/methods/POST/reboot/?$rid={index}", b"{}")
         first.deliver("$iothub/methods/POST/unknown/?$rid=9", b"{}")
-        await network.until(lambda: len(log.events) == 3)
+        await network.until(lambda: len(log.events) == 3 and len(first.published) == 2)
     assert log.events == [
         # The first message was taken by the blocked loop, the second waits, two did not fit.
         ConsumerFellBehind("cloud_messages", 2),

@@ -184,5 +184,6 @@ async def test_with_only_named_loops_an_unknown_method_is_refused_and_reported()
         tasks.start_soon(anext, session.method_requests("reboot"))
         await network.until(lambda: len(first.subscriptions) == 1)
         first.deliver("$iothub/methods/POST/factoryReset/?$rid=5", b"{}")
+        await network.until(lambda: len(first.published) == 1)
         assert [sent.topic for sent in first.published] == ["$iothub/methods/res/503/?$rid=5"]
         assert await log.wait_for(MethodNotHandled) == [MethodNotHandled("factoryReset", "5")]
