@@ -195,7 +195,7 @@ class _HubClient:
             ...     await client.send_message({"temperature": 21.5})
             ...     await client.send_message(Message(b"raw", properties={"alert": "1"}))
         """
-        await self._send(message, qos, None)
+        await self._send(message, qos, None, retain)
 
     # ------------------------------------------------------------------ twin
 

@@ -384,7 +384,7 @@ class ConnectionSupervisor:
         filters = self.protocol.subscriptions
         self._subscribed_on, self._subscribed = connection, {name for name, _ in filters}
         if filters:
-            await connection.subscribe(filters)
+            await _subscribe(connection, filters)
 
     async def ensure_subscribed(self, topic_filter: str, qos: int) -> None:
         """Subscribe once per connection; later connections restore it before going live."""
@@ -400,8 +400,28 @@ class ConnectionSupervisor:
                 if topic_filter in self._subscribed:
                     return
                 try:
-                    await connection.subscribe([(topic_filter, qos)])
+                    await _subscribe(connection, [(topic_filter, qos)])
                 except ConnectionLostError:
                     continue
                 self._subscribed.add(topic_filter)
                 return
+
+
+async def _subscribe(connection: Transport, filters: list[tuple[str, int]]) -> None:
+    """Subscribe, giving up the moment the connection is lost.
+
+    A transport may wait for a SUBACK until its timeout even after the connection dropped (aiomqtt
+    does); the next connection restores every subscription anyway, so nothing is gained by waiting.
+    """
+    with anyio.CancelScope() as scope:
+
+        def give_up(_: object) -> None:
+            scope.cancel()
+
+        connection.lost.add_done_callback(give_up)
+        try:
+            await connection.subscribe(filters)
+        finally:
+            connection.lost.remove_done_callback(give_up)
+    if scope.cancelled_caught:
+        raise ConnectionLostError("the connection was lost while subscribing")
