@@ -123,7 +123,7 @@ class TokenSchedule:
         current = self._current
         left = current.expiry - now if current is not None else 0.0
         # Back off, but never past half of what is left of the current token.
-        retry_in = max(1.0, min(self._retry_delay(self._failures), left / 2))
+        retry_in = max(0.1, min(self._retry_delay(self._failures), left / 2))
         self.renew_due = now + retry_in
         self._report(RenewalFailed(error, retry_in))
 
