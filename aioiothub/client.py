@@ -13,6 +13,7 @@ import anyio.abc
 from aioiothub import pnp
 from aioiothub.auth import X509Credential
 from aioiothub.background_errors import BackgroundError
+from aioiothub.exceptions import ConnectionLostError
 from aioiothub.message import Message, encode_json
 from aioiothub.methods import MethodRequest
 from aioiothub.options import ClientOptions
@@ -325,9 +326,18 @@ def _identity_from_sas_token(sas_token: str, options: ClientOptions) -> tuple[st
 
 
 def _unwrap(error: BaseException) -> BaseException:
-    """The single meaningful error inside anyio's exception groups."""
+    """The single meaningful error inside anyio's exception groups.
+
+    A ``ConnectionLostError`` raised because another error in the same group ended the client (an
+    operation that found the session failed) is only its consequence, and is left out.
+    """
     while isinstance(error, BaseExceptionGroup):
-        meaningful = [e for e in error.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+        members = [e for e in error.exceptions if not isinstance(e, anyio.get_cancelled_exc_class())]
+        meaningful = [
+            e
+            for e in members
+            if not (isinstance(e, ConnectionLostError) and any(e.__cause__ is other for other in members))
+        ]
         if len(meaningful) != 1:
             return error
         error = meaningful[0]

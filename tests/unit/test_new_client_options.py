@@ -107,3 +107,15 @@ def test_iterator_arguments_are_checked_before_anything_runs() -> None:
     ):
         with pytest.raises(RuntimeError, match="the client is not open"):
             call()
+
+
+def test_an_error_caused_by_the_one_that_ended_the_client_is_left_out_when_unwrapping() -> None:
+    from aioiothub.client import _unwrap
+
+    refused = aioiothub.AuthenticationError("not authorized", return_code=5)
+    fatal = ExceptionGroup("the session's task group", [refused])
+    consequence = aioiothub.ConnectionLostError("the client is no longer connected")
+    consequence.__cause__ = fatal
+    assert _unwrap(ExceptionGroup("the client's task group", [fatal, consequence])) is refused
+    unrelated = aioiothub.ConnectionLostError("lost on its own")
+    assert isinstance(_unwrap(ExceptionGroup("the client's task group", [fatal, unrelated])), ExceptionGroup)
