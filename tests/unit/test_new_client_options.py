@@ -109,7 +109,8 @@ def test_iterator_arguments_are_checked_before_anything_runs() -> None:
             call()
 
 
-def test_an_error_caused_by_the_one_that_ended_the_client_is_left_out_when_unwrapping() -> None:
+@pytest.mark.anyio
+async def test_an_error_caused_by_the_one_that_ended_the_client_is_left_out_when_unwrapping() -> None:
     from aioiothub.client import _unwrap
 
     refused = aioiothub.AuthenticationError("not authorized", return_code=5)
