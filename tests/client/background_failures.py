@@ -69,8 +69,11 @@ async def main(transport: str) -> dict[str, int]:
                     changed.set()
                     changed = anyio.Event()
 
+            took_one = anyio.Event()
+
             async def stuck_consumer() -> None:
                 async for _ in client.cloud_messages():
+                    took_one.set()
                     await anyio.sleep_forever()
 
             async def reboots() -> None:
@@ -97,7 +100,10 @@ async def main(transport: str) -> dict[str, int]:
             tasks.start_soon(reboots)
             await hub.wait_subscribed(device.device_id, f"devices/{device.device_id}/messages/devicebound/#")
             await hub.wait_subscribed(device.device_id, "$iothub/methods/POST/#")
-            for index in range(4):
+            await hub.send_c2d(device.device_id, b"taken")
+            with anyio.fail_after(STEP):
+                await took_one.wait()
+            for index in range(3):  # one waits in the buffer, two do not fit
                 await hub.send_c2d(device.device_id, b"%d" % index)
             await until("ConsumerFellBehind", 2)
             assert (await hub.invoke_method(device.device_id, "selfTest", timeout=STEP)).status == 503

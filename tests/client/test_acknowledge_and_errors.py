@@ -109,7 +109,7 @@ async def test_a_consumer_falling_behind_and_an_unhandled_method_appear_on_error
     device = hub.add_device(new_id("errors"))
     async with device_client(hub, device, inbound_buffer_size=1) as client:
         reported: list[aioiothub.BackgroundError] = []
-        seen_all = anyio.Event()
+        seen_all, took_one = anyio.Event(), anyio.Event()
         async with anyio.create_task_group() as tasks:
 
             async def collect() -> None:
@@ -121,6 +121,7 @@ async def test_a_consumer_falling_behind_and_an_unhandled_method_appear_on_error
 
             async def stuck_consumer() -> None:
                 async for _ in client.cloud_messages():
+                    took_one.set()
                     await anyio.sleep_forever()
 
             async def reboots() -> None:
@@ -133,7 +134,10 @@ async def test_a_consumer_falling_behind_and_an_unhandled_method_appear_on_error
             tasks.start_soon(reboots)
             await _c2d_subscribed(hub, device.device_id)
             await hub.wait_subscribed(device.device_id, METHODS_SUBSCRIPTION, timeout=STEP)
-            for index in range(4):  # one is taken, one waits in the buffer, two do not fit
+            await hub.send_c2d(device.device_id, b"taken")
+            with anyio.fail_after(STEP):
+                await took_one.wait()
+            for index in range(3):  # one waits in the buffer, two do not fit
                 await hub.send_c2d(device.device_id, b"%d" % index)
             result = await hub.invoke_method(device.device_id, "selfTest", timeout=STEP)
             assert result.status == 503
