@@ -338,7 +338,10 @@ class Message:
         acknowledged as the loop takes them, and this returns what that acknowledgement did.
 
         The method is not called ``ack`` because :attr:`ack` already holds the sender's
-        ``iothub-ack`` feedback request. Calling it again does nothing more.
+        ``iothub-ack`` feedback request. Calling it again does nothing more. MQTT 3.1.1 asks for
+        acknowledgements in the order messages arrived; IoT Hub completes each message by its own
+        PUBACK, but how it treats ones out of order is not documented, so where order is easy to
+        keep (one loop processing in turn), keep it.
 
         Example:
             >>> async def receive(client):
