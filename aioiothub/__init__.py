@@ -15,6 +15,7 @@ Example:
 
 import logging as _logging
 
+from aioiothub import pnp
 from aioiothub._version import __version__
 from aioiothub.auth import (
     ConnectionString,
@@ -24,7 +25,18 @@ from aioiothub.auth import (
     derive_device_key,
     generate_sas_token,
 )
-from aioiothub.client import IoTHubDeviceClient, IoTHubModuleClient
+from aioiothub.background_errors import (
+    BackgroundError,
+    ConnectionDropped,
+    ConsumerFellBehind,
+    DesiredResyncFailed,
+    ErrorsDropped,
+    MalformedMessage,
+    MethodNotHandled,
+    ReconnectFailed,
+    RenewalFailed,
+)
+from aioiothub.client import AckMode, IoTHubDeviceClient, IoTHubModuleClient
 from aioiothub.exceptions import (
     AuthenticationError,
     ConnectError,
@@ -38,11 +50,16 @@ from aioiothub.exceptions import (
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest, MethodResult
 from aioiothub.options import ClientOptions, ProxyOptions, ReconnectPolicy
+from aioiothub.pnp import WritablePropertyRequest, WritablePropertyResponse
 from aioiothub.provisioned import ProvisionedDeviceClient
 from aioiothub.provisioning import ProvisioningClient, ProvisioningOptions
 from aioiothub.registration import RegistrationResult
 from aioiothub.twin import Twin
 from aioiothub.upload import BlobStorageInfo
+
+# A library prints nothing by itself: without this, Python's last-resort handler would write the
+# client's warnings to stderr whenever the application has not configured logging.
+_logging.getLogger("aioiothub").addHandler(_logging.NullHandler())
 
 __all__ = [
     # clients
@@ -59,6 +76,21 @@ __all__ = [
     "MethodResult",
     "Twin",
     "BlobStorageInfo",
+    "AckMode",
+    # Plug and Play (more in aioiothub.pnp)
+    "pnp",
+    "WritablePropertyRequest",
+    "WritablePropertyResponse",
+    # background errors (client.errors())
+    "BackgroundError",
+    "ConnectionDropped",
+    "ConsumerFellBehind",
+    "DesiredResyncFailed",
+    "ErrorsDropped",
+    "MalformedMessage",
+    "MethodNotHandled",
+    "ReconnectFailed",
+    "RenewalFailed",
     # options
     "ClientOptions",
     "ProxyOptions",
@@ -81,7 +113,3 @@ __all__ = [
     "ThrottledError",
     "__version__",
 ]
-
-# A library never prints on its own: without a handler configured by the application, Python would
-# write WARNING records to stderr through its last-resort handler.
-_logging.getLogger("aioiothub").addHandler(_logging.NullHandler())

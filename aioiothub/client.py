@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Self, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Self, Unpack
 
 import anyio
 import anyio.abc
 
-from aioiothub import edge, module_methods, upload
+from aioiothub import edge, module_methods, pnp, upload
 from aioiothub.auth import X509Credential
+from aioiothub.background_errors import BackgroundError
 from aioiothub.exceptions import unwrap_group
 from aioiothub.http import HttpSettings
 from aioiothub.message import Message, encode_json
@@ -19,7 +20,7 @@ from aioiothub.methods import MethodRequest, MethodResult
 from aioiothub.options import ClientOptions
 from aioiothub.protocol.twin import validate_patch, validate_section_size
 from aioiothub.session import HubSession, SessionSettings
-from aioiothub.settings import TokenRenewer, build_settings, options_from_connection_string
+from aioiothub.settings import TokenRenewer, build_settings, identity_from_sas_token, options_from_connection_string
 from aioiothub.twin import Twin
 from aioiothub.upload import BlobStorageInfo, ProgressCallback, UploadSource
 
@@ -27,13 +28,22 @@ if TYPE_CHECKING:
     from aioiothub.provisioned import ProvisionedDeviceClient
     from aioiothub.provisioning import ProvisioningClient
 
-__all__ = ["IoTHubDeviceClient", "IoTHubModuleClient", "MessageLike"]
+__all__ = ["AckMode", "IoTHubDeviceClient", "IoTHubModuleClient", "MessageLike"]
 
 MessageLike = Message | bytes | str | dict[str, Any]
 """What ``send_message`` accepts: a dict is sent as JSON, bytes and str as the body."""
 
+AckMode = Literal["auto", "manual"]
+"""How received messages are acknowledged: as the loop takes them, or by ``await message.acknowledge()``."""
+
 # What Message.json() sets, for dicts sent without building a Message first.
 _JSON_PROPERTIES = MappingProxyType({"$.ct": "application/json", "$.ce": "utf-8"})
+
+
+def _manual_ack(ack: object) -> bool:
+    if ack not in ("auto", "manual"):
+        raise ValueError(f"ack must be 'auto' or 'manual', not {ack!r}")
+    return ack == "manual"
 
 
 def _to_message(message: object) -> Message:
@@ -117,9 +127,49 @@ class _HubClient:
         """
         return self._require_session().connection_states()
 
+    def errors(self) -> AsyncIterator[BackgroundError]:
+        """Yield the errors the client recovers from on its own, as typed events.
+
+        A lost connection (:class:`~aioiothub.background_errors.ConnectionDropped`), a failed or
+        refused reconnect (``ReconnectFailed``, with the CONNACK ``return_code``), a loop that fell
+        behind (``ConsumerFellBehind``: which stream, how many), a failed token renewal
+        (``RenewalFailed``), a method nobody handles, a malformed message, a failed twin re-read.
+        The client carries on after each; errors it cannot recover from are raised from the
+        ``async with`` block instead. Every loop sees every event from when it starts; each keeps
+        at most 64 waiting, dropping the oldest and then yielding ``ErrorsDropped(count)``. The
+        library itself prints nothing: it logs on the ``aioiothub`` logger, which has no output
+        unless the application configures logging.
+
+        Example:
+            >>> async def watch(client):
+            ...     async for error in client.errors():
+            ...         print("recovered from:", error)
+        """
+        return self._require_session().errors.events()
+
+    async def update_sas_token(self, sas_token: str) -> None:
+        """Use a new SAS token, made elsewhere, from now on.
+
+        The client reconnects with it at once -- a planned reconnect, as for a renewal: nothing
+        queued or in flight is lost -- so the old token's expiry never forces a drop. Returns once
+        the new connection is up.
+
+        Example:
+            >>> async def rotate(client, token_service):
+            ...     await client.update_sas_token(await token_service.token_for("dev1"))
+
+        Raises:
+            RuntimeError: the client is not open, or was not created with a SAS token.
+            CredentialError: the token is malformed, has expired, or is scoped to another device
+                or module; the message says which.
+            TimeoutError: no connection with the new token within ``request_timeout`` (the
+                token stays in use; the client keeps trying).
+        """
+        await self._require_session().update_token(sas_token)
+
     # -------------------------------------------------------------- telemetry
 
-    async def _send(self, message: object, qos: int, output_name: str | None) -> None:
+    async def _send(self, message: object, qos: int, output_name: str | None, retain: bool = False) -> None:
         session = self._require_session()
         if type(message) is dict:
             # The common case, without building a Message: the same body and properties.
@@ -130,15 +180,19 @@ class _HubClient:
             if output_name is not None:
                 built = built.replace(output_name=output_name)
             body, properties = built.body, built.wire_properties()
-        await session.publish(session.protocol.telemetry(body, properties, qos=qos))
+        if not isinstance(retain, bool):
+            raise TypeError("retain must be True or False")
+        await session.publish(session.protocol.telemetry(body, properties, qos=qos, retain=retain))
 
-    async def send_message(self, message: MessageLike, *, qos: int = 1) -> None:
+    async def send_message(self, message: MessageLike, *, qos: int = 1, retain: bool = False) -> None:
         """Send telemetry; returns once the hub acknowledged it (QoS 1) or it was written (QoS 0).
 
         A ``dict`` is sent as JSON with content type ``application/json`` and encoding ``utf-8``;
         ``bytes`` and ``str`` are sent as the body. Many concurrent calls share the connection
         (up to ``max_in_flight`` unacknowledged at once). If the connection drops before the
         acknowledgement, the message is sent again on the next connection (at-least-once).
+        With ``retain=True`` the MQTT RETAIN flag is set: IoT Hub does not store the message, it
+        forwards it with the application property ``mqtt-retain: true`` for routing to act on.
 
         Raises:
             TypeError: ``message`` is of an unsupported type.
@@ -150,7 +204,7 @@ class _HubClient:
             ...     await client.send_message({"temperature": 21.5})
             ...     await client.send_message(Message(b"raw", properties={"alert": "1"}))
         """
-        await self._send(message, qos, None)
+        await self._send(message, qos, None, retain)
 
     # ------------------------------------------------------------------ twin
 
@@ -204,16 +258,59 @@ class _HubClient:
         """
         return self._require_session().desired_patches()
 
+    def writable_property_requests(
+        self, *, components: Collection[str] | None = None, pending: bool = True
+    ) -> AsyncIterator[pnp.WritablePropertyRequest]:
+        """Iterate over Plug and Play writable-property requests, one per component and property.
+
+        Each desired patch is split into :class:`~aioiothub.pnp.WritablePropertyRequest` values
+        carrying the desired ``$version``; ``await request.respond(200)`` acknowledges one in the
+        reported properties as the conventions say (``{"value", "ac", "av", "ad"}``, nested under
+        its component with ``"__t": "c"``). With ``pending=True`` the loop starts with the
+        properties already in the twin that were not yet acknowledged with their value.
+
+        This loop and :meth:`desired_property_patches` share the same patches: use one of them.
+
+        Args:
+            components: the model's component names, for desired patches that lack the
+                ``"__t": "c"`` marker.
+            pending: first yield what the twin holds that the device has not acknowledged.
+
+        Example:
+            >>> async def follow(client):
+            ...     async for request in client.writable_property_requests():
+            ...         apply(request.component, request.name, request.value)
+            ...         await request.respond(200, "applied")
+        """
+        if not isinstance(pending, bool):
+            raise TypeError("pending must be True or False")
+        if components is not None and (isinstance(components, str) or not isinstance(components, Collection)):
+            raise TypeError("components must be a collection of component names, such as a set")
+        return pnp.writable_property_requests(
+            self._require_session(), self.update_reported_properties, components=components, pending=pending
+        )
+
     # ---------------------------------------------------------------- methods
 
-    def method_requests(self) -> AsyncIterator[MethodRequest]:
+    def method_requests(self, method_name: str | None = None) -> AsyncIterator[MethodRequest]:
         """Iterate over direct method invocations; answer each with ``await request.respond(...)``.
 
-        While nobody iterates, invocations are answered with status 503. If the consumer falls
-        behind by more than ``inbound_buffer_size`` requests, further ones are answered with 503
-        and logged.
+        ``method_requests("reboot")`` yields only the invocations of ``reboot``; ``method_requests()``
+        yields every method that no loop asked for by name. Plug and Play component commands are
+        named ``"{component}*{command}"``, and each request has them split (``request.component``,
+        ``request.command``). While no loop takes a method, invocations are answered with 503; past
+        ``inbound_buffer_size`` requests waiting, further ones are answered with 503. Both are
+        reported on :meth:`errors`. Several loops over the same name share its requests: each
+        request goes to one of them.
+
+        Example:
+            >>> async def serve_reboots(client):
+            ...     async for request in client.method_requests("reboot"):
+            ...         await request.respond(200, {"rebooting": True})
         """
-        return self._require_session().method_requests()
+        if method_name is not None and (not isinstance(method_name, str) or not method_name):
+            raise ValueError("method_name must be a non-empty string or None")
+        return self._require_session().method_requests(method_name)
 
 
 def _identity_from_connection_string(
@@ -227,6 +324,13 @@ def _identity_from_connection_string(
     if gateway is not None and "gateway_hostname" not in options:
         options["gateway_hostname"] = gateway
     return identity
+
+
+def _identity_from_sas_token(sas_token: str, options: ClientOptions) -> tuple[str, str, str | None]:
+    for name in ("hostname", "device_id", "module_id", "shared_access_key", "sas_token", "x509"):
+        if name in options:
+            raise TypeError(f"{name} comes from the SAS token; do not pass it as well")
+    return identity_from_sas_token(sas_token)
 
 
 class IoTHubDeviceClient(_HubClient):
@@ -264,7 +368,7 @@ class IoTHubDeviceClient(_HubClient):
             x509: a client certificate and key (:class:`~aioiothub.X509Credential`).
             **options: see :class:`~aioiothub.options.ClientOptions` (``port``, ``websockets``,
                 ``proxy``, ``ssl_context``, ``gateway_hostname``, ``model_id``, ``keepalive``,
-                ``request_timeout``, ``reconnect``, ``transport`` …).
+                ``request_timeout``, ``reconnect``, ``transport``, ``will``, ``clean_session`` …).
 
         Raises:
             TypeError, ValueError: an argument is invalid; the message names it. Exactly one of
@@ -306,20 +410,47 @@ class IoTHubDeviceClient(_HubClient):
             raise ValueError("the connection string names a module: use IoTHubModuleClient")
         return cls(**identity, x509=x509, renew_sas_token=renew_sas_token, **options)
 
-    def cloud_messages(self) -> AsyncIterator[Message]:
+    @classmethod
+    def from_sas_token(
+        cls, sas_token: str, *, renew_sas_token: TokenRenewer | None = None, **options: Unpack[ClientOptions]
+    ) -> IoTHubDeviceClient:
+        """Create a client from a device SAS token; the hub and device come from its ``sr``.
+
+        Example:
+            >>> client = IoTHubDeviceClient.from_sas_token(token)  # doctest: +SKIP
+
+        Raises:
+            ValueError: the token is scoped to a module (use :class:`IoTHubModuleClient`).
+            CredentialError: the token is malformed or its scope names no device.
+        """
+        hostname, device_id, module_id = _identity_from_sas_token(sas_token, options)
+        if module_id is not None:
+            raise ValueError("the SAS token is scoped to a module: use IoTHubModuleClient.from_sas_token")
+        return cls(
+            hostname=hostname, device_id=device_id, sas_token=sas_token, renew_sas_token=renew_sas_token, **options
+        )
+
+    def cloud_messages(self, *, ack: AckMode = "auto") -> AsyncIterator[Message]:
         """Iterate over cloud-to-device messages.
 
-        A message is acknowledged to the hub (completed) only when the loop takes it, so a crash
-        before that leaves it with the hub for redelivery. Up to ``inbound_buffer_size`` messages
-        wait for the consumer; past that they stay unacknowledged (logged) and the hub redelivers
-        them after the next reconnect.
+        With ``ack="auto"`` (the default) a message is acknowledged to the hub (completed) when the
+        loop takes it, so a crash while processing it loses it. With ``ack="manual"`` the
+        application calls ``await message.acknowledge()`` once it has processed the message; until
+        then the hub keeps it, and delivers it again on the next connection if this one ends first
+        -- at-least-once, so a message may be processed twice (IoT Hub's ``MaxDeliveryCount``,
+        10 by default, then dead-letters it). Up to ``inbound_buffer_size`` messages wait for the
+        loop; past that they stay unacknowledged (reported on :meth:`errors`) and the hub
+        redelivers them after the next reconnect. Several loops share the messages: each message
+        goes to one of them.
 
         Example:
             >>> async def receive(client):
-            ...     async for message in client.cloud_messages():
-            ...         print(message.body, message.properties)
+            ...     async for message in client.cloud_messages(ack="manual"):
+            ...         await save(message.body)
+            ...         await message.acknowledge()
         """
-        return self._require_session().cloud_messages()
+        manual = _manual_ack(ack)
+        return self._require_session().cloud_messages(manual_ack=manual)
 
     # ---------------------------------------------- file upload (aioiothub.upload)
 
@@ -500,20 +631,44 @@ class IoTHubModuleClient(_HubClient):
             raise ValueError("the connection string has no ModuleId: use IoTHubDeviceClient")
         return cls(**identity, x509=x509, renew_sas_token=renew_sas_token, **options)
 
-    async def send_message_to_output(self, message: MessageLike, output_name: str) -> None:
+    @classmethod
+    def from_sas_token(
+        cls, sas_token: str, *, renew_sas_token: TokenRenewer | None = None, **options: Unpack[ClientOptions]
+    ) -> IoTHubModuleClient:
+        """Create a client from a module SAS token; the hub, device and module come from its ``sr``.
+
+        Raises:
+            ValueError: the token is scoped to a device, not a module (use :class:`IoTHubDeviceClient`).
+            CredentialError: the token is malformed or its scope names no module.
+        """
+        hostname, device_id, module_id = _identity_from_sas_token(sas_token, options)
+        if module_id is None:
+            raise ValueError("the SAS token is scoped to a device: use IoTHubDeviceClient.from_sas_token")
+        return cls(
+            hostname=hostname,
+            device_id=device_id,
+            module_id=module_id,
+            sas_token=sas_token,
+            renew_sas_token=renew_sas_token,
+            **options,
+        )
+
+    async def send_message_to_output(self, message: MessageLike, output_name: str, *, qos: int = 1) -> None:
         """Send a message on an IoT Edge output (``$.on``); otherwise like :meth:`send_message`."""
         if not isinstance(output_name, str) or not output_name:
             raise ValueError("output_name must be a non-empty string")
-        await self._send(message, 1, output_name)
+        await self._send(message, qos, output_name)
 
-    def input_messages(self, input_name: str | None = None) -> AsyncIterator[Message]:
+    def input_messages(self, input_name: str | None = None, *, ack: AckMode = "auto") -> AsyncIterator[Message]:
         """Iterate over messages routed to this module's inputs (all of them, or one by name).
 
-        Each message has ``input_name`` set; acknowledgement works as for cloud-to-device messages.
+        Each message has ``input_name`` set; ``ack`` works as for
+        :meth:`IoTHubDeviceClient.cloud_messages`.
         """
         if input_name is not None and (not isinstance(input_name, str) or not input_name):
             raise ValueError("input_name must be a non-empty string or None")
-        return self._require_session().input_messages(input_name)
+        manual = _manual_ack(ack)
+        return self._require_session().input_messages(input_name, manual_ack=manual)
 
     # ------------------------------------------- IoT Edge (aioiothub.edge, module_methods)
 

@@ -100,9 +100,9 @@ class ThrottledError(ServiceError):
 def unwrap_group(error: BaseException, *, fatal: BaseException | None = None) -> BaseException:
     """The one error that explains what ended a task group, out of anyio's exception groups.
 
-    Cancellations are dropped, and so are :class:`ConnectionLostError` raised *because of* ``fatal``
-    (operations that were waiting when the session failed): what remains, if it is one error, is
-    returned; otherwise the group is returned as it is.
+    Cancellations are dropped, and so is any error raised *because of* another: one whose
+    ``__cause__`` is ``fatal`` or another error of the group (an operation that was waiting when the
+    session failed). What remains, if it is one error, is returned; otherwise the group as it is.
     """
     if not isinstance(error, BaseExceptionGroup):
         return error
@@ -112,9 +112,11 @@ def unwrap_group(error: BaseException, *, fatal: BaseException | None = None) ->
         current = pending.pop()
         if isinstance(current, BaseExceptionGroup):
             pending.extend(current.exceptions)
-        elif not _is_cancellation(current) and not (fatal is not None and current.__cause__ is fatal):
+        elif not _is_cancellation(current):
             leaves.append(current)
-    return leaves[0] if len(leaves) == 1 else error
+    causes = [fatal, *leaves] if fatal is not None else leaves
+    meaningful = [leaf for leaf in leaves if not any(leaf.__cause__ is cause for cause in causes if cause is not leaf)]
+    return meaningful[0] if len(meaningful) == 1 else error
 
 
 def _is_cancellation(error: BaseException) -> bool:

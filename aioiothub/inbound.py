@@ -8,13 +8,16 @@ need only the kinds they consume.
 
 Cloud-to-device and module-input messages travel as :class:`Delivery` values that remember the
 connection they arrived on, because their PUBACK must go back on that very connection -- after a
-reconnect the hub redelivers anything the old connection left unacknowledged.
+reconnect the hub redelivers anything the old connection left unacknowledged. Module inputs and
+direct methods can be consumed by name (``input_messages("input1")``, ``method_requests("reboot")``):
+:class:`RoutedBuffers` keeps a buffer per name with a consumer and a catch-all for the rest.
+
+Several consumers of one buffer share its items: each item goes to exactly one of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -24,7 +27,7 @@ from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
 from aioiothub.transports.base import InboundPublish, Transport
 
-__all__ = ["Buffer", "Delivery", "InboundStreams"]
+__all__ = ["Buffer", "Delivery", "InboundStreams", "RoutedBuffers"]
 
 T = TypeVar("T")
 
@@ -65,92 +68,151 @@ class Buffer(Generic[T]):
         self.receive.close()
 
 
-@dataclass(frozen=True, slots=True)
 class Delivery:
-    """A message waiting for its consumer, acknowledged on its own connection once taken."""
+    """A received message and the PUBACK that completes it, sent once, on the connection it came on.
 
-    message: Message
-    inbound: InboundPublish
-    connection: Transport
+    The message's :meth:`~aioiothub.Message.acknowledge` calls :meth:`acknowledge` here; so does the
+    session when the consumer takes the message in the default (automatic) mode.
+    """
 
-    def acknowledge(self) -> None:
-        """Send the PUBACK (nothing if that connection is gone: the hub will redeliver)."""
-        self.connection.acknowledge(self.inbound)
+    __slots__ = ("_connection", "_inbound", "_result", "message")
+
+    def __init__(self, inbound: InboundPublish, connection: Transport) -> None:
+        self._inbound = inbound
+        self._connection = connection
+        self._result: bool | None = None
+        self.message: Message
+
+    def acknowledge(self) -> bool:
+        """Send the PUBACK once; ``False`` when that connection is gone (the hub will redeliver).
+
+        Packet ids are reused once acknowledged, so a second PUBACK could complete another message:
+        later calls only repeat the first answer.
+        """
+        if self._result is None:
+            connection = self._connection
+            # Not ``connected``: a message can arrive (and be handled) while the connection is
+            # still being set up, and its PUBACK goes out then too.
+            self._result = not connection.lost.done()
+            connection.acknowledge(self._inbound)
+        return self._result
+
+
+class RoutedBuffers(Generic[T]):
+    """Buffers of named items (module inputs, direct methods): one per name with its own consumer,
+    and a catch-all (``None``) for the names without one.
+
+    Items for a name that arrived before its consumer appeared wait in the catch-all; they move to
+    the name's buffer when it is created.
+
+    Args:
+        size: the bound of each buffer.
+        name_of: the name an item is routed by.
+    """
+
+    __slots__ = ("_buffers", "_closed", "_name_of", "_size")
+
+    def __init__(self, size: int, name_of: Callable[[T], str]) -> None:
+        self._size = size
+        self._name_of = name_of
+        self._buffers: dict[str | None, Buffer[T]] = {}
+        self._closed = False
+
+    def consumer_buffer(self, name: str | None) -> Buffer[T]:
+        """The buffer a consumer of ``name`` (``None``: every name without its own) reads."""
+        buffer = self._buffers.get(name)
+        if buffer is not None:
+            return buffer
+        buffer = self._buffers[name] = _new_buffer(self._size, closed=self._closed)
+        catch_all = self._buffers.get(None)
+        if name is not None and catch_all is not None:
+            others: list[T] = []
+            while True:
+                try:
+                    item = catch_all.receive.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+                if self._name_of(item) == name:
+                    buffer.offer(item)
+                else:
+                    others.append(item)
+            for item in others:
+                catch_all.offer(item)
+        return buffer
+
+    def route(self, name: str, *, create_catch_all: bool) -> tuple[str | None, Buffer[T]] | None:
+        """Where an item for ``name`` goes: its consumer's buffer, else the catch-all.
+
+        Args:
+            name: the item's name.
+            create_catch_all: create the catch-all when nobody asked for it yet (items that can
+                wait for a consumer, such as messages); otherwise ``None`` is returned.
+
+        Returns:
+            The buffer's name (``None`` for the catch-all) and the buffer.
+        """
+        buffer = self._buffers.get(name)
+        if buffer is not None:
+            return name, buffer
+        buffer = self._buffers.get(None)
+        if buffer is None:
+            if not create_catch_all:
+                return None
+            buffer = self.consumer_buffer(None)
+        return None, buffer
+
+    def close(self) -> None:
+        """End every consumer's iteration."""
+        self._closed = True
+        for buffer in self._buffers.values():
+            buffer.close()
+
+
+def _new_buffer(size: int, *, closed: bool) -> Buffer[Any]:
+    buffer: Buffer[Any] = Buffer(size)
+    if closed:
+        buffer.close()
+    return buffer
 
 
 class InboundStreams:
-    """The four kinds of inbound traffic a client can consume, each in its own bounded buffer."""
+    """The kinds of inbound traffic a client can consume, each in bounded buffers created on first use."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._desired: Buffer[dict[str, Any]] | None = None
-        self._methods: Buffer[MethodRequest] | None = None
         self._cloud: Buffer[Delivery] | None = None
-        # Module input messages go to the consumer of their input name, else to the catch-all (None).
-        self._inputs: dict[str | None, Buffer[Delivery]] = {}
+        self.methods: RoutedBuffers[MethodRequest] = RoutedBuffers(size, _method_name)
+        self.inputs: RoutedBuffers[Delivery] = RoutedBuffers(size, _input_name)
         self._closed = False
-
-    def _new(self, kind: type[T]) -> Buffer[T]:
-        # ``kind`` only names the item type for the type checker.
-        buffer: Buffer[T] = Buffer(self.size)
-        if self._closed:
-            buffer.close()
-        return buffer
 
     @property
     def desired(self) -> Buffer[dict[str, Any]]:
         """Desired-property patches."""
         if self._desired is None:
-            self._desired = self._new(dict)
+            self._desired = _new_buffer(self.size, closed=self._closed)
         return self._desired
-
-    @property
-    def methods(self) -> Buffer[MethodRequest]:
-        """Direct method requests."""
-        if self._methods is None:
-            self._methods = self._new(MethodRequest)
-        return self._methods
 
     @property
     def cloud(self) -> Buffer[Delivery]:
         """Cloud-to-device messages."""
         if self._cloud is None:
-            self._cloud = self._new(Delivery)
+            self._cloud = _new_buffer(self.size, closed=self._closed)
         return self._cloud
-
-    def input_buffer(self, input_name: str | None) -> Buffer[Delivery]:
-        """The buffer of one module input (``None``: inputs nobody asked for by name).
-
-        Messages for an input that arrived before it had a consumer of its own wait in the
-        catch-all; they move to the input's buffer when it is created.
-        """
-        buffer = self._inputs.get(input_name)
-        if buffer is not None:
-            return buffer
-        buffer = self._inputs[input_name] = self._new(Delivery)
-        if input_name is not None and None in self._inputs:
-            catch_all = self._inputs[None]
-            others: list[Delivery] = []
-            while True:
-                try:
-                    delivery = catch_all.receive.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                    break
-                if delivery.message.input_name == input_name:
-                    buffer.offer(delivery)
-                else:
-                    others.append(delivery)
-            for delivery in others:
-                catch_all.offer(delivery)
-        return buffer
-
-    def buffer_for_input(self, input_name: str) -> Buffer[Delivery]:
-        """Where a message for ``input_name`` goes: its own consumer's buffer, else the catch-all."""
-        return self._inputs.get(input_name) or self.input_buffer(None)
 
     def close(self) -> None:
         """End every iteration (the client closed or failed)."""
         self._closed = True
-        for buffer in (self._desired, self._methods, self._cloud, *self._inputs.values()):
+        for buffer in (self._desired, self._cloud):
             if buffer is not None:
                 buffer.close()
+        self.methods.close()
+        self.inputs.close()
+
+
+def _method_name(request: MethodRequest) -> str:
+    return request.name
+
+
+def _input_name(delivery: Delivery) -> str:
+    return delivery.message.input_name or ""

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import KW_ONLY, FrozenInstanceError, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.limits import message_wire_size
 from aioiothub.protocol.properties import validate_application_properties
 
-__all__ = ["Message"]
+__all__ = ["Acknowledger", "Message"]
 
 _MAX_MESSAGE_ID_LENGTH = 128
 
@@ -42,6 +42,14 @@ _TIME_WIRE_KEYS = frozenset({"$.exp", "$.ctime"})
 # Shared by every message without application properties, so building one copies nothing;
 # read-only so that no message can change it for the others.
 _NO_PROPERTIES: Mapping[str, str] = MappingProxyType({})
+
+
+class Acknowledger(Protocol):
+    """What completes a received message with the hub: its PUBACK, on the connection it came on."""
+
+    def acknowledge(self) -> bool:
+        """Send the PUBACK once; ``True`` when it went out, ``False`` when that connection is gone."""
+        ...
 
 
 def _check_ascii_text(value: object, argument: str) -> None:
@@ -105,7 +113,9 @@ class Message:
             ``message_id`` is too long.
 
     Messages received from the hub also carry ``input_name`` (module inputs), ``ack`` (``iothub-ack``)
-    and ``to`` (``$.to``); messages built locally have ``None`` there.
+    and ``to`` (``$.to``); messages built locally have ``None`` there. A received message is completed
+    with the hub by :meth:`acknowledge` (see there; ``ack`` is the sender's feedback request, which
+    is why the method has the longer name).
     """
 
     body: bytes = b""
@@ -127,6 +137,7 @@ class Message:
     """``iothub-ack`` of a received C2D message: ``none``, ``positive``, ``negative`` or ``full``."""
     to: str | None = field(default=None, init=False)
     """``$.to`` of a received cloud-to-device message."""
+    _acknowledger: Acknowledger | None = field(default=None, init=False, repr=False, compare=False)
 
     if TYPE_CHECKING:
         # The generated __init__ takes a str body too (encoded as UTF-8); this tells type checkers.
@@ -250,7 +261,12 @@ class Message:
 
     @classmethod
     def from_wire(
-        cls, body: bytes, properties: Mapping[str, str | None], *, input_name: str | None = None
+        cls,
+        body: bytes,
+        properties: Mapping[str, str | None],
+        *,
+        input_name: str | None = None,
+        acknowledger: Acknowledger | None = None,
     ) -> Message:
         """Build a message from a received body and decoded property bag.
 
@@ -267,6 +283,7 @@ class Message:
             body: the MQTT payload.
             properties: the decoded property bag from the topic.
             input_name: the module input the message arrived on, if any.
+            acknowledger: what :meth:`acknowledge` calls (the client's record of the delivery).
 
         Returns:
             The message.
@@ -285,6 +302,7 @@ class Message:
             elif value is not None:
                 values[attribute] = _parse_time(value, key) if key in _TIME_WIRE_KEYS else value
         values["properties"] = MappingProxyType(application) if application else _NO_PROPERTIES
+        values["_acknowledger"] = acknowledger
         # Received messages skip the checks for outgoing ones: fill the fields directly.
         message = object.__new__(cls)
         for name, value in values.items():
@@ -309,6 +327,39 @@ class Message:
         if unknown:
             raise TypeError(f"replace() got unknown arguments: {', '.join(sorted(unknown))}")
         return replace(self, **changes)
+
+    async def acknowledge(self) -> bool:
+        """Complete this received message with the hub, so that it is not delivered again.
+
+        With ``cloud_messages(ack="manual")`` (or ``input_messages(..., ack="manual")``) call it once
+        the message has been processed: until then the hub keeps the message, and delivers it again
+        on the next connection if this one ends first -- so a crash while processing loses nothing,
+        and a message may arrive more than once (at-least-once). In the default mode messages are
+        acknowledged as the loop takes them, and this returns what that acknowledgement did.
+
+        The method is not called ``ack`` because :attr:`ack` already holds the sender's
+        ``iothub-ack`` feedback request. Calling it again does nothing more. MQTT 3.1.1 asks for
+        acknowledgements in the order messages arrived; IoT Hub completes each message by its own
+        PUBACK, but how it treats ones out of order is not documented, so where order is easy to
+        keep (one loop processing in turn), keep it.
+
+        Example:
+            >>> async def receive(client):
+            ...     async for message in client.cloud_messages(ack="manual"):
+            ...         await store(message.body)
+            ...         await message.acknowledge()
+
+        Returns:
+            ``True`` when the acknowledgement went to the hub; ``False`` when the connection the
+            message came on is gone: the hub then delivers it again on the next connection.
+
+        Raises:
+            RuntimeError: the message was not received from the hub (or is a :meth:`replace` copy).
+        """
+        acknowledger = self._acknowledger
+        if acknowledger is None:
+            raise RuntimeError("only a message received from the hub can be acknowledged")
+        return acknowledger.acknowledge()
 
     def json_body(self) -> Any:
         """Decode the body as JSON.
@@ -368,7 +419,7 @@ class Message:
 
     def __repr__(self) -> str:
         parts = [f"body=<{len(self.body)} bytes>"]
-        for name in _FIELD_NAMES[1:]:
+        for name in _REPR_FIELD_NAMES:
             value = getattr(self, name)
             if name == "properties":
                 if value:
@@ -390,6 +441,7 @@ type.__setattr__(Message, "__delattr__", _refuse_assignment)
 
 _FIELD_NAMES = tuple(item.name for item in fields(Message))
 _INIT_FIELD_NAMES = frozenset(item.name for item in fields(Message) if item.init)
+_REPR_FIELD_NAMES = tuple(item.name for item in fields(Message) if item.repr and item.name != "body")
 
 
 def encode_json(value: Any) -> bytes:

@@ -8,6 +8,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
+from aioiothub.message import Message
+
 __all__ = ["ClientOptions", "ProxyOptions", "ReconnectPolicy", "require_positive_int", "require_positive_number"]
 
 
@@ -138,6 +140,13 @@ class ClientOptions(TypedDict, total=False):
         liveness_timeout: seconds a PUBACK may be overdue, with nothing else heard from the hub,
             before the client probes the link with a PINGREQ; a probe unanswered for as long again
             means the link is dead and the client reconnects. Default 10.
+        will: a :class:`~aioiothub.Message` the hub sends as this identity's telemetry (with the
+            application property ``iothub-MessageType: Will``) if the connection drops without the
+            client closing it; a clean close or a token-renewal reconnect discards it.
+        clean_session: connect with MQTT CleanSession=1: the hub keeps no session between
+            connections, so cloud-to-device messages queued while offline are delivered only once
+            the client asks for them again (``cloud_messages()``); default ``False`` (the hub
+            resumes the session and delivers queued messages at once).
     """
 
     port: int
@@ -155,3 +164,5 @@ class ClientOptions(TypedDict, total=False):
     inbound_buffer_size: int
     transport: str
     liveness_timeout: float
+    will: Message | None
+    clean_session: bool

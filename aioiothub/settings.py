@@ -16,7 +16,10 @@ from aioiothub.auth import (
     SharedAccessKeyCredential,
     TokenCredential,
     X509Credential,
+    parse_sas_token,
 )
+from aioiothub.exceptions import CredentialError
+from aioiothub.message import Message
 from aioiothub.options import (
     ClientOptions,
     ProxyOptions,
@@ -25,11 +28,12 @@ from aioiothub.options import (
     require_positive_number,
 )
 from aioiothub.protocol.connect import MAX_KEEPALIVE, MQTT_PORT, WEBSOCKET_PORT, product_info_string, validate_identity
+from aioiothub.protocol.device import telemetry_publish
 from aioiothub.session import SessionSettings
 from aioiothub.transports import transport_factory, validate_transport_options
-from aioiothub.transports.base import TransportFactory
+from aioiothub.transports.base import TransportFactory, WillMessage
 
-__all__ = ["build_settings", "default_ssl_context", "options_from_connection_string"]
+__all__ = ["build_settings", "default_ssl_context", "identity_from_sas_token", "options_from_connection_string"]
 
 _OPTION_NAMES = ClientOptions.__optional_keys__
 _default_ssl_context: ssl.SSLContext | None = None
@@ -101,6 +105,18 @@ def _transport(name: str, proxy: ProxyOptions | None, websockets: bool) -> Trans
     return transport_factory(name)
 
 
+def _will(will: object, device_id: str, module_id: str | None) -> WillMessage | None:
+    if will is None:
+        return None
+    if not isinstance(will, Message):
+        raise TypeError(f"will must be an aioiothub.Message, not {type(will).__name__}")
+    try:
+        publish = telemetry_publish(device_id, module_id, will.body, will.wire_properties(), qos=1)
+    except ValueError as exc:
+        raise ValueError(f"will: {exc}") from None
+    return WillMessage(publish.topic, publish.payload, publish.qos)
+
+
 def build_settings(
     *,
     hostname: str,
@@ -155,6 +171,9 @@ def build_settings(
     product_info = options.get("product_info")
     if product_info is not None and not isinstance(product_info, str):
         raise TypeError("product_info must be a string")
+    clean_session = options.get("clean_session", False)
+    if not isinstance(clean_session, bool):
+        raise TypeError("clean_session must be True or False")
     if isinstance(chosen, X509Credential):
         if ssl_context is None:
             ssl_context = ssl.create_default_context()
@@ -179,7 +198,44 @@ def build_settings(
         inbound_buffer_size=require_positive_int(options.get("inbound_buffer_size", 256), "inbound_buffer_size"),
         transport=_transport(options.get("transport", "aiomqtt"), proxy, websockets),
         liveness_timeout=require_positive_number(options.get("liveness_timeout", 10.0), "liveness_timeout"),
+        clean_session=clean_session,
+        will=_will(options.get("will"), device_id, module_id),
     )
+
+
+def identity_from_sas_token(sas_token: str) -> tuple[str, str, str | None]:
+    """The hub host name, device id and module id a device or module SAS token is scoped to.
+
+    Example:
+        >>> token = "SharedAccessSignature sr=hub.example.net%2Fdevices%2Fdev1&sig=c2ln&se=2000000000"
+        >>> identity_from_sas_token(token)
+        ('hub.example.net', 'dev1', None)
+
+    Raises:
+        TypeError: ``sas_token`` is not a string.
+        CredentialError: the token is malformed, or its ``sr`` does not name a device or module
+            (``{hub}/devices/{deviceId}[/modules/{moduleId}]``).
+    """
+    scope = parse_sas_token(sas_token).resource_uri.rstrip("/")
+    parts = scope.split("/")
+    try:
+        if len(parts) == 3 and parts[1] == "devices":
+            hostname, device_id, module_id = parts[0], parts[2], None
+        elif len(parts) == 5 and parts[1] == "devices" and parts[3] == "modules":
+            hostname, device_id, module_id = parts[0], parts[2], parts[4]
+        else:
+            raise ValueError("not an identity's scope")
+        if not hostname:
+            raise ValueError("no host name")
+        validate_identity(device_id, "device_id")
+        if module_id is not None:
+            validate_identity(module_id, "module_id")
+    except (TypeError, ValueError):
+        raise CredentialError(
+            f"the SAS token's scope {scope!r} does not name a device or module: expected "
+            "{hub}/devices/{deviceId} or {hub}/devices/{deviceId}/modules/{moduleId}"
+        ) from None
+    return hostname, device_id, module_id
 
 
 def options_from_connection_string(connection_string: str, *, x509: X509Credential | None) -> dict[str, Any]:

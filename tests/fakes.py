@@ -159,6 +159,10 @@ class FakeConnection:
         if self.network.subscribe_failures:
             self.network.subscribe_failures -= 1
             raise ConnectionLostError("subscribe failed: Operation timed out")
+        if self.network.unanswered_subscribes:
+            # No SUBACK, and no error when the connection drops either (as aiomqtt until its timeout).
+            self.network.unanswered_subscribes -= 1
+            await anyio.sleep_forever()
         await anyio.lowlevel.checkpoint()
         return [min(qos, 1) for _, qos in filters]
 
@@ -222,6 +226,8 @@ class FakeNetwork:
         self.connections: list[FakeConnection] = []
         self.refusals: deque[BaseException] = deque()
         self.subscribe_failures = 0
+        #: How many coming SUBSCRIBEs get no SUBACK at all.
+        self.unanswered_subscribes = 0
         #: Cleared by a test to hold every connect attempt until it is set again.
         self.connects_allowed = anyio.Event()
         self.connects_allowed.set()

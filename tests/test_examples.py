@@ -43,6 +43,7 @@ def test_demo_shows_every_kind_of_traffic() -> None:
         ("twin_and_methods.py", "back end saw 200 {'accepted': 'reboot'}"),
         ("cloud_messages.py", "received b'command 2' {'n': '2'}"),
         ("edge_module.py", "the hub received [('output1', b'FIRST'), ('output1', b'SECOND')]"),
+        ("pnp_thermostat.py", "thermostat1 targetTemperature 30.0 acknowledged (ac 200, av 2)"),
     ],
 )
 def test_example_runs_against_the_emulator(script: str, expected: str) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "OutboundPublish",
     "PendingTwinRequest",
     "TwinResponse",
+    "telemetry_publish",
 ]
 
 W = TypeVar("W")
@@ -64,6 +65,46 @@ class OutboundPublish:
     payload: bytes
     qos: int
     retain: bool = False
+
+
+def telemetry_publish(
+    device_id: str,
+    module_id: str | None,
+    body: bytes,
+    properties: Mapping[str, str],
+    *,
+    qos: int = 1,
+    retain: bool = False,
+    topic: str | None = None,
+) -> OutboundPublish:
+    """A telemetry PUBLISH, checked against the hub's 256 KiB limit as the hub counts it.
+
+    Also what a will message is built with: the hub accepts a will only on a telemetry topic.
+
+    Example:
+        >>> telemetry_publish("dev1", None, b"bye", {"reason": "lost"}).topic
+        'devices/dev1/messages/events/reason=lost'
+
+    Args:
+        device_id: the device id.
+        module_id: the module id, for a module identity.
+        body: the message body.
+        properties: system and application properties under their wire names.
+        qos: 0 or 1.
+        retain: the RETAIN flag (the hub forwards the message with ``mqtt-retain: true``).
+        topic: the topic already built for these properties, if the caller has it.
+
+    Raises:
+        ValueError: the message is too large, or ``qos`` is not 0 or 1.
+    """
+    if qos not in (0, 1):
+        raise ValueError(f"qos must be 0 or 1 (IoT Hub closes the connection on QoS 2), not {qos!r}")
+    size = message_wire_size(body, properties)
+    if size > MAX_TELEMETRY_BYTES:
+        raise ValueError(f"message is {size} bytes on the wire; IoT Hub accepts at most {MAX_TELEMETRY_BYTES}")
+    if topic is None:
+        topic = topics.telemetry_topic(device_id, module_id, properties)
+    return OutboundPublish(topic, body, qos, retain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,16 +252,10 @@ class DeviceProtocol(Generic[W]):
         Raises:
             ValueError: the message is too large, or ``qos`` is not 0 or 1.
         """
-        if qos not in (0, 1):
-            raise ValueError(f"qos must be 0 or 1 (IoT Hub closes the connection on QoS 2), not {qos!r}")
-        size = message_wire_size(body, properties)
-        if size > MAX_TELEMETRY_BYTES:
-            raise ValueError(f"message is {size} bytes on the wire; IoT Hub accepts at most {MAX_TELEMETRY_BYTES}")
-        if properties:
-            topic = topics.telemetry_topic(self.device_id, self.module_id, properties)
-        else:
-            topic = self._bare_telemetry_topic
-        return OutboundPublish(topic, body, qos, retain)
+        topic = None if properties else self._bare_telemetry_topic
+        return telemetry_publish(
+            self.device_id, self.module_id, body, properties, qos=qos, retain=retain, topic=topic
+        )
 
     def method_response(self, request_id: str, status: int, body: bytes) -> OutboundPublish:
         """The answer to a method invocation (QoS 1: the hub acknowledges it)."""

@@ -28,6 +28,7 @@ __all__ = [
     "dps_resource_uri",
     "generate_sas_token",
     "parse_sas_token",
+    "scope_covers",
     "sign",
     "string_to_sign",
     "verify_sas_token",
@@ -245,7 +246,15 @@ def parse_sas_token(text: str) -> SasToken:
     )
 
 
-def _scope_covers(scope: str, resource_uri: str) -> bool:
+def scope_covers(scope: str, resource_uri: str) -> bool:
+    """Whether a token scoped to ``scope`` grants access to ``resource_uri``, as the hub decides.
+
+    Example:
+        >>> scope_covers("Hub/devices/d1", "hub/devices/d1/modules/m1")
+        True
+        >>> scope_covers("hub/devices/d1/modules/m1", "hub/devices/d1")
+        False
+    """
     # Host names are case-insensitive and IoT Hub compares the whole scope that way; a trailing
     # slash carries no meaning.
     scope = scope.lower().rstrip("/")
@@ -289,7 +298,7 @@ def verify_sas_token(token: str | SasToken, key: str, *, resource_uri: str, now:
         raise CredentialError("SAS token signature does not match")
     if parsed.expiry <= now:
         raise CredentialError(f"SAS token expired at {parsed.expiry} (now {int(now)})")
-    if not _scope_covers(parsed.resource_uri, resource_uri):
+    if not scope_covers(parsed.resource_uri, resource_uri):
         raise CredentialError(f"SAS token scope {parsed.resource_uri!r} does not cover {resource_uri!r}")
     return parsed
 

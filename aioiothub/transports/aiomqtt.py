@@ -59,6 +59,7 @@ from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLo
 from aioiothub.options import ProxyOptions
 from aioiothub.protocol.connect import CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED, CONNACK_REASONS, WEBSOCKET_PATH
 from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler
+from aioiothub.transports.event_loop import require_selector_event_loop
 
 __all__ = ["SUPPORTED_AIOMQTT", "MqttConnection"]
 
@@ -108,6 +109,11 @@ def _proxy_settings(proxy: ProxyOptions) -> aiomqtt.ProxySettings:
     )
 
 
+def _read_error(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _connack_return_code(error: aiomqtt.MqttCodeError) -> int | None:
     code = error.rc
     if isinstance(code, int):
@@ -131,6 +137,7 @@ class MqttConnection:
         self._on_message = on_message
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._loop = asyncio.get_running_loop()
+        require_selector_event_loop(self._loop)
         self.lost: asyncio.Future[None] = self._loop.create_future()
         """Completes (with :class:`ConnectionLostError`) when the connection ends for any reason."""
         self._last_received = self._loop.time()
@@ -265,13 +272,14 @@ class MqttConnection:
         subscribing = asyncio.ensure_future(
             self._client.subscribe(list(filters), timeout=self._parameters.connect_timeout)
         )
+        # Whatever ends this call (a drop, a cancellation), the subscribe task's own error is read.
+        subscribing.add_done_callback(_read_error)
         try:
             await asyncio.wait((subscribing, self.lost), return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not subscribing.done():
                 subscribing.cancel()
-                await asyncio.wait((subscribing,))
-        if subscribing.cancelled():
+        if not subscribing.done() or subscribing.cancelled():
             raise ConnectionLostError("the connection was lost while subscribing")
         try:
             granted = subscribing.result()

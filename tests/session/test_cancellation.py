@@ -31,7 +31,8 @@ async def _method_request(session: HubSession, connection: FakeConnection) -> Me
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(take)
-        await connection.network.until(lambda: session.streams.methods.receive.statistics().tasks_waiting_receive)
+        buffer = session.streams.methods.consumer_buffer(None)
+        await connection.network.until(lambda: buffer.receive.statistics().tasks_waiting_receive)
         connection.deliver("$iothub/methods/POST/reboot/?$rid=9", b"{}")
     return got[0]
 

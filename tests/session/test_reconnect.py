@@ -166,3 +166,25 @@ async def test_a_late_twin_response_for_a_forgotten_request_is_ignored() -> None
         answer_twin(first, get, {"$version": 1}, {"$version": 1})  # nobody waits: dropped quietly
         assert request_id(get) == "1"
         assert session.connected
+
+
+async def test_a_subscription_without_suback_is_given_up_when_its_connection_drops() -> None:
+    network = FakeNetwork()
+    session = make_session(network, request_timeout=30.0)
+    twins: list[Twin] = []
+    async with running(session) as tasks:
+        first = await network.connected(1)
+        network.unanswered_subscribes = 1
+
+        async def read_twin() -> None:
+            twins.append(await session.get_twin())
+
+        tasks.start_soon(read_twin)
+        await network.until(lambda: first.subscriptions == [[(topics.TWIN_RESPONSE_SUBSCRIPTION, 0)]])
+        first.drop()
+        second = await network.connected(2)
+        # Restored on the new connection, and the request sent there, without waiting for a timeout.
+        await network.until(lambda: len(twin_requests(second)) == 1)
+        answer_twin(second, twin_requests(second)[0], {"$version": 2}, {"$version": 1})
+        await network.until(lambda: len(twins) == 1)
+    assert twins == [Twin(desired={"$version": 2}, reported={"$version": 1})]

@@ -211,6 +211,15 @@ class Hub(HubCore):
         """
         await self._connections.wait_subscribed((device_id, module_id), topic_filter, timeout)
 
+    def is_subscribed(self, device_id: str, topic_filter: str, module_id: str | None = None) -> bool:
+        """Whether the identity's live connection holds the subscription ``topic_filter`` right now.
+
+        A connection with CleanSession=0 resumes the subscriptions of the identity's earlier
+        session at once; one with CleanSession=1 starts with none.
+        """
+        connection = self._connections.get((device_id, module_id))
+        return connection is not None and connection.is_subscribed(topic_filter)
+
     def drop_connection(self, device_id: str, module_id: str | None = None) -> bool:
         """Close an identity's connection abruptly, without DISCONNECT (its will is published).
 
