@@ -57,10 +57,18 @@ class Buffer(Generic[T]):
         return self.send.statistics().current_buffer_used < self.size
 
     async def items(self) -> AsyncIterator[T]:
-        """Iterate until the buffer is closed; several consumers share the items between them."""
-        with self.receive.clone() as receive:
-            async for item in receive:
-                yield item
+        """Iterate until the buffer is closed; several consumers share the items between them.
+
+        The consumers share the one receive stream rather than each holding a clone: an iteration
+        the application abandons (a cancelled ``async for``) then leaves nothing open behind it.
+        """
+        receive = self.receive
+        while True:
+            try:
+                item = await receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            yield item
 
     def close(self) -> None:
         """End every consumer's iteration."""

@@ -28,13 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aioiothub.auth import Credential
 from aioiothub.background_errors import (
@@ -45,6 +45,7 @@ from aioiothub.background_errors import (
     ReconnectFailed,
 )
 from aioiothub.clock import Clock, SystemClock
+from aioiothub.connection_states import StateFeed
 from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError, IoTHubError, unwrap_group
 from aioiothub.in_flight import InFlightPublishes
 from aioiothub.options import ProxyOptions, ReconnectPolicy
@@ -109,7 +110,7 @@ class ConnectionSupervisor:
         self._connection: Transport | None = None
         self._reported_up = False
         self._state_changed = anyio.Event()
-        self._state_listeners: list[MemoryObjectSendStream[bool]] = []
+        self._state_listeners: weakref.WeakSet[StateFeed] = weakref.WeakSet()
         self._fatal: BaseException | None = None
         self._closing = False
         self._subscribed_on: Transport | None = None
@@ -148,12 +149,7 @@ class ConnectionSupervisor:
         # Compared with what observers were last told, not with the dying connection's state.
         self._reported_up = up
         for listener in list(self._state_listeners):
-            try:
-                listener.send_nowait(up)
-            except anyio.WouldBlock:
-                pass  # a slow observer only needs the latest states; it will see the next one
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._state_listeners.remove(listener)
+            listener.offer(up)
 
     async def current(self) -> Transport:
         """The live connection, waiting for the next one when there is none."""
@@ -169,22 +165,11 @@ class ConnectionSupervisor:
 
     def connection_states(self) -> AsyncIterator[bool]:
         """Yield ``True``/``False`` each time the connection comes up or goes down, from now on."""
-        # Registered now, not at the first iteration, so no change after the call is missed.
-        send, receive = anyio.create_memory_object_stream[bool](16)
-        self._state_listeners.append(send)
-        return self._states(send, receive)
-
-    async def _states(
-        self, send: MemoryObjectSendStream[bool], receive: MemoryObjectReceiveStream[bool]
-    ) -> AsyncIterator[bool]:
-        try:
-            with receive:
-                async for state in receive:
-                    yield state
-        finally:
-            if send in self._state_listeners:
-                self._state_listeners.remove(send)
-            send.close()
+        feed = StateFeed()
+        if self._fatal is not None or self._closing:
+            feed.close()
+        self._state_listeners.add(feed)
+        return feed
 
     # ------------------------------------------------------------- lifecycle
 
@@ -385,7 +370,7 @@ class ConnectionSupervisor:
             self.protocol.end_twin_request(pending.request_id)
         self._in_flight.close()
         self.errors.close()
-        for listener in self._state_listeners:
+        for listener in list(self._state_listeners):
             listener.close()
         self._state_changed.set()
 

@@ -404,6 +404,8 @@ class DeviceConnection:
             out += encode_publish(twin_response_topic(status, request.request_id, version), body, 0)
 
     def _subscribe(self, packet: Subscribe, out: bytearray) -> None:
+        if self._hub.subscribe_lost():
+            return  # fault injection: as if the SUBSCRIBE never arrived
         subscriptions = self._granted.subscriptions
         granted: list[int] = []
         for topic_filter, qos in packet.filters:

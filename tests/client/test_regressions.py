@@ -117,3 +117,31 @@ async def test_a_hub_side_close_is_logged_as_info_not_error(
     errors = [record for record in caplog.records if record.levelno >= logging.WARNING]
     assert errors == [], [record.getMessage() for record in errors]
     assert any("connection lost" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_suback_missing_after_a_reconnect_is_one_more_reconnect_not_the_end(hub: Emulator) -> None:
+    device = hub.add_device(new_id("suback"))
+    policy = aioiothub.ReconnectPolicy(initial_delay=0.05, max_delay=0.2)
+    async with device_client(hub, device, request_timeout=1.0, reconnect=policy) as client:
+        requests = client.method_requests()
+        answered: list[str] = []
+
+        async def answer() -> None:
+            async for request in requests:
+                answered.append(request.name)
+                await request.respond(200, {"ok": True})
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(answer)
+            await wait_subscribed(hub, "$iothub/methods/POST/#", device.device_id)
+            states = client.connection_states()
+            hub.ignore_subscribes(1)
+            hub.drop_connection(device.device_id)
+            # The first reconnect's SUBSCRIBE gets no SUBACK within the deadline: that connection
+            # is given up and another made, which restores the subscription.
+            assert await take(states, 2, timeout=3 * STEP) == [False, True]
+            await wait_subscribed(hub, "$iothub/methods/POST/#", device.device_id)
+            result = await hub.invoke_method(device.device_id, "ping", None, timeout=STEP)
+            tasks.cancel_scope.cancel()
+    assert result.status == 200
+    assert answered == ["ping"]

@@ -140,6 +140,10 @@ class HubCore:
         """The current PUBACK delay in seconds (see :meth:`delay_pubacks`)."""
         return self._faults.puback_delay
 
+    def subscribe_lost(self) -> bool:
+        """Whether the SUBSCRIBE just received is to be ignored (see :meth:`ignore_subscribes`)."""
+        return self._faults.take_ignored_subscribe()
+
     def store_telemetry(
         self,
         identity: Identity,

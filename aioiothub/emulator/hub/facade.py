@@ -256,6 +256,14 @@ class Hub(HubCore):
         """
         self._faults.ignore_twin_requests(count)
 
+    def ignore_subscribes(self, count: int) -> None:
+        """Leave the next ``count`` SUBSCRIBE packets without a SUBACK and without effect (0 cancels).
+
+        Example:
+            >>> hub.ignore_subscribes(1)  # doctest: +SKIP
+        """
+        self._faults.ignore_subscribes(count)
+
     def drop_on_twin_requests(self, count: int) -> None:
         """Close the connection instead of answering each of the next ``count`` twin requests (0 cancels).
 

@@ -50,6 +50,7 @@ class Faults:
     __slots__ = (
         "_dropping_twin_requests",
         "_failed_twin_operations",
+        "_ignored_subscribes",
         "_ignored_twin_requests",
         "_puback_delay",
         "_refuse_return_code",
@@ -65,6 +66,7 @@ class Faults:
         self._ignored_twin_requests = 0
         self._dropping_twin_requests = 0
         self._puback_delay = 0.0
+        self._ignored_subscribes = 0
 
     # --- CONNECT -----------------------------------------------------------------------------------
 
@@ -113,6 +115,20 @@ class Faults:
             self._failed_twin_operations -= 1
             return TwinFault("fail", self._twin_failure_status)
         return None
+
+    # --- subscriptions -----------------------------------------------------------------------------
+
+    def ignore_subscribes(self, count: int) -> None:
+        """Arm: leave the next ``count`` SUBSCRIBE packets without a SUBACK (and without effect)."""
+        check_count(count, "count")
+        self._ignored_subscribes = count
+
+    def take_ignored_subscribe(self) -> bool:
+        """Spend the fault for one SUBSCRIBE: ``True`` when it is to be ignored."""
+        if not self._ignored_subscribes:
+            return False
+        self._ignored_subscribes -= 1
+        return True
 
     # --- PUBACKs -----------------------------------------------------------------------------------
 
