@@ -1,0 +1,29 @@
+"""Process limits a fleet runs into: open files (one socket per device connection)."""
+
+from __future__ import annotations
+
+import logging
+import resource
+
+__all__ = ["raise_open_file_limit"]
+
+logger = logging.getLogger("aioiothub.simulator")
+
+
+def raise_open_file_limit(needed: int) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` towards ``needed`` (never past the hard limit).
+
+    Returns:
+        The soft limit now in force; a warning is logged when it is below ``needed``.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < needed:
+        logger.warning(
+            "this process may open %d files (RLIMIT_NOFILE), fewer than the %d a fleet this size needs; "
+            "use --processes, or raise the limit (ulimit -n)", soft, needed,
+        )
+    return soft
