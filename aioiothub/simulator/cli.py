@@ -31,7 +31,7 @@ from aioiothub.simulator.progress import LiveProgress, format_summary
 from aioiothub.simulator.runner import Simulation, SimulationPlan
 from aioiothub.simulator.stats import SUMMARY_MARKER, merge_summaries
 from aioiothub.simulator.template import DEFAULT_TEMPLATE, DEFAULT_VARIABLES
-from aioiothub.simulator.traffic import TrafficSettings
+from aioiothub.simulator.traffic import MessageFactory, TrafficSettings
 
 __all__ = ["add_merge_arguments", "add_simulate_arguments", "merge_main", "simulate_main"]
 
@@ -141,15 +141,17 @@ def _properties(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def _fleet_key(arguments: argparse.Namespace, *, required: bool) -> str:
-    key: str | None = arguments.fleet_key or os.environ.get(FLEET_KEY_VARIABLE)
+    key = arguments.fleet_key or os.environ.get(FLEET_KEY_VARIABLE) or None
     if key is None:
         if required:
             raise ValueError(f"--hub needs the fleet key: --fleet-key or ${FLEET_KEY_VARIABLE}")
         return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     try:
-        base64.b64decode(key, validate=True)
+        decoded = base64.b64decode(key, validate=True)
     except ValueError:
-        raise ValueError("the fleet key must be base64") from None
+        decoded = b""
+    if not decoded:
+        raise ValueError("the fleet key must be a non-empty base64 key")
     return key
 
 
@@ -170,6 +172,7 @@ def build_plan(arguments: argparse.Namespace) -> SimulationPlan:
         report_interval=arguments.report_interval,
         seed=arguments.seed,
     )
+    MessageFactory(traffic)  # refuses a bad template or an oversized message now, not in every device
     if arguments.devices < 1:
         raise ValueError(f"--devices must be at least 1, not {arguments.devices}")
     return SimulationPlan(
@@ -248,7 +251,7 @@ async def _simulate(arguments: argparse.Namespace, plan: SimulationPlan, source:
 
 
 def simulate_main(arguments: argparse.Namespace) -> int:
-    """Run ``aioiothub simulate``; returns the exit status (1 when a message failed)."""
+    """Run ``aioiothub simulate``; returns the exit status (1 when a message failed or a device was lost)."""
     logging.basicConfig(
         level=logging.INFO if arguments.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -274,7 +277,13 @@ def simulate_main(arguments: argparse.Namespace) -> int:
     print(format_summary(summary), file=text_stream, flush=True)
     if arguments.json:
         print(json.dumps(summary, separators=(",", ":")), flush=True)
-    return 1 if summary["counters"]["failed"] else 0
+    return _exit_status(summary)
+
+
+def _exit_status(summary: dict[str, Any]) -> int:
+    """1 when a message failed or a device was lost (so that CI notices), else 0."""
+    counters = summary["counters"]
+    return 1 if counters["failed"] or counters["devices_lost"] else 0
 
 
 def read_summaries(lines: Iterable[str]) -> list[dict[str, Any]]:
@@ -309,4 +318,4 @@ def merge_main(arguments: argparse.Namespace) -> int:
     else:
         print(f"{len(summaries)} shards")
         print(format_summary(merged))
-    return 1 if merged["counters"]["failed"] else 0
+    return _exit_status(merged)

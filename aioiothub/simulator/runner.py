@@ -7,9 +7,9 @@ Theory of operation
 the back end, its counters), then runs the devices: in this process when ``processes`` is 1, else
 in a :class:`~aioiothub.simulator.workers.WorkerPool`. Meanwhile a watcher reads the merged
 snapshot four times a second: it notes when every device was first connected and the peak of
-connected devices, and sets the stop event when the duration is over or every device has sent its
-messages. :meth:`Simulation.request_stop` (Ctrl-C) sets the same event. Once the devices are
-stopped, the last snapshot becomes the summary.
+connected devices, and sets the stop event when the duration is over, every device has sent its
+messages, or no device is left (all refused or given up). :meth:`Simulation.request_stop` (Ctrl-C)
+sets the same event. Once the devices are stopped, the last snapshot becomes the summary.
 """
 
 from __future__ import annotations
@@ -192,7 +192,9 @@ class Simulation:
             self._peak_connected = max(self._peak_connected, connected)
             if self._all_connected_after is None and connected >= plan.devices:
                 self._all_connected_after = self.elapsed
-            if plan.duration is not None and self.elapsed >= plan.duration:
+            if counters["devices_lost"] >= plan.devices:
+                self.request_stop("every device lost")
+            elif plan.duration is not None and self.elapsed >= plan.duration:
                 self.request_stop("duration")
             elif plan.traffic.messages is not None and counters["finished"] + counters["devices_lost"] >= plan.devices:
                 self.request_stop("messages")

@@ -12,9 +12,11 @@ from __future__ import annotations
 import math
 import resource
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import anyio
 
 __all__ = [
     "COUNTERS",
@@ -124,10 +126,27 @@ class FleetStats:
 
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     send_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # Created only while someone waits, so that counting costs one attribute check otherwise.
+    _changed: anyio.Event | None = field(default=None, repr=False, compare=False)
 
     def add(self, name: str, amount: int = 1) -> None:
         """Increase a counter (or a gauge, with a negative ``amount`` to decrease it)."""
         self.counters[name] += amount
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_until(self, condition: Callable[[Mapping[str, int]], bool]) -> None:
+        """Return once ``condition(counters)`` holds (checked after every change).
+
+        Example:
+            >>> async def all_connected(stats, devices):  # doctest: +SKIP
+            ...     await stats.wait_until(lambda counters: counters["connected"] == devices)
+        """
+        while not condition(self.counters):
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
 
     def snapshot(self) -> dict[str, Any]:
         """The counters, the histogram and this process's peak memory, as plain JSON."""
