@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 
@@ -11,12 +12,17 @@ logger = logging.getLogger("aioiothub.simulator")
 
 
 def raise_open_file_limit(needed: int) -> int:
-    """Raise the soft ``RLIMIT_NOFILE`` towards ``needed`` (never past the hard limit).
+    """Raise the soft ``RLIMIT_NOFILE`` towards ``needed``; the hard limit too where the process
+    may (a privileged process, as in many containers).
 
     Returns:
         The soft limit now in force; a warning is logged when it is below ``needed``.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and needed > hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            soft, hard = needed, needed
     target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
