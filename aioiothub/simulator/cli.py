@@ -27,6 +27,7 @@ from aioiothub.simulator.identities import (
     ExistingHub,
     IdentitySource,
 )
+from aioiothub.simulator.limits import size_connect_threads
 from aioiothub.simulator.progress import LiveProgress, format_summary
 from aioiothub.simulator.runner import Simulation, SimulationPlan
 from aioiothub.simulator.stats import SUMMARY_MARKER, merge_summaries
@@ -216,6 +217,7 @@ def build_source(arguments: argparse.Namespace) -> tuple[IdentitySource, bool]:
 
 async def _simulate(arguments: argparse.Namespace, plan: SimulationPlan, source: IdentitySource,
                     local_hub: bool, console: Console | None) -> dict[str, Any]:
+    size_connect_threads(plan.connect_concurrency)
     simulation = Simulation(plan, source, local_hub=local_hub)
     first = plan.start_index
     title = (

@@ -230,8 +230,7 @@ class SimulatedDevice:
                 stats.add("failed")
                 logger.info("device %s: message %d failed: %s", self.device_id, counter, exc)
             else:
-                stats.send_latency.record(time.perf_counter() - started)
-                stats.add("acknowledged")
+                stats.record_send(time.perf_counter() - started)
             spread = traffic.jitter * random.uniform(-1.0, 1.0)
             # Late (a slow send, a reconnect): carry on from now rather than send a burst to catch up.
             next_at = max(next_at + traffic.interval * (1.0 + spread), time.monotonic())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import resource
 
-__all__ = ["raise_open_file_limit"]
+__all__ = ["raise_open_file_limit", "size_connect_threads"]
 
 logger = logging.getLogger("aioiothub.simulator")
 
@@ -33,3 +35,17 @@ def raise_open_file_limit(needed: int) -> int:
             "use --processes, or raise the limit (ulimit -n)", soft, needed,
         )
     return soft
+
+
+def size_connect_threads(connect_concurrency: int) -> None:
+    """Give the running event loop's default executor one thread per concurrent connect.
+
+    The aiomqtt transport runs each TLS handshake in the loop's default executor (a blocking
+    call inside paho-mqtt), whose default size (CPU count + 4) would otherwise cap how many devices
+    connect at once, whatever ``connect_concurrency`` says. The threads idle once the fleet is up.
+    Call it only in a process the simulator owns: it replaces the loop's default executor.
+    """
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=connect_concurrency, thread_name_prefix="aioiothub-connect")
+    )

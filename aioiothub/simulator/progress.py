@@ -120,6 +120,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
 
     connected_after = summary.get("all_connected_after_s")
     in_flight = counters["sent"] - counters["acknowledged"] - counters["failed"]
+    steady = summary.get("steady_send_latency_ms") or {}
     lines = [
         f"simulated {counters['devices']:,} devices for {summary['elapsed_s']:,.1f} s"
         + (f" (stopped by {summary['stopped_by']})" if summary.get("stopped_by") else ""),
@@ -130,6 +131,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"{summary['messages_per_s']:,.1f} messages/s",
         f"  send latency    p50 {ms(latency['p50'])} ms, p90 {ms(latency['p90'])} ms, "
         f"p99 {ms(latency['p99'])} ms, max {ms(latency['max'])} ms",
+        f"  ... once up     p50 {ms(steady.get('p50'))} ms, p90 {ms(steady.get('p90'))} ms, "
+        f"p99 {ms(steady.get('p99'))} ms, max {ms(steady.get('max'))} ms "
+        f"({steady.get('count', 0):,} messages sent after every device of their process was connected)",
         f"  connections     {counters['reconnects']:,} reconnects, {counters['connect_failures']:,} failed connects, "
         f"{counters['devices_lost']:,} devices lost",
         f"  twin            {counters['twin_reads']:,} reads, {counters['desired_patches']:,} desired patches, "

@@ -126,12 +126,28 @@ class FleetStats:
 
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     send_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # Sends after every device of this process was connected: the fleet's steady state, without
+    # the connect storm at the start (which one process cannot tell from another's).
+    steady_send_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    _steady: bool = field(default=False, repr=False, compare=False)
     # Created only while someone waits, so that counting costs one attribute check otherwise.
     _changed: anyio.Event | None = field(default=None, repr=False, compare=False)
 
     def add(self, name: str, amount: int = 1) -> None:
         """Increase a counter (or a gauge, with a negative ``amount`` to decrease it)."""
         self.counters[name] += amount
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    def record_send(self, seconds: float) -> None:
+        """Count one acknowledged message that took ``seconds`` to send."""
+        self.counters["acknowledged"] += 1
+        self.send_latency.record(seconds)
+        if not self._steady and self.counters["connected"] >= self.counters["devices"] > 0:
+            self._steady = True
+        if self._steady:
+            self.steady_send_latency.record(seconds)
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -153,6 +169,7 @@ class FleetStats:
         return {
             "counters": dict(self.counters),
             "send_latency": self.send_latency.to_json(),
+            "steady_send_latency": self.steady_send_latency.to_json(),
             "processes": 1,
             "peak_rss_bytes": peak_rss_bytes(),
         }
@@ -167,18 +184,20 @@ def peak_rss_bytes() -> int:
 def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Add snapshots (or summaries) of several processes or shards into one snapshot."""
     counters = dict.fromkeys(COUNTERS, 0)
-    histogram = LatencyHistogram()
+    histogram, steady = LatencyHistogram(), LatencyHistogram()
     processes = 0
     peak_rss = 0
     for snapshot in snapshots:
         for name, value in snapshot.get("counters", {}).items():
             counters[name] = counters.get(name, 0) + int(value)
         histogram.add_json(snapshot.get("send_latency", {}))
+        steady.add_json(snapshot.get("steady_send_latency", {}))
         processes += int(snapshot.get("processes", 0))
         peak_rss = max(peak_rss, int(snapshot.get("peak_rss_bytes", 0)))
     return {
         "counters": counters,
         "send_latency": histogram.to_json(),
+        "steady_send_latency": steady.to_json(),
         "processes": processes,
         "peak_rss_bytes": peak_rss,
     }
@@ -186,6 +205,19 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def _milliseconds(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
+
+
+def _latency_summary(data: Mapping[str, Any]) -> dict[str, Any]:
+    histogram = LatencyHistogram()
+    histogram.add_json(data)
+    return {
+        "count": histogram.count,
+        "p50": _milliseconds(histogram.percentile(50)),
+        "p90": _milliseconds(histogram.percentile(90)),
+        "p99": _milliseconds(histogram.percentile(99)),
+        "max": _milliseconds(histogram.maximum if histogram.count else None),
+        "mean": _milliseconds(histogram.total / histogram.count if histogram.count else None),
+    }
 
 
 def summarize(
@@ -202,8 +234,6 @@ def summarize(
     Summaries of several shards merge with :func:`merge_summaries`, which is
     :func:`merge_snapshots` followed by this function again.
     """
-    histogram = LatencyHistogram()
-    histogram.add_json(snapshot.get("send_latency", {}))
     counters = dict(snapshot.get("counters", {}))
     acknowledged = counters.get("acknowledged", 0)
     return {
@@ -213,15 +243,11 @@ def summarize(
         "all_connected_after_s": None if all_connected_after is None else round(all_connected_after, 3),
         "peak_connected": counters.get("connected", 0) if peak_connected is None else peak_connected,
         "messages_per_s": round(acknowledged / elapsed, 1) if elapsed > 0 else 0.0,
-        "send_latency_ms": {
-            "p50": _milliseconds(histogram.percentile(50)),
-            "p90": _milliseconds(histogram.percentile(90)),
-            "p99": _milliseconds(histogram.percentile(99)),
-            "max": _milliseconds(histogram.maximum if histogram.count else None),
-            "mean": _milliseconds(histogram.total / histogram.count if histogram.count else None),
-        },
+        "send_latency_ms": _latency_summary(snapshot.get("send_latency", {})),
+        "steady_send_latency_ms": _latency_summary(snapshot.get("steady_send_latency", {})),
         "counters": counters,
-        "send_latency": histogram.to_json(),
+        "send_latency": snapshot.get("send_latency", {}),
+        "steady_send_latency": snapshot.get("steady_send_latency", {}),
         "processes": snapshot.get("processes", 0),
         "peak_rss_bytes": snapshot.get("peak_rss_bytes", 0),
         "settings": dict(settings or {}),

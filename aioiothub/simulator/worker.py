@@ -16,6 +16,7 @@ import anyio
 
 from aioiothub.simulator.endpoint import FleetEndpoint
 from aioiothub.simulator.fleet import run_devices
+from aioiothub.simulator.limits import size_connect_threads
 from aioiothub.simulator.pipes import emit, stdin_reader
 from aioiothub.simulator.stats import FleetStats
 from aioiothub.simulator.traffic import TrafficSettings
@@ -31,6 +32,7 @@ async def _work() -> None:
     async with stdin_reader() as reader:
         setup = json.loads(await reader.readline())
         endpoint = FleetEndpoint.from_json(setup["endpoint"])
+        size_connect_threads(setup["connect_concurrency"])
         traffic = TrafficSettings.from_json(setup["traffic"])
 
         async def report() -> None:

@@ -54,6 +54,8 @@ def test_a_fleet_sends_every_message_and_stops(emulator: str) -> None:
     assert counters["failed"] == 0
     assert counters["twin_reads"] == 20
     assert summary["send_latency_ms"]["p99"] > 0
+    assert summary["send_latency_ms"]["count"] == 60
+    assert 0 < summary["steady_send_latency_ms"]["count"] <= 60
     assert summary["peak_connected"] == 20
     assert summary["all_connected_after_s"] is not None
     assert "simulated 20 devices" in completed.stderr
