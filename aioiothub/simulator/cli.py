@@ -74,6 +74,10 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     traffic.add_argument("--jitter", type=float, default=0.1, help="fraction each interval varies by (default: 0.1)")
     traffic.add_argument("--messages", type=int, help="messages per device (default: until the run stops)")
     traffic.add_argument("--duration", type=float, help="seconds to run (default: until every message is sent)")
+    traffic.add_argument(
+        "--hold", type=float, metavar="SECONDS",
+        help="stop SECONDS after every device was connected at once (--duration then caps the whole run)",
+    )
     traffic.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS of telemetry (default: 1)")
     traffic.add_argument(
         "--template", default=DEFAULT_TEMPLATE, metavar="TEXT|@FILE",
@@ -182,6 +186,7 @@ def build_plan(arguments: argparse.Namespace) -> SimulationPlan:
         start_index=arguments.start_index + _shard_index(arguments.shard_index) * arguments.devices,
         processes=arguments.processes,
         duration=arguments.duration,
+        hold=arguments.hold,
         connect_concurrency=arguments.connect_concurrency,
         traffic=traffic,
         backend=BackendTraffic(arguments.method_rate, arguments.desired_rate, arguments.c2d_rate),
@@ -283,9 +288,10 @@ def simulate_main(arguments: argparse.Namespace) -> int:
 
 
 def _exit_status(summary: dict[str, Any]) -> int:
-    """1 when a message failed or a device was lost (so that CI notices), else 0."""
+    """1 when a message failed, a device was lost or a worker crashed (so that CI notices), else 0."""
     counters = summary["counters"]
-    return 1 if counters["failed"] or counters["devices_lost"] else 0
+    crashed = "a worker process exited" in str(summary.get("stopped_by", ""))
+    return 1 if counters["failed"] or counters["devices_lost"] or crashed else 0
 
 
 def read_summaries(lines: Iterable[str]) -> list[dict[str, Any]]:

@@ -7,8 +7,9 @@ Theory of operation
 the back end, its counters), then runs the devices: in this process when ``processes`` is 1, else
 in a :class:`~aioiothub.simulator.workers.WorkerPool`. Meanwhile a watcher reads the merged
 snapshot four times a second: it notes when every device was first connected and the peak of
-connected devices, and sets the stop event when the duration is over, every device has sent its
-messages, or no device is left (all refused or given up). :meth:`Simulation.request_stop` (Ctrl-C)
+connected devices, and sets the stop event when the duration is over, the fleet has been held
+long enough at full size, every device has sent its messages, or no device is left (all refused or
+given up). :meth:`Simulation.request_stop` (Ctrl-C)
 sets the same event. Once the devices are stopped, the last snapshot becomes the summary.
 """
 
@@ -45,6 +46,8 @@ class SimulationPlan:
         processes: processes the devices are spread over (each a contiguous index range).
         duration: seconds to run; ``None`` runs until every device has sent ``traffic.messages``
             (or until stopped, when that is ``None`` too).
+        hold: stop this many seconds after every device was first connected at once (the fleet
+            held at full size); ``duration``, if given too, caps the whole run.
         connect_concurrency: devices connecting at once, per process.
         traffic: what each device sends.
         backend: back-end traffic (needs an emulator the run controls).
@@ -55,6 +58,7 @@ class SimulationPlan:
     start_index: int = 0
     processes: int = 1
     duration: float | None = None
+    hold: float | None = None
     connect_concurrency: int = 100
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
     backend: BackendTraffic = field(default_factory=BackendTraffic)
@@ -68,6 +72,8 @@ class SimulationPlan:
             raise ValueError(f"processes must be from 1 to the number of devices, not {self.processes!r}")
         if self.duration is not None and not self.duration > 0:
             raise ValueError(f"duration must be a positive number of seconds, not {self.duration!r}")
+        if self.hold is not None and not self.hold > 0:
+            raise ValueError(f"hold must be a positive number of seconds, not {self.hold!r}")
         if not isinstance(self.connect_concurrency, int) or self.connect_concurrency < 1:
             raise ValueError(f"connect_concurrency must be a positive integer, not {self.connect_concurrency!r}")
         if not self.prefix or not isinstance(self.prefix, str):
@@ -194,7 +200,16 @@ class Simulation:
                 self._all_connected_after = self.elapsed
             if counters["devices_lost"] >= plan.devices:
                 self.request_stop("every device lost")
+            elif self._pool is not None and any(code is not None for code in self._pool.exited):
+                # A worker that exits on its own crashed: its devices are gone, stop and report.
+                self.request_stop("a worker process exited")
             elif plan.duration is not None and self.elapsed >= plan.duration:
                 self.request_stop("duration")
+            elif (
+                plan.hold is not None
+                and self._all_connected_after is not None
+                and self.elapsed >= self._all_connected_after + plan.hold
+            ):
+                self.request_stop("hold")
             elif plan.traffic.messages is not None and counters["finished"] + counters["devices_lost"] >= plan.devices:
                 self.request_stop("messages")

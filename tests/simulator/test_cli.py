@@ -62,6 +62,13 @@ def test_a_fleet_sends_every_message_and_stops(emulator: str) -> None:
     assert "\x1b[" not in completed.stdout + completed.stderr
 
 
+def test_hold_keeps_the_full_fleet_for_that_long_then_stops() -> None:
+    summary = summary_of(run([*SIMULATE, "--devices", "5", "--hold", "1.5", *QUICK, "--json"]))
+    assert summary["stopped_by"] == "hold"
+    assert summary["elapsed_s"] >= summary["all_connected_after_s"] + 1.5
+    assert summary["counters"]["connected"] == 5
+
+
 def test_worker_processes_share_the_fleet_and_the_back_end_reaches_every_kind_of_traffic() -> None:
     completed = run([
         *SIMULATE, "--devices", "20", "--processes", "2", "--duration", "9", *QUICK,
