@@ -23,4 +23,4 @@ def test_fleet_benchmark_smoke_run_prints_its_tables(tmp_path: Path) -> None:
     results = json.loads(output.read_text())
     assert results["benchmark"] == "fleet_simulation"
     assert results["sustained"]["counters"]["devices"] == 30
-    assert [row["devices"] for row in results["largest"] if row["processes"] == 1][0] == 20
+    assert next(row["devices"] for row in results["largest"] if row["processes"] == 1) == 20
