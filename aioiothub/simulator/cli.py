@@ -193,8 +193,20 @@ def build_plan(arguments: argparse.Namespace) -> SimulationPlan:
     )
 
 
+def _check_transport(transport: str | None) -> None:
+    """Refuse a ``--transport`` the installed client does not offer, before any device starts."""
+    if transport is None:
+        return
+    probe = FleetEndpoint(hostname="probe.invalid", fleet_key=base64.b64encode(bytes(32)).decode(), transport=transport)
+    try:
+        probe.client("probe")
+    except TypeError:
+        raise ValueError(f"--transport {transport}: this aioiothub's client has no transport option") from None
+
+
 def build_source(arguments: argparse.Namespace) -> tuple[IdentitySource, bool]:
     """The identity source the options name, and whether its hub runs in this process."""
+    _check_transport(arguments.transport)
     if arguments.hub is not None:
         if arguments.emulator is not None:
             raise ValueError("give --hub or --emulator, not both")
