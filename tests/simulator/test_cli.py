@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +172,12 @@ def test_a_terminal_gets_the_live_progress_display() -> None:
     )
     os.close(terminal)
     output = b""
+    deadline = time.monotonic() + 60
     while True:
+        ready, _, _ = select.select([controller], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            process.kill()
+            raise AssertionError(f"no end of output within 60 s:\n{output.decode(errors='replace')}")
         try:
             chunk = os.read(controller, 65536)
         except OSError:  # the terminal's other end closed
