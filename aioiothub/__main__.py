@@ -1,6 +1,10 @@
-"""Command line: ``python -m aioiothub demo`` runs a device against the embedded emulator.
+"""Command line (``aioiothub`` or ``python -m aioiothub``).
 
-``python -m aioiothub --version`` prints the version.
+- ``aioiothub demo`` runs a device against the embedded emulator and shows the traffic.
+- ``aioiothub simulate --devices 1000 --duration 30`` runs a simulated fleet (see
+  :mod:`aioiothub.simulator`).
+- ``aioiothub merge-summaries`` merges the ``--json`` summaries of fleet shards.
+- ``aioiothub --version`` prints the version.
 """
 
 from __future__ import annotations
@@ -82,14 +86,36 @@ async def demo() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m aioiothub``."""
-    parser = argparse.ArgumentParser(prog="python -m aioiothub", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="aioiothub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"aioiothub {__version__}")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("demo", help="run a device against the embedded emulator and show the traffic")
+    simulate = commands.add_parser(
+        "simulate",
+        help="simulate a fleet of devices (embedded emulator by default) with live progress",
+        description="Simulate a fleet of devices: telemetry from a template, twin, methods and C2D, "
+        "against an emulator started for the run (the default) or an existing hub.",
+    )
+    merge = commands.add_parser(
+        "merge-summaries",
+        help="merge the --json summaries of several 'aioiothub simulate' shards",
+        description="Merge the summaries that 'aioiothub simulate --json' printed in several shards.",
+    )
+    # Imported here so that `--version` and `demo` do not load the simulator's dependencies.
+    from aioiothub.simulator import cli
+
+    cli.add_simulate_arguments(simulate)
+    cli.add_merge_arguments(merge)
     arguments = parser.parse_args(argv)
     if arguments.command == "demo":
         anyio.run(demo, backend="asyncio")
         return 0
+    if arguments.command == "simulate":
+        return cli.simulate_main(arguments)
+    if arguments.command == "merge-summaries":
+        return cli.merge_main(arguments)
     parser.print_help()
     return 2
 
