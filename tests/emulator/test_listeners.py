@@ -265,7 +265,7 @@ async def test_handshake_timeout_drops_the_connection(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(listeners, "HANDSHAKE_TIMEOUT", 0.2)
+    monkeypatch.setattr(listeners.tls, "HANDSHAKE_TIMEOUT", 0.2)
     caplog.set_level(logging.DEBUG, LISTENER_LOGGER)
     echo = Echo()
     async with listening(serve_tls, echo, server_context) as port:
@@ -672,8 +672,8 @@ class InMemoryTLS:
 
     def __init__(self, server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> None:
         self.transport = FakeTransport()
-        self.established: list[listeners._TLSConnection] = []
-        self.connection = listeners._TLSConnection(server_context, self.established.append)
+        self.established: list[listeners.tls._TLSConnection] = []
+        self.connection = listeners.tls._TLSConnection(server_context, self.established.append)
         self.connection.connection_made(self.transport)
         self.client_incoming = ssl.MemoryBIO()
         self.client_outgoing = ssl.MemoryBIO()
@@ -694,10 +694,10 @@ class InMemoryTLS:
             if not moved and not self.client_outgoing.pending:
                 return
 
-    def open_stream(self) -> listeners._TLSByteStream:
+    def open_stream(self) -> listeners.tls._TLSByteStream:
         self.pump()
         assert self.established == [self.connection]
-        return listeners._TLSByteStream(self.connection)
+        return listeners.tls._TLSByteStream(self.connection)
 
     def client_send(self, data: bytes) -> None:
         self.client.write(data)
@@ -826,7 +826,7 @@ async def test_close_sends_close_notify_and_waits_for_the_transport(tls: InMemor
 async def test_closed_stream_refuses_use_and_aborts_a_silent_peer(
     tls: InMemoryTLS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(listeners, "_CLOSE_TIMEOUT", 0.01)
+    monkeypatch.setattr(listeners.tls, "_CLOSE_TIMEOUT", 0.01)
     stream = tls.open_stream()
     await stream.aclose()
     assert tls.transport.closed

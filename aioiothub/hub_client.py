@@ -1,0 +1,335 @@
+"""What the device and module clients share: the ``_HubClient`` base and the argument checks both use.
+
+``_HubClient`` owns the lifetime of one :class:`~aioiothub.session.HubSession` (``async with`` opens
+it in a task group, leaving the block closes it), and offers what every identity can do: telemetry,
+the twin, Plug and Play writable properties, direct methods, the ``errors()`` stream, connection
+state and SAS token replacement. The helpers turn what callers pass (a message of any accepted type,
+an acknowledgement mode, a connection string or SAS token with further options) into checked values.
+:mod:`aioiothub.device_client` and :mod:`aioiothub.module_client` build the public classes on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Collection
+from types import MappingProxyType, TracebackType
+from typing import Any, Literal, Self
+
+import anyio
+import anyio.abc
+
+from aioiothub import pnp
+from aioiothub.auth import X509Credential
+from aioiothub.background_errors import BackgroundError
+from aioiothub.exceptions import unwrap_group
+from aioiothub.message import Message, encode_json
+from aioiothub.methods import MethodRequest
+from aioiothub.options import ClientOptions
+from aioiothub.protocol.twin import validate_patch, validate_section_size
+from aioiothub.session import HubSession, SessionSettings
+from aioiothub.settings import identity_from_sas_token, options_from_connection_string
+from aioiothub.twin import Twin
+
+__all__ = ["AckMode", "MessageLike"]
+
+MessageLike = Message | bytes | str | dict[str, Any]
+"""What ``send_message`` accepts: a dict is sent as JSON, bytes and str as the body."""
+
+AckMode = Literal["auto", "manual"]
+"""How received messages are acknowledged: as the loop takes them, or by ``await message.acknowledge()``."""
+
+# What Message.json() sets, for dicts sent without building a Message first.
+_JSON_PROPERTIES = MappingProxyType({"$.ct": "application/json", "$.ce": "utf-8"})
+
+
+def _manual_ack(ack: object) -> bool:
+    if ack not in ("auto", "manual"):
+        raise ValueError(f"ack must be 'auto' or 'manual', not {ack!r}")
+    return ack == "manual"
+
+
+def _to_message(message: object) -> Message:
+    if isinstance(message, Message):
+        return message
+    if isinstance(message, bytes | bytearray | memoryview | str):
+        return Message(bytes(message) if not isinstance(message, str) else message)
+    if isinstance(message, dict):
+        return Message.json(message)
+    raise TypeError(f"message must be a Message, bytes, str or dict, not {type(message).__name__}")
+
+
+class _HubClient:
+    """What device and module clients share: lifecycle, telemetry, twin and direct methods."""
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self._settings = settings
+        self._session: HubSession | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self._task_group is not None:
+            raise RuntimeError("the client is already open")
+        self._session = HubSession(self._settings)
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        try:
+            await task_group.start(self._session.run, name="aioiothub connection")
+        except BaseException as exc:
+            task_group.cancel_scope.cancel()
+            try:
+                await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            except BaseException as group:
+                raise unwrap_group(group) from None
+            self._session = None
+            raise
+        self._task_group = task_group
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        task_group, session = self._task_group, self._session
+        if task_group is None or session is None:
+            return None
+        self._task_group = None
+        session.close()
+        task_group.cancel_scope.cancel()
+        try:
+            return await task_group.__aexit__(exc_type, exc, tb)
+        except BaseException as group:
+            raise unwrap_group(group, fatal=session.fatal_error) from None
+        finally:
+            self._session = None
+
+    def _require_session(self) -> HubSession:
+        if self._session is None:
+            raise RuntimeError("the client is not open: use it as 'async with client:'")
+        return self._session
+
+    @property
+    def connected(self) -> bool:
+        """Whether the client has a live connection to the hub right now."""
+        return self._session is not None and self._session.connected
+
+    async def wait_connected(self) -> None:
+        """Return once the client is connected (at once if it already is)."""
+        await self._require_session().current()
+
+    def connection_states(self) -> AsyncIterator[bool]:
+        """Yield ``True`` or ``False`` each time the connection comes up or goes down, from this call on.
+
+        Up to 16 changes wait for a slow consumer; changes past those are not queued.
+
+        Example:
+            >>> async def watch(client):
+            ...     async for up in client.connection_states():
+            ...         print("connected" if up else "reconnecting")
+        """
+        return self._require_session().connection_states()
+
+    def errors(self) -> AsyncIterator[BackgroundError]:
+        """Yield the errors the client recovers from on its own, as typed events.
+
+        A lost connection (:class:`~aioiothub.background_errors.ConnectionDropped`), a failed or
+        refused reconnect (``ReconnectFailed``, with the CONNACK ``return_code``), a loop that fell
+        behind (``ConsumerFellBehind``: which stream, how many), a failed token renewal
+        (``RenewalFailed``), a method nobody handles, a malformed message, a failed twin re-read.
+        The client carries on after each; errors it cannot recover from are raised from the
+        ``async with`` block instead. Every loop sees every event from when it starts; each keeps
+        at most 64 waiting, dropping the oldest and then yielding ``ErrorsDropped(count)``. The
+        library itself prints nothing: it logs on the ``aioiothub`` logger, which has no output
+        unless the application configures logging.
+
+        Example:
+            >>> async def watch(client):
+            ...     async for error in client.errors():
+            ...         print("recovered from:", error)
+        """
+        return self._require_session().errors.events()
+
+    async def update_sas_token(self, sas_token: str) -> None:
+        """Use a new SAS token, made elsewhere, from now on.
+
+        The client reconnects with it at once -- a planned reconnect, as for a renewal: nothing
+        queued or in flight is lost -- so the old token's expiry never forces a drop. Returns once
+        the new connection is up.
+
+        Example:
+            >>> async def rotate(client, token_service):
+            ...     await client.update_sas_token(await token_service.token_for("dev1"))
+
+        Raises:
+            RuntimeError: the client is not open, or was not created with a SAS token.
+            CredentialError: the token is malformed, has expired, or is scoped to another device
+                or module; the message says which.
+            TimeoutError: no connection with the new token within ``request_timeout`` (the
+                token stays in use; the client keeps trying).
+        """
+        await self._require_session().update_token(sas_token)
+
+    # -------------------------------------------------------------- telemetry
+
+    async def _send(self, message: object, qos: int, output_name: str | None, retain: bool = False) -> None:
+        session = self._require_session()
+        if type(message) is dict:
+            # The common case, without building a Message: the same body and properties.
+            body = encode_json(message)
+            properties: Any = _JSON_PROPERTIES if output_name is None else {**_JSON_PROPERTIES, "$.on": output_name}
+        else:
+            built = _to_message(message)
+            if output_name is not None:
+                built = built.replace(output_name=output_name)
+            body, properties = built.body, built.wire_properties()
+        if not isinstance(retain, bool):
+            raise TypeError("retain must be True or False")
+        await session.publish(session.protocol.telemetry(body, properties, qos=qos, retain=retain))
+
+    async def send_message(self, message: MessageLike, *, qos: int = 1, retain: bool = False) -> None:
+        """Send telemetry; returns once the hub acknowledged it (QoS 1) or it was written (QoS 0).
+
+        A ``dict`` is sent as JSON with content type ``application/json`` and encoding ``utf-8``;
+        ``bytes`` and ``str`` are sent as the body. Many concurrent calls share the connection
+        (up to ``max_in_flight`` unacknowledged at once). If the connection drops before the
+        acknowledgement, the message is sent again on the next connection (at-least-once).
+        With ``retain=True`` the MQTT RETAIN flag is set: IoT Hub does not store the message, it
+        forwards it with the application property ``mqtt-retain: true`` for routing to act on.
+
+        Raises:
+            TypeError: ``message`` is of an unsupported type.
+            ValueError: the message is over 256 KiB on the wire, or ``qos`` is not 0 or 1.
+            TimeoutError: no acknowledgement within ``request_timeout``.
+
+        Example:
+            >>> async def report(client):
+            ...     await client.send_message({"temperature": 21.5})
+            ...     await client.send_message(Message(b"raw", properties={"alert": "1"}))
+        """
+        await self._send(message, qos, None, retain)
+
+    # ------------------------------------------------------------------ twin
+
+    async def get_twin(self) -> Twin:
+        """Read the twin.
+
+        Raises:
+            ServiceError: the hub answered with an error status (``ThrottledError`` for 429).
+            TimeoutError: no answer within ``request_timeout``.
+
+        Example:
+            >>> async def show(client):
+            ...     twin = await client.get_twin()
+            ...     print(twin.desired.get("interval"), twin.reported_version)
+        """
+        return await self._require_session().get_twin()
+
+    async def update_reported_properties(self, patch: dict[str, Any]) -> int:
+        """Merge ``patch`` into the reported properties (``None`` deletes a key).
+
+        Returns:
+            The new reported ``$version``.
+
+        Raises:
+            ValueError: the patch breaks a twin rule (key characters, depth, sizes); nothing is sent.
+            ServiceError: the hub refused the patch.
+            TimeoutError: no answer within ``request_timeout``.
+
+        Example:
+            >>> async def report_firmware(client):
+            ...     version = await client.update_reported_properties({"fw": "1.2.0"})
+        """
+        if not isinstance(patch, dict):
+            raise TypeError(f"patch must be a dict, not {type(patch).__name__}")
+        validate_patch(patch, argument="patch")
+        validate_section_size(patch, argument="patch")
+        body = json.dumps(patch, separators=(",", ":"), allow_nan=False).encode()
+        return await self._require_session().update_reported(body)
+
+    def desired_property_patches(self) -> AsyncIterator[dict[str, Any]]:
+        """Iterate over desired-property patches as the solution back end writes them.
+
+        Each patch is a dict including ``"$version"``. Changes made while the device was offline
+        (or while the consumer fell behind) arrive as one synthetic patch after the client
+        re-reads the twin, so no desired change is lost.
+
+        Example:
+            >>> async def follow(client):
+            ...     async for patch in client.desired_property_patches():
+            ...         print("desired now at version", patch["$version"])
+        """
+        return self._require_session().desired_patches()
+
+    def writable_property_requests(
+        self, *, components: Collection[str] | None = None, pending: bool = True
+    ) -> AsyncIterator[pnp.WritablePropertyRequest]:
+        """Iterate over Plug and Play writable-property requests, one per component and property.
+
+        Each desired patch is split into :class:`~aioiothub.pnp.WritablePropertyRequest` values
+        carrying the desired ``$version``; ``await request.respond(200)`` acknowledges one in the
+        reported properties as the conventions say (``{"value", "ac", "av", "ad"}``, nested under
+        its component with ``"__t": "c"``). With ``pending=True`` the loop starts with the
+        properties already in the twin that were not yet acknowledged with their value.
+
+        This loop and :meth:`desired_property_patches` share the same patches: use one of them.
+
+        Args:
+            components: the model's component names, for desired patches that lack the
+                ``"__t": "c"`` marker.
+            pending: first yield what the twin holds that the device has not acknowledged.
+
+        Example:
+            >>> async def follow(client):
+            ...     async for request in client.writable_property_requests():
+            ...         apply(request.component, request.name, request.value)
+            ...         await request.respond(200, "applied")
+        """
+        if not isinstance(pending, bool):
+            raise TypeError("pending must be True or False")
+        if components is not None and (isinstance(components, str) or not isinstance(components, Collection)):
+            raise TypeError("components must be a collection of component names, such as a set")
+        return pnp.writable_property_requests(
+            self._require_session(), self.update_reported_properties, components=components, pending=pending
+        )
+
+    # ---------------------------------------------------------------- methods
+
+    def method_requests(self, method_name: str | None = None) -> AsyncIterator[MethodRequest]:
+        """Iterate over direct method invocations; answer each with ``await request.respond(...)``.
+
+        ``method_requests("reboot")`` yields only the invocations of ``reboot``; ``method_requests()``
+        yields every method that no loop asked for by name. Plug and Play component commands are
+        named ``"{component}*{command}"``, and each request has them split (``request.component``,
+        ``request.command``). While no loop takes a method, invocations are answered with 503; past
+        ``inbound_buffer_size`` requests waiting, further ones are answered with 503. Both are
+        reported on :meth:`errors`. Several loops over the same name share its requests: each
+        request goes to one of them.
+
+        Example:
+            >>> async def serve_reboots(client):
+            ...     async for request in client.method_requests("reboot"):
+            ...         await request.respond(200, {"rebooting": True})
+        """
+        if method_name is not None and (not isinstance(method_name, str) or not method_name):
+            raise ValueError("method_name must be a non-empty string or None")
+        return self._require_session().method_requests(method_name)
+
+
+def _identity_from_connection_string(
+    connection_string: str, x509: X509Credential | None, options: ClientOptions
+) -> dict[str, Any]:
+    identity = options_from_connection_string(connection_string, x509=x509)
+    for name in ("hostname", "device_id", "module_id", "shared_access_key", "sas_token"):
+        if name in options:
+            raise TypeError(f"{name} comes from the connection string; do not pass it as well")
+    gateway = identity.pop("gateway_hostname")
+    if gateway is not None and "gateway_hostname" not in options:
+        options["gateway_hostname"] = gateway
+    return identity
+
+
+def _identity_from_sas_token(sas_token: str, options: ClientOptions) -> tuple[str, str, str | None]:
+    for name in ("hostname", "device_id", "module_id", "shared_access_key", "sas_token", "x509"):
+        if name in options:
+            raise TypeError(f"{name} comes from the SAS token; do not pass it as well")
+    return identity_from_sas_token(sas_token)
