@@ -1,4 +1,4 @@
-"""The repository itself: no unresolved merge left in any tracked text file."""
+"""The repository itself: no unresolved merge left in any tracked text file, nothing installed tracked."""
 
 from __future__ import annotations
 
@@ -20,3 +20,11 @@ def test_no_tracked_file_holds_a_merge_conflict_marker() -> None:
             if line.startswith(MARKERS) or line == "=======":
                 offenders.append(f"{name}:{number}")
     assert offenders == []
+
+
+def test_nothing_installed_by_the_tests_is_tracked() -> None:
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    installed = [
+        name for name in listed.stdout.splitlines() if "node_modules/" in name or name.startswith((".peer", ".venv"))
+    ]
+    assert installed == []
