@@ -17,7 +17,10 @@ Two measurements, each a run of the real command line (``python -m aioiothub sim
 Usage::
 
     python benchmarks/fleet_simulation.py [--smoke] [--json out.json] [--devices 10000] [--hold 300]
-        [--sizes 10000,15000,19500] [--skip-largest]
+        [--sizes 10000,15000,19500] [--skip-largest] [--transport native]
+
+``--transport`` picks the devices' client transport (``aiomqtt``, the client's default, or
+``native``); the tables say which one ran.
 
 Every process of a fleet holds one socket per device, so the open-file limit (``ulimit -n``)
 bounds a process's fleet; the script prints it with the results, and the machine's load average
@@ -67,13 +70,17 @@ def simulate(arguments: list[str], timeout: float) -> dict[str, Any]:
     return summary
 
 
-def fleet_arguments(devices: int, *, processes: int, hold: float, interval: float, backend: bool) -> list[str]:
+def fleet_arguments(
+    devices: int, *, processes: int, hold: float, interval: float, backend: bool, transport: str | None = None
+) -> list[str]:
     # Time for the processes to start and the devices to connect, then the hold.
     cap = 30 + devices / CONNECTS_PER_SECOND_ALLOWANCE + hold
     arguments = [
         "--devices", str(devices), "--processes", str(processes), "--emulator", "process",
         "--interval", str(interval), "--jitter", "0.1", "--hold", str(hold), "--duration", str(cap),
     ]
+    if transport is not None:
+        arguments += ["--transport", transport]
     if backend:
         arguments += [
             "--report-interval", str(12 * interval),
@@ -112,6 +119,7 @@ def sustained_table(summary: dict[str, Any]) -> str:
     steady = summary["steady_send_latency_ms"]
     rows = [
         ["devices", number(counters["devices"])],
+        ["client transport", transport_of(summary)],
         ["processes (devices) + emulator process", f"{summary['processes']} + 1"],
         ["all connected after", f"{number(summary['all_connected_after_s'], 1)} s"],
         ["held afterwards", f"{number(held_for(summary), 1)} s"],
@@ -133,6 +141,10 @@ def sustained_table(summary: dict[str, Any]) -> str:
         ["machine load average (1 min) before / after", " / ".join(map(str, summary["load_average_before_after"]))],
     ]
     return table(["measure", "value"], rows)
+
+
+def transport_of(summary: dict[str, Any]) -> str:
+    return str(summary["settings"].get("transport") or "aiomqtt (default)")
 
 
 def largest_table(results: list[dict[str, Any]]) -> str:
@@ -176,18 +188,25 @@ def main() -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="fleet sizes tried for the largest fleet")
     parser.add_argument("--skip-sustained", action="store_true", help="only the largest-fleet runs")
     parser.add_argument("--skip-largest", action="store_true", help="only the sustained run")
+    parser.add_argument(
+        "--transport", choices=("aiomqtt", "native"), help="the devices' client transport (default: the client's)"
+    )
     arguments = parser.parse_args()
     if arguments.smoke:
         devices, hold, sizes, interval, largest_hold = 30, 8.0, [20, 40], 1.0, 3.0
     else:
         devices, hold, interval, largest_hold = arguments.devices, arguments.hold, 10.0, LARGEST_HOLD
         sizes = [int(size) for size in arguments.sizes.split(",")]
-    results: dict[str, Any] = {"benchmark": "fleet_simulation", "machine": machine()}
+    results: dict[str, Any] = {
+        "benchmark": "fleet_simulation", "machine": machine(), "transport": arguments.transport or "aiomqtt (default)",
+    }
     print(f"Fleet simulation on this machine: {results['machine']}\n", flush=True)
 
     if not arguments.skip_sustained:
         summary = simulate(
-            fleet_arguments(devices, processes=1, hold=hold, interval=interval, backend=True),
+            fleet_arguments(
+                devices, processes=1, hold=hold, interval=interval, backend=True, transport=arguments.transport
+            ),
             timeout=devices / CONNECTS_PER_SECOND_ALLOWANCE + hold + 600,
         )
         results["sustained"] = summary
@@ -200,7 +219,10 @@ def main() -> int:
         for processes in (1, 2):
             for size in sizes:
                 summary = simulate(
-                    fleet_arguments(size, processes=processes, hold=largest_hold, interval=interval, backend=False),
+                    fleet_arguments(
+                        size, processes=processes, hold=largest_hold, interval=interval, backend=False,
+                        transport=arguments.transport,
+                    ),
                     timeout=size / CONNECTS_PER_SECOND_ALLOWANCE + largest_hold + 600,
                 )
                 held = holds(summary, size)
@@ -209,7 +231,7 @@ def main() -> int:
                     break
         results["largest"] = largest
         print(f"\nLargest fleet (one message every {interval:g} s per device, held {largest_hold:g} s after "
-              "the last device connected)\n")
+              f"the last device connected; transport: {results['transport']})\n")
         print(largest_table(largest) + "\n", flush=True)
 
     if arguments.json is not None:

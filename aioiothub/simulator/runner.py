@@ -156,6 +156,8 @@ class Simulation:
         ids = plan.device_ids()
         async with self._source.open(ids, plan.backend) as target:
             self._target = target
+            # The summary says where the fleet ran and which client transport (None: the client's default).
+            settings = {**plan.describe(), "transport": target.endpoint.transport, "target": target.description}
             self._started = time.monotonic()
             if on_started is not None:
                 on_started()
@@ -186,7 +188,7 @@ class Simulation:
             all_connected_after=self._all_connected_after,
             peak_connected=self._peak_connected,
             stopped_by=self._stopped_by,
-            settings=plan.describe(),
+            settings=settings,
         )
 
     async def _watch(self) -> None:
