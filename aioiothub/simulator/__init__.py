@@ -23,8 +23,16 @@ from __future__ import annotations
 from aioiothub.simulator.backend import BackendTraffic
 from aioiothub.simulator.device import SimulatedDevice, writable_property_ack
 from aioiothub.simulator.endpoint import FleetEndpoint, device_ids
-from aioiothub.simulator.identities import EmbeddedEmulator, EmulatorProcess, ExistingHub, FleetTarget, IdentitySource
+from aioiothub.simulator.identities import (
+    DpsEnrollmentGroup,
+    EmbeddedEmulator,
+    EmulatorProcess,
+    ExistingHub,
+    FleetTarget,
+    IdentitySource,
+)
 from aioiothub.simulator.runner import Simulation, SimulationPlan
+from aioiothub.simulator.service_registry import ServiceRegistry
 from aioiothub.simulator.stats import FleetStats, LatencyHistogram, merge_summaries
 from aioiothub.simulator.template import PayloadTemplate
 from aioiothub.simulator.traffic import MessageFactory, TrafficSettings
@@ -40,6 +48,8 @@ __all__ = [
     "EmbeddedEmulator",
     "EmulatorProcess",
     "ExistingHub",
+    "ServiceRegistry",
+    "DpsEnrollmentGroup",
     "FleetEndpoint",
     "FleetTarget",
     "device_ids",

@@ -18,10 +18,13 @@ from typing import Any, TextIO
 import anyio
 from rich.console import Console
 
+from aioiothub import IoTHubError
+from aioiothub.provisioning import GLOBAL_PROVISIONING_HOST
 from aioiothub.simulator.backend import BackendTraffic
 from aioiothub.simulator.endpoint import FleetEndpoint
 from aioiothub.simulator.identities import (
     FLEET_KEY_VARIABLE,
+    DpsEnrollmentGroup,
     EmbeddedEmulator,
     EmulatorProcess,
     ExistingHub,
@@ -30,6 +33,7 @@ from aioiothub.simulator.identities import (
 from aioiothub.simulator.limits import size_connect_threads
 from aioiothub.simulator.progress import LiveProgress, format_summary
 from aioiothub.simulator.runner import Simulation, SimulationPlan
+from aioiothub.simulator.service_registry import ServiceRegistry
 from aioiothub.simulator.stats import SUMMARY_MARKER, merge_summaries
 from aioiothub.simulator.template import DEFAULT_TEMPLATE, DEFAULT_VARIABLES
 from aioiothub.simulator.traffic import MessageFactory, TrafficSettings
@@ -37,6 +41,9 @@ from aioiothub.simulator.traffic import MessageFactory, TrafficSettings
 __all__ = ["add_merge_arguments", "add_simulate_arguments", "merge_main", "simulate_main"]
 
 _REFRESH = 0.5
+
+# What preparing a fleet (its identity source) may fail with, reported in one line.
+_PREPARATION_ERRORS = (IoTHubError, ValueError, OSError, TimeoutError)
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,8 +67,28 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the emulator runs: in this process (default with --processes 1) or in its own",
     )
     target.add_argument("--hub", metavar="HOSTNAME", help="an existing hub whose devices have fleet-key-derived keys")
-    target.add_argument("--port", type=int, help="the hub's MQTT port (default: 8883, or 443 with --websockets)")
-    target.add_argument("--connect-host", help="address to connect to when it is not --hub (a gateway, an emulator)")
+    target.add_argument(
+        "--service-connection-string", metavar="CS|env:NAME",
+        help="create (or reuse) the devices, with fleet-key-derived keys, through IoT Hub's service REST API with "
+        "this shared access policy connection string (RegistryWrite; a real hub's or the emulator's); env:NAME "
+        "reads it from an environment variable",
+    )
+    target.add_argument(
+        "--dps-id-scope", metavar="ID_SCOPE",
+        help="provision every device through DPS (registration id = device id) as a member of a symmetric-key "
+        "enrollment group whose key is the fleet key, then connect to the hub DPS assigns",
+    )
+    target.add_argument(
+        "--dps-host", default=GLOBAL_PROVISIONING_HOST, help="DPS endpoint of --dps-id-scope (default: %(default)s)"
+    )
+    target.add_argument(
+        "--port", type=int,
+        help="the MQTT port of the hub (and of DPS) (default: 8883, or 443 with --websockets; with "
+        "--service-connection-string --websockets, the port in its HostName)",
+    )
+    target.add_argument(
+        "--connect-host", help="address to connect to when it is not the host name (a gateway, an emulator)"
+    )
     target.add_argument("--ca-file", type=Path, help="PEM certificate to trust instead of the system store")
     target.add_argument("--websockets", action="store_true", help="MQTT over WebSocket")
     target.add_argument(
@@ -145,11 +172,11 @@ def _properties(pairs: Iterable[str]) -> dict[str, str]:
     return properties
 
 
-def _fleet_key(arguments: argparse.Namespace, *, required: bool) -> str:
+def _fleet_key(arguments: argparse.Namespace, *, required: bool, option: str = "") -> str:
     key = arguments.fleet_key or os.environ.get(FLEET_KEY_VARIABLE) or None
     if key is None:
         if required:
-            raise ValueError(f"--hub needs the fleet key: --fleet-key or ${FLEET_KEY_VARIABLE}")
+            raise ValueError(f"{option} needs the fleet key: --fleet-key or ${FLEET_KEY_VARIABLE}")
         return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     try:
         decoded = base64.b64decode(key, validate=True)
@@ -204,27 +231,59 @@ def _check_transport(transport: str | None) -> None:
         raise ValueError(f"--transport {transport}: this aioiothub's client has no transport option") from None
 
 
+def _secret_option(value: str, option: str) -> str:
+    """``value``, or with ``env:NAME`` the environment variable it names (secrets stay out of process lists)."""
+    if not value.startswith("env:"):
+        return value
+    name = value[4:]
+    if not os.environ.get(name):
+        raise ValueError(f"{option}: the environment variable {name} is not set")
+    return os.environ[name]
+
+
+_HUB_OPTIONS = ("hub", "service_connection_string", "dps_id_scope")
+"""The options that name a hub of the user's instead of an emulator started for the run."""
+
+
 def build_source(arguments: argparse.Namespace) -> tuple[IdentitySource, bool]:
     """The identity source the options name, and whether its hub runs in this process."""
     _check_transport(arguments.transport)
-    if arguments.hub is not None:
-        if arguments.emulator is not None:
-            raise ValueError("give --hub or --emulator, not both")
-        endpoint = FleetEndpoint(
-            hostname=arguments.hub,
-            fleet_key=_fleet_key(arguments, required=True),
-            port=arguments.port,
-            connect_host=arguments.connect_host,
-            ca_pem=arguments.ca_file.read_text(encoding="ascii") if arguments.ca_file else None,
-            websockets=arguments.websockets,
-            transport=arguments.transport,
+    given = [f"--{name.replace('_', '-')}" for name in _HUB_OPTIONS if getattr(arguments, name) is not None]
+    if len(given) > 1:
+        raise ValueError(f"give one of {', '.join(given)}, not several")
+    if given and arguments.emulator is not None:
+        raise ValueError(f"give {given[0]} or --emulator, not both")
+    if given and (arguments.method_rate or arguments.desired_rate or arguments.c2d_rate):
+        raise ValueError(
+            f"back-end traffic (--method-rate, --desired-rate, --c2d-rate) needs an emulator started for the run, "
+            f"not {given[0]}"
         )
-        return ExistingHub(endpoint), False
+    if given:
+        fleet_key = _fleet_key(arguments, required=True, option=given[0])
+        connection = {
+            "port": arguments.port,
+            "connect_host": arguments.connect_host,
+            "ca_pem": arguments.ca_file.read_text(encoding="ascii") if arguments.ca_file else None,
+            "websockets": arguments.websockets,
+            "transport": arguments.transport,
+        }
+    if arguments.hub is not None:
+        return ExistingHub(FleetEndpoint(hostname=arguments.hub, fleet_key=fleet_key, **connection)), False
+    if arguments.service_connection_string is not None:
+        connection_string = _secret_option(arguments.service_connection_string, "--service-connection-string")
+        return ServiceRegistry(connection_string, fleet_key, **connection), False
+    if arguments.dps_id_scope is not None:
+        return DpsEnrollmentGroup(
+            arguments.dps_id_scope, fleet_key, provisioning_host=arguments.dps_host, **connection
+        ), False
     for option in ("port", "connect_host", "ca_file"):
         if getattr(arguments, option) is not None:
-            raise ValueError(f"--{option.replace('_', '-')} is for --hub")
+            raise ValueError(f"--{option.replace('_', '-')} is for --hub, --service-connection-string, --dps-id-scope")
     if arguments.websockets:
-        raise ValueError("--websockets is for --hub (the simulator's emulators listen on MQTT over TLS)")
+        raise ValueError(
+            "--websockets is for --hub, --service-connection-string or --dps-id-scope "
+            "(the simulator's emulators listen on MQTT over TLS)"
+        )
     mode = arguments.emulator or ("embedded" if arguments.processes == 1 else "process")
     key = _fleet_key(arguments, required=False)
     if mode == "embedded":
@@ -241,6 +300,7 @@ async def _simulate(arguments: argparse.Namespace, plan: SimulationPlan, source:
         f"aioiothub simulate: {plan.devices:,} devices ({plan.prefix}{first} … {plan.prefix}{first + plan.devices - 1})"
     )
     summary: dict[str, Any] = {}
+    failure: Exception | None = None
     async with anyio.create_task_group() as tasks:
 
         async def handle_signals() -> None:
@@ -264,8 +324,15 @@ async def _simulate(arguments: argparse.Namespace, plan: SimulationPlan, source:
         tasks.start_soon(handle_signals, name="signals")
         if console is not None:
             tasks.start_soon(show_progress, console, name="progress display")
-        summary = await simulation.run()
+        try:
+            summary = await simulation.run()
+        except _PREPARATION_ERRORS as exc:
+            # The fleet could not be prepared (a registry refusal, a device with other keys, a hub
+            # out of reach): said in one line, outside the task group so that it is not wrapped.
+            failure = exc
         tasks.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
     return summary
 
 
@@ -290,6 +357,9 @@ def simulate_main(arguments: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("aioiothub simulate: stopped", file=sys.stderr)
         return 130
+    except _PREPARATION_ERRORS as exc:
+        print(f"aioiothub simulate: error: {exc}", file=sys.stderr)
+        return 2
     if not summary:
         print("aioiothub simulate: stopped before the run ended", file=sys.stderr)
         return 130

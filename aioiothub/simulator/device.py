@@ -9,7 +9,9 @@ Behaviour besides telemetry, so that a whole solution can be exercised:
 - it takes every cloud-to-device message;
 - with a report interval, it reports ``{"simulator": {"reports": n}}`` on that schedule.
 
-Every outcome is counted in the process's :class:`~aioiothub.simulator.stats.FleetStats`.
+When the fleet is provisioned through DPS, the device registers first (once; a connect that fails
+afterwards is retried against the assigned hub). Every outcome is counted in the process's
+:class:`~aioiothub.simulator.stats.FleetStats`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from typing import Any, Final
 
 import anyio
 
-from aioiothub import AuthenticationError, IoTHubDeviceClient, IoTHubError
+from aioiothub import (
+    AuthenticationError,
+    IoTHubDeviceClient,
+    IoTHubError,
+    RegistrationResult,
+    ServiceError,
+    ThrottledError,
+)
 from aioiothub.simulator.endpoint import FleetEndpoint
 from aioiothub.simulator.stats import FleetStats
 from aioiothub.simulator.traffic import MessageFactory, TrafficSettings
@@ -37,6 +46,12 @@ ACK_DESCRIPTION: Final = "applied by aioiothub simulate"
 _RETRY_DELAYS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 # What a device operation may fail with while the run goes on; each is counted, none stops the device.
 _OPERATION_ERRORS: Final = (IoTHubError, TimeoutError)
+
+
+def _refusal(error: BaseException) -> bool:
+    """Whether ``error`` is DPS's final "no" (failed, disabled, 4xx) rather than a failure worth retrying
+    (429, 5xx, a dropped connection)."""
+    return isinstance(error, ServiceError) and error.status < 500 and not isinstance(error, ThrottledError)
 
 
 def writable_property_ack(desired: Mapping[str, Any], *, status: int = 200) -> dict[str, Any]:
@@ -119,10 +134,15 @@ class SimulatedDevice:
 
     async def _connect(self, stack: contextlib.AsyncExitStack, gate: anyio.Semaphore) -> IoTHubDeviceClient | None:
         attempt = 0
+        registration: RegistrationResult | None = None
         while True:
-            client = self._endpoint.client(self.device_id, self._ssl_context)
             try:
                 async with gate:
+                    if registration is None and self._endpoint.id_scope is not None:
+                        # Registered once: a connect that fails afterwards retries the hub, not DPS.
+                        registration = await self._endpoint.register(self.device_id, self._ssl_context)
+                        self._stats.add("registrations")
+                    client = self._endpoint.client(self.device_id, self._ssl_context, registration=registration)
                     await stack.enter_async_context(client)
             except AuthenticationError as exc:
                 self._stats.add("connect_failures")
@@ -130,6 +150,12 @@ class SimulatedDevice:
                 logger.warning("device %s was refused: %s", self.device_id, exc)
                 return None
             except (*_OPERATION_ERRORS, OSError) as exc:
+                if _refusal(exc):
+                    # DPS refused the registration for good (a disabled group, a failed allocation).
+                    self._stats.add("connect_failures")
+                    self._stats.add("devices_lost")
+                    logger.warning("device %s was refused: %s", self.device_id, exc)
+                    return None
                 self._stats.add("connect_failures")
                 delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 logger.info("device %s could not connect (%s); retrying in about %.0f s", self.device_id, exc, delay)

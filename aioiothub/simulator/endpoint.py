@@ -6,6 +6,11 @@ device key is derived from that one key the way the Device Provisioning Service 
 keys from an enrollment group key (``aioiothub.derive_device_key(fleet_key, device_id)``), so
 no process, pod or machine needs a list of keys: the index range it was given is enough. The
 endpoint is plain JSON, which is how it reaches worker processes.
+
+With an :attr:`~FleetEndpoint.id_scope`, the devices are not known to a hub yet: each registers
+with the Device Provisioning Service first (:meth:`FleetEndpoint.register`), as a member of a
+symmetric-key enrollment group whose group key is the fleet key, and then connects to the hub and
+device id DPS assigned.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import ssl
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from aioiothub import IoTHubDeviceClient, ReconnectPolicy, derive_device_key
+from aioiothub import IoTHubDeviceClient, ProvisioningClient, ReconnectPolicy, RegistrationResult, derive_device_key
 
 __all__ = ["FleetEndpoint", "device_ids"]
 
@@ -34,16 +39,21 @@ class FleetEndpoint:
     """How the devices of a fleet reach their hub.
 
     Attributes:
-        hostname: the hub's host name (in SAS tokens and MQTT usernames).
-        fleet_key: base64 key every device key is derived from (never logged).
-        port: the MQTT port (8883, or 443 with ``websockets``); ``None`` for the default.
+        hostname: the hub's host name (in SAS tokens and MQTT usernames); with :attr:`id_scope`,
+            the DPS endpoint's host name instead.
+        fleet_key: base64 key every device key is derived from (never logged); with
+            :attr:`id_scope`, the enrollment group's key.
+        port: the MQTT port (8883, or 443 with ``websockets``); ``None`` for the default. With
+            :attr:`id_scope`, DPS and the hubs it assigns are reached on this port.
         connect_host: the address to connect to when it is not ``hostname`` (an emulator on
-            ``127.0.0.1``, or an IoT Edge gateway).
+            ``127.0.0.1``, or an IoT Edge gateway); with :attr:`id_scope`, for DPS and the hub.
         ca_pem: a PEM certificate to trust instead of the system store (an emulator's CA).
         websockets: MQTT over WebSocket instead of MQTT over TLS.
         transport: the client transport (``"aiomqtt"`` or ``"native"``); ``None`` for the default.
         keepalive: MQTT keep-alive seconds.
         request_timeout: seconds each operation may take.
+        id_scope: register every device with this DPS id scope before it connects (see the
+            module docstring); ``None`` when the devices already exist on ``hostname``.
     """
 
     hostname: str
@@ -55,9 +65,16 @@ class FleetEndpoint:
     transport: str | None = None
     keepalive: int = 60
     request_timeout: float = 30.0
+    id_scope: str | None = None
 
     def __repr__(self) -> str:
-        return f"FleetEndpoint(hostname={self.hostname!r}, port={self.port!r}, fleet_key=<redacted>)"
+        scope = "" if self.id_scope is None else f", id_scope={self.id_scope!r}"
+        return f"FleetEndpoint(hostname={self.hostname!r}, port={self.port!r}{scope}, fleet_key=<redacted>)"
+
+    @property
+    def address(self) -> str:
+        """Where the devices connect, as ``host:port`` (for messages and the progress display)."""
+        return f"{self.connect_host or self.hostname}:{self.port or (443 if self.websockets else 8883)}"
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (it holds the fleet key: pass it only to processes of the same run)."""
@@ -78,31 +95,75 @@ class FleetEndpoint:
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         return context
 
-    def client(self, device_id: str, ssl_context: ssl.SSLContext | None = None) -> IoTHubDeviceClient:
-        """A (not yet connected) client for one device of the fleet.
-
-        Args:
-            device_id: the device.
-            ssl_context: a context to share between the clients of a process (see
-                :meth:`ssl_context`); built here when ``None``.
-        """
+    def _connection_options(self, ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
+        """The options DPS and hub connections share."""
         options: dict[str, Any] = {
-            "hostname": self.hostname,
-            "device_id": device_id,
-            "shared_access_key": derive_device_key(self.fleet_key, device_id),
             "keepalive": self.keepalive,
             "request_timeout": self.request_timeout,
             "websockets": self.websockets,
-            # Thousands of devices that lost the hub together must not come back together.
-            "reconnect": ReconnectPolicy(initial_delay=1.0, max_delay=30.0, jitter=0.5),
         }
         if self.port is not None:
             options["port"] = self.port
-        if self.connect_host is not None:
-            options["gateway_hostname"] = self.connect_host
         context = ssl_context or self.ssl_context()
         if context is not None:
             options["ssl_context"] = context
         if self.transport is not None:
             options["transport"] = self.transport
-        return IoTHubDeviceClient(**options)
+        return options
+
+    async def register(self, device_id: str, ssl_context: ssl.SSLContext | None = None) -> RegistrationResult:
+        """Register ``device_id`` with DPS (:attr:`id_scope`) as a member of the fleet's enrollment group.
+
+        The registration id is the device id; its key is ``derive_device_key(fleet_key, device_id)``,
+        as DPS derives it from the group key.
+
+        Raises:
+            ValueError: the endpoint has no :attr:`id_scope`.
+            AuthenticationError, ServiceError, TimeoutError: as
+                :meth:`aioiothub.ProvisioningClient.register` raises them.
+        """
+        if self.id_scope is None:
+            raise ValueError("this fleet endpoint has no DPS id_scope: its devices exist on the hub already")
+        provisioning = ProvisioningClient.from_enrollment_group_key(
+            id_scope=self.id_scope,
+            registration_id=device_id,
+            group_key=self.fleet_key,
+            provisioning_host=self.connect_host or self.hostname,
+            **self._connection_options(ssl_context),
+        )
+        async with provisioning:
+            return await provisioning.register()
+
+    def client(
+        self,
+        device_id: str,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        registration: RegistrationResult | None = None,
+    ) -> IoTHubDeviceClient:
+        """A (not yet connected) client for one device of the fleet.
+
+        Args:
+            device_id: the device (with DPS, its registration id).
+            ssl_context: a context to share between the clients of a process (see
+                :meth:`ssl_context`); built here when ``None``.
+            registration: what :meth:`register` returned for the device: the client connects
+                to the hub and device id DPS assigned.
+        """
+        hostname, identity = self.hostname, device_id
+        if registration is not None:
+            if not registration.assigned_hub or not registration.device_id:
+                raise ValueError("registration: DPS named no assigned hub and device id")
+            hostname, identity = registration.assigned_hub, registration.device_id
+        options = self._connection_options(ssl_context)
+        # Thousands of devices that lost the hub together must not come back together.
+        options["reconnect"] = ReconnectPolicy(initial_delay=1.0, max_delay=30.0, jitter=0.5)
+        if self.connect_host is not None:
+            options["gateway_hostname"] = self.connect_host
+        return IoTHubDeviceClient(
+            hostname=hostname,
+            device_id=identity,
+            # With DPS the key is the registration id's, whatever device id the hub knows it by.
+            shared_access_key=derive_device_key(self.fleet_key, device_id),
+            **options,
+        )

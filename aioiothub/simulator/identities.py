@@ -9,11 +9,11 @@ back-end traffic it plays. Each mode is one small class:
 - :class:`EmulatorProcess`: an emulator in a process of its own (``python -m
   aioiothub.simulator.host``), so that the hub and the devices do not share a core;
 - :class:`ExistingHub`: a hub (real, or an emulator host already running) where the devices
-  already exist with keys derived from the fleet key.
-
-A source that creates devices through a service connection string (IoT Hub's registry REST API)
-and one that provisions them through the Device Provisioning Service with a group key fit the same
-:class:`IdentitySource` protocol.
+  already exist with keys derived from the fleet key;
+- :class:`DpsEnrollmentGroup`: devices that register with the Device Provisioning Service, as
+  members of an enrollment group whose key is the fleet key, and connect to the hub it assigns;
+- :class:`~aioiothub.simulator.service_registry.ServiceRegistry` (a module of its own): devices
+  created through IoT Hub's service REST API with a service connection string.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import anyio
 
 from aioiothub import derive_device_key
+from aioiothub.provisioning import GLOBAL_PROVISIONING_HOST
 from aioiothub.simulator.backend import BackendTraffic, drive_backend
 from aioiothub.simulator.endpoint import FleetEndpoint
 from aioiothub.simulator.pipes import json_lines, stop_child
@@ -36,6 +37,7 @@ from aioiothub.simulator.stats import FleetStats
 
 __all__ = [
     "FLEET_KEY_VARIABLE",
+    "DpsEnrollmentGroup",
     "EmbeddedEmulator",
     "EmulatorProcess",
     "ExistingHub",
@@ -47,6 +49,9 @@ FLEET_KEY_VARIABLE = "AIOIOTHUB_FLEET_KEY"
 """The environment variable that carries the fleet key to an emulator host process."""
 
 _HOST_START_TIMEOUT = 600.0
+
+NO_BACKEND = "back-end traffic (methods, desired properties, C2D) needs an emulator the simulator starts"
+"""Why a source for the user's own hub refuses back-end traffic."""
 
 
 @dataclass
@@ -190,9 +195,66 @@ class ExistingHub:
     @contextlib.asynccontextmanager
     async def open(self, device_ids: Sequence[str], backend: BackendTraffic) -> AsyncIterator[FleetTarget]:
         if backend.active:
-            raise ValueError("back-end traffic (methods, desired properties, C2D) needs an emulator target")
-        where = self._endpoint.connect_host or self._endpoint.hostname
-        yield FleetTarget(self._endpoint, None, f"hub {where}:{self._endpoint.port or 8883}")
+            raise ValueError(NO_BACKEND)
+        yield FleetTarget(self._endpoint, None, f"hub {self._endpoint.address}")
+
+
+class DpsEnrollmentGroup:
+    """Devices provisioned through the Device Provisioning Service with an enrollment-group key.
+
+    Each device registers (registration id = its device id) with
+    :meth:`aioiothub.ProvisioningClient.from_enrollment_group_key`, the fleet key being the
+    group key, then connects to the hub and device id DPS assigned, with the same derived key.
+    Nothing is created beforehand: DPS creates the devices on their hubs as they register. No
+    back-end traffic (the hubs are DPS's to choose).
+
+    Example:
+        >>> group = hub.dps.add_enrollment_group("fleet", primary_key=fleet_key)  # doctest: +SKIP
+        >>> source = DpsEnrollmentGroup(hub.dps.id_scope, fleet_key, provisioning_host=hub.hostname,  # doctest: +SKIP
+        ...                             port=hub.port, ca_pem=hub.ca_pem.decode())
+
+    Args:
+        id_scope: the DPS instance's id scope (``0ne…``).
+        group_key: the enrollment group's key, used as the fleet key.
+        provisioning_host: the DPS endpoint; the global one by default.
+        port: the port of DPS and of the assigned hubs (8883, or 443 with ``websockets``).
+        connect_host: the address to connect to when it is not the host name (an emulator).
+        ca_pem: a PEM certificate to trust instead of the system store (an emulator's CA).
+        websockets: MQTT over WebSocket, to DPS and to the hubs.
+        transport: the devices' client transport (``None`` for the default).
+    """
+
+    def __init__(
+        self,
+        id_scope: str,
+        group_key: str,
+        *,
+        provisioning_host: str = GLOBAL_PROVISIONING_HOST,
+        port: int | None = None,
+        connect_host: str | None = None,
+        ca_pem: str | None = None,
+        websockets: bool = False,
+        transport: str | None = None,
+    ) -> None:
+        if not isinstance(id_scope, str) or not id_scope:
+            raise ValueError("id_scope must be a DPS id scope (0ne…)")
+        self.endpoint = FleetEndpoint(
+            hostname=provisioning_host,
+            fleet_key=group_key,
+            port=port,
+            connect_host=connect_host,
+            ca_pem=ca_pem,
+            websockets=websockets,
+            transport=transport,
+            id_scope=id_scope,
+        )
+
+    @contextlib.asynccontextmanager
+    async def open(self, device_ids: Sequence[str], backend: BackendTraffic) -> AsyncIterator[FleetTarget]:
+        if backend.active:
+            raise ValueError(NO_BACKEND)
+        where = f"DPS {self.endpoint.address}, id scope {self.endpoint.id_scope}"
+        yield FleetTarget(self.endpoint, None, f"devices provisioned through {where}")
 
 
 def _common_range(device_ids: Sequence[str]) -> tuple[str, int]:

@@ -121,9 +121,14 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     connected_after = summary.get("all_connected_after_s")
     in_flight = counters["sent"] - counters["acknowledged"] - counters["failed"]
     steady = summary.get("steady_send_latency_ms") or {}
+    settings = summary.get("settings") or {}
     lines = [
         f"simulated {counters['devices']:,} devices for {summary['elapsed_s']:,.1f} s"
         + (f" (stopped by {summary['stopped_by']})" if summary.get("stopped_by") else ""),
+        *(
+            [f"  target          {settings['target']}, transport {settings.get('transport') or 'aiomqtt (default)'}"]
+            if settings.get("target") else []
+        ),
         f"  connected       {summary['peak_connected']:,} at peak, {counters['connected']:,} at the end"
         + (f"; all connected after {connected_after:,.1f} s" if connected_after is not None else "; never all at once"),
         f"  telemetry       {counters['acknowledged']:,} acknowledged of {counters['sent']:,} sent, "
@@ -135,7 +140,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"p99 {ms(steady.get('p99'))} ms, max {ms(steady.get('max'))} ms "
         f"({steady.get('count', 0):,} messages sent after every device of their process was connected)",
         f"  connections     {counters['reconnects']:,} reconnects, {counters['connect_failures']:,} failed connects, "
-        f"{counters['devices_lost']:,} devices lost",
+        f"{counters['devices_lost']:,} devices lost"
+        + (f", {counters['registrations']:,} registered through DPS" if counters.get("registrations") else ""),
         f"  twin            {counters['twin_reads']:,} reads, {counters['desired_patches']:,} desired patches, "
         f"{counters['desired_acknowledged']:,} acknowledged, {counters['reported_updates']:,} reports, "
         f"{counters['twin_failures']:,} failed",

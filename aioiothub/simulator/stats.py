@@ -36,6 +36,7 @@ COUNTERS: Final = (
     "connected",          # connected right now (a gauge)
     "finished",           # devices that sent every message they were asked to (a gauge)
     "connect_failures",   # initial connection attempts that failed
+    "registrations",      # devices registered through DPS (fleets provisioned with a group key)
     "devices_lost",       # devices whose client gave up reconnecting
     "reconnects",         # connections re-established after a drop
     "sent",               # telemetry messages handed to the client

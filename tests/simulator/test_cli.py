@@ -18,20 +18,7 @@ import pytest
 
 from aioiothub.emulator import Emulator
 from aioiothub.simulator.stats import SUMMARY_MARKER
-from tests.simulator.simulator_helpers import FLEET_KEY, register_fleet
-
-ROOT = Path(__file__).resolve().parents[2]
-SIMULATE = [sys.executable, "-m", "aioiothub", "simulate"]
-QUICK = ["--interval", "0.2", "--jitter", "0"]
-
-
-def run(arguments: list[str], *, environment: dict[str, str] | None = None, timeout: float = 120) -> (
-    subprocess.CompletedProcess[str]
-):
-    return subprocess.run(
-        arguments, cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-        env={**os.environ, **(environment or {})}, check=False,
-    )
+from tests.simulator.simulator_helpers import FLEET_KEY, QUICK, ROOT, SIMULATE, register_fleet, run
 
 
 def summary_of(completed: subprocess.CompletedProcess[str]) -> dict[str, Any]:
