@@ -33,6 +33,7 @@ from aioiothub import (
     RegistrationResult,
     ServiceError,
     ThrottledError,
+    pnp,
 )
 from aioiothub.simulator.endpoint import FleetEndpoint
 from aioiothub.simulator.stats import FleetStats
@@ -56,7 +57,7 @@ def _refusal(error: BaseException) -> bool:
 
 def writable_property_ack(desired: Mapping[str, Any], *, status: int = 200) -> dict[str, Any]:
     """The Plug and Play acknowledgement of every writable property in ``desired`` (a twin's
-    desired section or a desired patch, with its ``$version``).
+    desired section or a desired patch, with its ``$version``), built with :mod:`aioiothub.pnp`.
 
     Component properties (a value marked ``"__t": "c"``) are acknowledged inside their component.
     Deleted properties (``None``) need no acknowledgement.
@@ -65,23 +66,15 @@ def writable_property_ack(desired: Mapping[str, Any], *, status: int = 200) -> d
         >>> writable_property_ack({"interval": 5, "$version": 7})
         {'interval': {'value': 5, 'ac': 200, 'av': 7, 'ad': 'applied by aioiothub simulate'}}
     """
-    version = desired.get("$version")
-
-    def ack(value: Any) -> dict[str, Any]:
-        return {"value": value, "ac": status, "av": version, "ad": ACK_DESCRIPTION}
-
     acknowledgement: dict[str, Any] = {}
-    for name, value in desired.items():
-        if name.startswith("$") or value is None:
+    for request in pnp.split_desired_patch(desired):
+        if request.value is None:
             continue
-        if isinstance(value, dict) and value.get("__t") == "c":
-            component: dict[str, Any] = {"__t": "c"}
-            for inner, inner_value in value.items():
-                if inner != "__t" and inner_value is not None:
-                    component[inner] = ack(inner_value)
-            acknowledgement[name] = component
-        else:
-            acknowledgement[name] = ack(value)
+        for name, value in request.response(status, ACK_DESCRIPTION).items():
+            if request.component is not None and name in acknowledgement:
+                acknowledgement[name].update(value)  # another property of the same component
+            else:
+                acknowledgement[name] = value
     return acknowledgement
 
 
