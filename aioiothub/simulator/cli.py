@@ -19,6 +19,8 @@ import anyio
 from rich.console import Console
 
 from aioiothub import IoTHubError
+from aioiothub.exceptions import CredentialError
+from aioiothub.protocol.sas import decode_key
 from aioiothub.provisioning import GLOBAL_PROVISIONING_HOST
 from aioiothub.simulator.backend import BackendTraffic
 from aioiothub.simulator.endpoint import FleetEndpoint
@@ -179,11 +181,9 @@ def _fleet_key(arguments: argparse.Namespace, *, required: bool, option: str = "
             raise ValueError(f"{option} needs the fleet key: --fleet-key or ${FLEET_KEY_VARIABLE}")
         return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
     try:
-        decoded = base64.b64decode(key, validate=True)
-    except ValueError:
-        decoded = b""
-    if not decoded:
-        raise ValueError("the fleet key must be a non-empty base64 key")
+        decode_key(key)
+    except CredentialError:
+        raise ValueError("the fleet key must be a non-empty base64 key") from None
     return key
 
 
