@@ -179,6 +179,12 @@ class MqttConnection:
         self._entered = False
 
     async def __aenter__(self) -> Self:
+        # A drop that aiomqtt notices without paho's on_disconnect (an exception in its socket
+        # callbacks) must still fail our in-flight publishes. The callback goes on before connecting:
+        # aiomqtt replaces a future that completed while it connected (a drop right after CONNACK),
+        # and the replaced one's exception must still be read and counted as the loss it is.
+        watched = self._client._disconnected
+        watched.add_done_callback(self._aiomqtt_disconnected)
         try:
             # paho connects in a worker thread that cannot be interrupted: shielding (bounded by
             # the connect timeout) lets a cancelled connect finish and then be closed, instead of
@@ -208,9 +214,8 @@ class MqttConnection:
         if anyio.current_effective_deadline() == -math.inf:
             await self.__aexit__(None, None, None)
             await anyio.lowlevel.checkpoint()
-        # A drop that aiomqtt notices without paho's on_disconnect (an exception in its socket
-        # callbacks) must still fail our in-flight publishes.
-        self._client._disconnected.add_done_callback(self._aiomqtt_disconnected)
+        if self._client._disconnected is not watched:
+            self._client._disconnected.add_done_callback(self._aiomqtt_disconnected)
         return self
 
     async def __aexit__(

@@ -7,14 +7,23 @@ misbehaving quietly (see the transport module docstring for why each hook is nee
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.metadata
 import inspect
 import ssl
+import time
+from collections.abc import Callable
+from typing import Any
 
 import aiomqtt
+import anyio
+import anyio.abc
 import paho.mqtt.client as paho
 import pytest
+from anyio.streams.tls import TLSListener
 
+from aioiothub import ConnectError, ConnectionLostError
+from aioiothub.emulator.certs import CertificateAuthority, client_ssl_context, server_ssl_context
 from aioiothub.transports.aiomqtt import SUPPORTED_AIOMQTT, MqttConnection
 from aioiothub.transports.base import ConnectParameters
 
@@ -71,3 +80,68 @@ async def test_connection_installs_manual_ack_and_its_own_callbacks() -> None:
     assert inner.on_publish == connection._handle_puback
     assert inner.on_disconnect == connection._handle_disconnect
     assert inner._max_inflight_messages == 16
+
+
+async def test_a_drop_right_after_connack_is_a_loss_and_leaves_no_unread_future() -> None:
+    # aiomqtt replaces its disconnected future when it completed while connecting (a hub that
+    # drops the device right after accepting it). The replaced one's exception must still be read
+    # (asyncio logs "Future exception was never retrieved" otherwise) and the drop must still count
+    # as the connection's loss.
+    authority = CertificateAuthority.generate()
+    cert, key = authority.issue_server_certificate(["127.0.0.1"])
+    server_context = server_ssl_context(cert, key)
+
+    async def accept_then_hang_up(stream: anyio.abc.ByteStream) -> None:
+        try:
+            await stream.receive()  # CONNECT
+            await stream.send(b"\x20\x02\x00\x00")  # CONNACK 0: accepted
+        finally:
+            await anyio.aclose_forcefully(stream)
+
+    unhandled: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        port = tcp.extra(anyio.abc.SocketAttribute.local_port)
+        listener = TLSListener(tcp, server_context, standard_compatible=False)
+        async with listener, anyio.create_task_group() as tasks:
+            tasks.start_soon(listener.serve, accept_then_hang_up)
+            parameters = ConnectParameters(
+                host="127.0.0.1",
+                port=port,
+                client_id="dev",
+                username="localhost/dev/?api-version=2021-04-12",
+                password="token",
+                ssl_context=client_ssl_context(authority.certificate_pem),
+                keepalive=60,
+                clean_session=False,
+                websockets=False,
+                max_in_flight=16,
+                connect_timeout=5.0,
+            )
+            for _ in range(3):
+                connection = MqttConnection(parameters, lambda message: None)
+                # paho connects in a worker thread; holding that thread back after the CONNECT went
+                # out lets the CONNACK and the hang-up both arrive before aiomqtt's connect returns.
+                connect = connection._client._client_connect
+
+                def connect_then_stall(connect: Callable[[], None] = connect) -> None:
+                    connect()
+                    time.sleep(0.3)
+
+                connection._client._client_connect = connect_then_stall  # type: ignore[method-assign]
+                with anyio.fail_after(10):
+                    try:
+                        async with connection:
+                            with pytest.raises(ConnectionLostError):
+                                await connection.lost
+                    except ConnectError:
+                        pass  # the hang-up overtook the CONNACK: refused, which is fine too
+                assert connection.lost.done()
+                del connection
+                gc.collect()
+            tasks.cancel_scope.cancel()
+    finally:
+        loop.set_exception_handler(None)
+    assert unhandled == []
