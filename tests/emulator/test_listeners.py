@@ -278,6 +278,22 @@ async def test_handshake_timeout_drops_the_connection(
     assert any("TLS handshake" in record.message for record in caplog.records)
 
 
+async def test_connections_still_in_their_handshake_are_closed_at_shutdown(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> None:
+    echo = Echo()
+    async with listening(serve_tls, echo, server_context) as port:
+        silent = await anyio.connect_tcp("127.0.0.1", port)  # never starts its handshake
+        async with await connect(port, client_context) as stream:  # the listener is serving it
+            assert await echo_round_trip(stream, b"up") == b"up"
+    # The listener has stopped, long before the handshake timeout: the silent one is hung up on.
+    async with silent:
+        with anyio.fail_after(listeners.tls.HANDSHAKE_TIMEOUT / 2), pytest.raises(
+            (anyio.EndOfStream, anyio.BrokenResourceError)
+        ):
+            await silent.receive()
+
+
 async def test_client_certificate_trusted_later_on_the_same_context(
     server_context: ssl.SSLContext,
     authority: CertificateAuthority,

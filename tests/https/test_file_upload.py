@@ -201,7 +201,11 @@ async def test_cancelled_upload_is_notified_as_failed(hub: Emulator) -> None:
 
     async with anyio.create_task_group() as tasks:
         client = device(hub, identity)
-        tasks.start_soon(lambda: client.upload_file("stalled", stalls(), chunk_size=CHUNK, progress=progress))
+        # One block at a time: the cancellation lands on a connection already set up. (httpcore 1.0.9
+        # leaves the socket of a connection cancelled in mid TLS handshake for the garbage collector.)
+        tasks.start_soon(
+            lambda: client.upload_file("stalled", stalls(), chunk_size=CHUNK, concurrency=1, progress=progress)
+        )
         with anyio.fail_after(STEP):
             await first_block_stored.wait()
         tasks.cancel_scope.cancel()

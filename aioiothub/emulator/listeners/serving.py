@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, Literal
 
@@ -95,6 +96,9 @@ async def _serve(
     loop = asyncio.get_running_loop()
     sockets = await _bind_sockets(host, port)
     servers: list[asyncio.Server] = []
+    # Every connection, so that the ones still in their handshake at shutdown are torn down too (the
+    # others are closed by their handler tasks); the transports keep them alive until then.
+    connections: weakref.WeakSet[_TLSConnection] = weakref.WeakSet()
     accepting = True
     async with anyio.create_task_group() as task_group:
 
@@ -108,7 +112,9 @@ async def _serve(
             )
 
         def new_connection() -> _TLSConnection:
-            return _TLSConnection(ssl_context, established)
+            connection = _TLSConnection(ssl_context, established)
+            connections.add(connection)
+            return connection
 
         try:
             for sock in sockets:
@@ -121,6 +127,8 @@ async def _serve(
                 server.close()
             for sock in sockets:
                 sock.close()
+            for connection in list(connections):
+                connection.abort_handshake()
             task_group.cancel_scope.cancel()
 
 

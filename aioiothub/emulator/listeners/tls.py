@@ -146,6 +146,11 @@ class _TLSConnection(asyncio.Protocol):
             logger.debug("TLS handshake with %s timed out after %s s", self.remote_address, HANDSHAKE_TIMEOUT)
             self.transport.abort()
 
+    def abort_handshake(self) -> None:
+        """Drop the connection if its handshake has not completed (the listener is shutting down)."""
+        if not self.established and self.transport is not None and not self.lost:
+            self.transport.abort()
+
     def _decrypt(self) -> None:
         assert self.transport is not None
         buffer = self.buffer
