@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import _worker_base
-from _worker_base import ThreadSampler, WorkerBase, describe, process_status
+from _worker_base import DEVICE_CLIENT_COMMANDS, ThreadSampler, WorkerBase, describe, process_status
 
 # The worker is started as a script from benchmarks/; the package lives one level up.
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
@@ -157,15 +157,7 @@ class RawClient(asyncio.Protocol):
 class Worker(WorkerBase):
     """Holds the clients of one benchmark run and answers its commands."""
 
-    extra_commands = (
-        "connect",
-        "twin_get",
-        "patch_reported",
-        "c2d_samples",
-        "many_connect",
-        "many_telemetry",
-        "many_close",
-    )
+    extra_commands = DEVICE_CLIENT_COMMANDS
 
     def __init__(self) -> None:
         super().__init__()

@@ -21,7 +21,7 @@ from importlib import metadata
 from typing import Any
 
 import _worker_base
-from _worker_base import ThreadSampler, WorkerBase, describe, process_status
+from _worker_base import DEVICE_CLIENT_COMMANDS, ThreadSampler, WorkerBase, describe, process_status
 
 PAYLOAD = {"temperature": 21.5, "humidity": 40}
 """The small JSON telemetry body every library sends."""
@@ -34,15 +34,7 @@ def _connection_string(hostname: str, device_id: str, key: str) -> str:
 class Worker(WorkerBase):
     """Holds the SDK clients of one benchmark run and answers its commands."""
 
-    extra_commands = (
-        "connect",
-        "twin_get",
-        "patch_reported",
-        "c2d_samples",
-        "many_connect",
-        "many_telemetry",
-        "many_close",
-    )
+    extra_commands = DEVICE_CLIENT_COMMANDS
 
     def __init__(self, sdk: Any) -> None:
         super().__init__()

@@ -160,6 +160,18 @@ async def serve(
         await on_exit()
 
 
+#: The commands of a worker that drives device clients (ours, or an SDK's), beyond WorkerBase's own.
+DEVICE_CLIENT_COMMANDS: tuple[str, ...] = (
+    "connect",
+    "twin_get",
+    "patch_reported",
+    "c2d_samples",
+    "many_connect",
+    "many_telemetry",
+    "many_close",
+)
+
+
 class WorkerBase:
     """What every worker answers the same way; a worker adds its client library's commands.
 

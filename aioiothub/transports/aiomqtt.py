@@ -58,7 +58,7 @@ import paho.mqtt.client as paho
 from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError
 from aioiothub.options import ProxyOptions
 from aioiothub.protocol.connect import CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED, CONNACK_REASONS, WEBSOCKET_PATH
-from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler
+from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler, fail_waiters
 from aioiothub.transports.event_loop import require_selector_event_loop
 
 __all__ = ["SUPPORTED_AIOMQTT", "MqttConnection"]
@@ -407,15 +407,8 @@ class MqttConnection:
             self._writer_fd = None
 
     def _mark_lost(self, reason: str) -> None:
-        if not self.lost.done():
-            self.lost.set_exception(ConnectionLostError(reason))
-            # Nobody may be waiting on it; retrieving it keeps asyncio from logging it as unretrieved.
-            self.lost.exception()
         pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(ConnectionLostError(reason))
-                future.exception()
+        fail_waiters((self.lost, *pending.values()), reason)
 
     def _force_close(self) -> None:
         # paho's own close runs aiomqtt's socket-close hook, which unregisters the socket from the

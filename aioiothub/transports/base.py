@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
+from aioiothub.exceptions import ConnectionLostError
 from aioiothub.options import ProxyOptions
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Transport",
     "TransportFactory",
     "WillMessage",
+    "fail_waiters",
 ]
 
 
@@ -162,3 +164,17 @@ class TransportFactory(Protocol):
     """Builds a transport for one connection attempt; the session calls it for every (re)connect."""
 
     def __call__(self, parameters: ConnectParameters, on_message: MessageHandler) -> Transport: ...
+
+
+def fail_waiters(waiters: Iterable[asyncio.Future[Any]], reason: str, cause: BaseException | None = None) -> None:
+    """Fail each waiter not yet done with a :class:`ConnectionLostError` of its own (``reason``).
+
+    Each exception is read back at once: nobody may be awaiting a given waiter (the connection's
+    "lost" future above all), and asyncio logs an exception that was never retrieved.
+    """
+    for waiter in waiters:
+        if not waiter.done():
+            error = ConnectionLostError(reason)
+            error.__cause__ = cause
+            waiter.set_exception(error)
+            waiter.exception()

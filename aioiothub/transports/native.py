@@ -66,7 +66,7 @@ from aioiothub.protocol.mqtt import (
     encode_subscribe,
 )
 from aioiothub.transports import validate_transport_options
-from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler
+from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler, fail_waiters
 from aioiothub.transports.secure_channel import SecureChannel, Tunnel
 
 __all__ = ["NativeConnection"]
@@ -468,22 +468,10 @@ class NativeConnection:
             self._channel.abort()
 
     def _mark_lost(self, reason: str, cause: BaseException | None = None) -> None:
-        if not self.lost.done():
-            error = ConnectionLostError(reason)
-            error.__cause__ = cause
-            self.lost.set_exception(error)
-            # Nobody may be waiting on it; retrieving it keeps asyncio from logging it as unretrieved.
-            self.lost.exception()
+        fail_waiters((self.lost,), reason, cause)
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
             self._keepalive_timer = None
         self._outbox.clear()
         pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(ConnectionLostError(reason))
-                future.exception()
-        for waiter in self._subscribing.values():
-            if not waiter.done():
-                waiter.set_exception(ConnectionLostError(reason))
-                waiter.exception()
+        fail_waiters((*pending.values(), *self._subscribing.values()), reason)

@@ -4,57 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import anyio
-import anyio.abc
 import pytest
 
 import aioiothub
 from aioiothub import ProxyOptions
 from aioiothub.emulator import Emulator
+from tests.proxy_helpers import ConnectProxy, serve_proxy
 
 pytestmark = pytest.mark.anyio
-
-
-class ConnectProxy:
-    """A minimal HTTP CONNECT proxy on loopback that records the targets it was asked for."""
-
-    def __init__(self) -> None:
-        self.targets: list[str] = []
-
-    async def handle(self, client: anyio.abc.SocketStream) -> None:
-        async with client:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += await client.receive()
-            method, target, _ = request.split(b"\r\n", 1)[0].decode().split(" ", 2)
-            assert method == "CONNECT"
-            self.targets.append(target)
-            _host, port = target.rsplit(":", 1)
-            async with await anyio.connect_tcp("127.0.0.1", int(port)) as upstream:
-                await client.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                async with anyio.create_task_group() as pumps:
-                    pumps.start_soon(self._pump, client, upstream, pumps.cancel_scope)
-                    pumps.start_soon(self._pump, upstream, client, pumps.cancel_scope)
-
-    @staticmethod
-    async def _pump(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
-        try:
-            async for chunk in source:
-                await sink.send(chunk)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-        scope.cancel()
 
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[tuple[ConnectProxy, int]]:
     recorder = ConnectProxy()
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tasks:
-        tasks.start_soon(listener.serve, recorder.handle)
+    async for port in serve_proxy(recorder):
         yield recorder, port
-        tasks.cancel_scope.cancel()
 
 
 async def test_client_reaches_the_hub_through_an_http_proxy(proxy: tuple[ConnectProxy, int]) -> None:

@@ -10,22 +10,18 @@ import asyncio
 import gc
 import importlib.metadata
 import inspect
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
 import anyio
-import anyio.abc
 import paho.mqtt.client as paho
 import pytest
-from anyio.streams.tls import TLSListener
 
 from aioiothub import ConnectError, ConnectionLostError
-from aioiothub.emulator.certs import CertificateAuthority, client_ssl_context, server_ssl_context
 from aioiothub.transports.aiomqtt import SUPPORTED_AIOMQTT, MqttConnection
-from aioiothub.transports.base import ConnectParameters
+from tests.transports.transport_helpers import STEP, offline_parameters, raw_server
 
 pytestmark = pytest.mark.anyio
 
@@ -60,20 +56,7 @@ async def test_aiomqtt_client_wraps_a_paho_client_with_the_hooks_we_use() -> Non
 
 
 async def test_connection_installs_manual_ack_and_its_own_callbacks() -> None:
-    parameters = ConnectParameters(
-        host="localhost",
-        port=8883,
-        client_id="dev",
-        username="localhost/dev/?api-version=2021-04-12",
-        password="token",
-        ssl_context=ssl.create_default_context(),
-        keepalive=60,
-        clean_session=False,
-        websockets=False,
-        max_in_flight=16,
-        connect_timeout=5.0,
-    )
-    connection = MqttConnection(parameters, lambda message: None)
+    connection = MqttConnection(offline_parameters(max_in_flight=16), lambda message: None)
     inner = connection._client._client
     assert inner._manual_ack is True
     assert inner.on_message == connection._handle_message
@@ -87,41 +70,22 @@ async def test_a_drop_right_after_connack_is_a_loss_and_leaves_no_unread_future(
     # drops the device right after accepting it). The replaced one's exception must still be read
     # (asyncio logs "Future exception was never retrieved" otherwise) and the drop must still count
     # as the connection's loss.
-    authority = CertificateAuthority.generate()
-    cert, key = authority.issue_server_certificate(["127.0.0.1"])
-    server_context = server_ssl_context(cert, key)
-
-    async def accept_then_hang_up(stream: anyio.abc.ByteStream) -> None:
-        try:
-            await stream.receive()  # CONNECT
-            await stream.send(b"\x20\x02\x00\x00")  # CONNACK 0: accepted
-        finally:
-            await anyio.aclose_forcefully(stream)
-
     unhandled: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
     try:
-        tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
-        port = tcp.extra(anyio.abc.SocketAttribute.local_port)
-        listener = TLSListener(tcp, server_context, standard_compatible=False)
-        async with listener, anyio.create_task_group() as tasks:
-            tasks.start_soon(listener.serve, accept_then_hang_up)
-            parameters = ConnectParameters(
-                host="127.0.0.1",
-                port=port,
-                client_id="dev",
-                username="localhost/dev/?api-version=2021-04-12",
-                password="token",
-                ssl_context=client_ssl_context(authority.certificate_pem),
-                keepalive=60,
-                clean_session=False,
-                websockets=False,
-                max_in_flight=16,
-                connect_timeout=5.0,
-            )
+        async with raw_server() as server, anyio.create_task_group() as tasks:
+
+            async def accept_then_hang_up() -> None:
+                while True:
+                    peer = await server.peer()
+                    await peer.packet()  # CONNECT
+                    await peer.send(b"\x20\x02\x00\x00")  # CONNACK 0: accepted
+                    peer.writer.transport.abort()
+
+            tasks.start_soon(accept_then_hang_up)
             for _ in range(3):
-                connection = MqttConnection(parameters, lambda message: None)
+                connection = MqttConnection(server.parameters(), lambda message: None)
                 # paho connects in a worker thread; holding that thread back after the CONNECT went
                 # out lets the CONNACK and the hang-up both arrive before aiomqtt's connect returns.
                 connect = connection._client._client_connect
@@ -131,7 +95,7 @@ async def test_a_drop_right_after_connack_is_a_loss_and_leaves_no_unread_future(
                     time.sleep(0.3)
 
                 connection._client._client_connect = connect_then_stall  # type: ignore[method-assign]
-                with anyio.fail_after(10):
+                with anyio.fail_after(STEP * 2):
                     try:
                         async with connection:
                             with pytest.raises(ConnectionLostError):

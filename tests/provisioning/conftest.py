@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-import anyio
-import anyio.abc
 import pytest
 
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.hub.dps import ProvisioningService
 from aioiothub.transports import TRANSPORT_NAMES
-from tests.client.test_network_paths import ConnectProxy
+from tests.proxy_helpers import ConnectProxy, serve_proxy
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +19,12 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def hub() -> AsyncIterator[Emulator]:
-    """An emulator (hub and DPS on the same TLS and WebSocket listeners) for a test module."""
-    async with Emulator() as emulator:
-        yield emulator
+def hub(iothub_emulator_module: Emulator) -> Emulator:
+    """An emulator (hub and DPS on the same TLS and WebSocket listeners) for a test module.
+
+    The ``aioiothub.testing`` plugin's ``iothub_emulator_module``, under the name these tests use.
+    """
+    return iothub_emulator_module
 
 
 @pytest.fixture
@@ -48,9 +48,5 @@ def transport(request: pytest.FixtureRequest) -> str:
 async def http_proxy() -> AsyncIterator[tuple[ConnectProxy, int]]:
     """An HTTP CONNECT proxy on loopback that records where it was asked to connect, and its port."""
     recorder = ConnectProxy()
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    async with listener, anyio.create_task_group() as tasks:
-        tasks.start_soon(listener.serve, recorder.handle)
+    async for port in serve_proxy(recorder):
         yield recorder, port
-        tasks.cancel_scope.cancel()

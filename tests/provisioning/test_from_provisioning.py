@@ -13,8 +13,8 @@ import aioiothub
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.hub.dps import ProvisioningService
 from aioiothub.emulator.hub.dps_enrollments import Allocation
-from tests.client.test_network_paths import ConnectProxy
 from tests.provisioning.provisioning_helpers import STEP, dps_options, new_id, write_pair
+from tests.proxy_helpers import ConnectProxy
 
 pytestmark = pytest.mark.anyio
 

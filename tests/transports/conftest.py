@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from aioiothub.emulator import Emulator
@@ -15,7 +13,9 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def hub() -> AsyncIterator[Emulator]:
-    """An emulator listening on TLS and WebSocket ports for the duration of a test module."""
-    async with Emulator() as emulator:
-        yield emulator
+def hub(iothub_emulator_module: Emulator) -> Emulator:
+    """An emulator listening on TLS and WebSocket ports for the duration of a test module.
+
+    The ``aioiothub.testing`` plugin's ``iothub_emulator_module``, under the name these tests use.
+    """
+    return iothub_emulator_module

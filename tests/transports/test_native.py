@@ -21,6 +21,7 @@ from aioiothub.protocol.connect import CONNACK_SERVER_UNAVAILABLE
 from aioiothub.protocol.sas import device_resource_uri, generate_sas_token
 from aioiothub.transports.base import InboundPublish
 from aioiothub.transports.native import NativeConnection
+from tests.proxy_helpers import ConnectProxy, serve_proxy
 from tests.transports.transport_helpers import STEP, hub_parameters
 
 pytestmark = pytest.mark.anyio
@@ -251,48 +252,6 @@ async def test_host_names_are_resolved_off_the_event_loop(hub: Emulator, monkeyp
 
 
 # --- the HTTP CONNECT proxy -------------------------------------------------------------------------------
-
-
-class ConnectProxy:
-    """An HTTP CONNECT proxy on loopback that records each request's head and can demand credentials."""
-
-    def __init__(self, *, require: str | None = None) -> None:
-        self.heads: list[str] = []
-        self.require = require
-
-    async def handle(self, client: anyio.abc.SocketStream) -> None:
-        async with client:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += await client.receive()
-            head = request.split(b"\r\n\r\n", 1)[0].decode()
-            self.heads.append(head)
-            if self.require is not None and f"Proxy-Authorization: {self.require}" not in head:
-                await client.send(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
-                return
-            target = head.split(" ", 2)[1]
-            async with await anyio.connect_tcp("127.0.0.1", int(target.rsplit(":", 1)[1])) as upstream:
-                await client.send(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                async with anyio.create_task_group() as pumps:
-                    pumps.start_soon(self._pump, client, upstream, pumps.cancel_scope)
-                    pumps.start_soon(self._pump, upstream, client, pumps.cancel_scope)
-
-    @staticmethod
-    async def _pump(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
-        try:
-            async for chunk in source:
-                await sink.send(chunk)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-        scope.cancel()
-
-
-async def serve_proxy(recorder: ConnectProxy) -> AsyncIterator[int]:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    async with listener, anyio.create_task_group() as tasks:
-        tasks.start_soon(listener.serve, recorder.handle)
-        yield listener.extra(anyio.abc.SocketAttribute.local_port)
-        tasks.cancel_scope.cancel()
 
 
 @pytest.fixture

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import ssl
 
 import pytest
 
 from aioiothub import ProxyOptions
 from aioiothub.transports import TRANSPORT_NAMES, transport_factory, validate_transport_options
 from aioiothub.transports.aiomqtt import MqttConnection
-from aioiothub.transports.base import ConnectParameters
 from aioiothub.transports.native import NativeConnection
+from tests.transports.transport_helpers import offline_parameters
 
 pytestmark = pytest.mark.anyio
 
@@ -64,19 +63,6 @@ def test_websockets_must_be_a_bool() -> None:
 
 
 async def test_native_connection_refuses_a_socks_proxy_when_built() -> None:
-    parameters = ConnectParameters(
-        host="localhost",
-        port=8883,
-        client_id="dev",
-        username="localhost/dev/?api-version=2021-04-12",
-        password="token",
-        ssl_context=ssl.create_default_context(),
-        keepalive=60,
-        clean_session=False,
-        websockets=False,
-        max_in_flight=16,
-        connect_timeout=5.0,
-        proxy=ProxyOptions("socks5", "proxy.example", 1080),
-    )
+    parameters = offline_parameters(proxy=ProxyOptions("socks5", "proxy.example", 1080))
     with pytest.raises(ValueError, match='use transport="aiomqtt"'):
         NativeConnection(parameters, lambda message: None)

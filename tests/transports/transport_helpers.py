@@ -18,7 +18,7 @@ import anyio
 
 from aioiothub.emulator import Emulator, Identity
 from aioiothub.emulator.certs import CertificateAuthority, client_ssl_context, server_ssl_context
-from aioiothub.protocol.connect import username
+from aioiothub.protocol.connect import client_id, username
 from aioiothub.protocol.mqtt import MqttServerCodec, Packet
 from aioiothub.protocol.sas import device_resource_uri, generate_sas_token
 from aioiothub.transports.base import ConnectParameters
@@ -33,14 +33,26 @@ def hub_parameters(hub: Emulator, identity: Identity, **changes: Any) -> Connect
     if identity.primary_key is not None:
         resource = device_resource_uri(hub.hostname, identity.device_id, identity.module_id)
         password = generate_sas_token(resource, identity.primary_key, int(time.time()) + 3600)
-    client_id = identity.device_id if identity.module_id is None else f"{identity.device_id}/{identity.module_id}"
-    options: dict[str, Any] = {
-        "host": "localhost",
+    hub_options: dict[str, Any] = {
         "port": hub.port,
-        "client_id": client_id,
+        "client_id": client_id(identity.device_id, identity.module_id),
         "username": username(hub.hostname, identity.device_id, identity.module_id),
         "password": password,
         "ssl_context": hub.client_ssl_context(),
+    }
+    return offline_parameters(**{**hub_options, **changes})
+
+
+def offline_parameters(**changes: Any) -> ConnectParameters:
+    """Parameters for device ``dev1`` of ``localhost:8883``, for a connection built but not connected
+    (``changes`` replace any field)."""
+    options: dict[str, Any] = {
+        "host": "localhost",
+        "port": 8883,
+        "client_id": "dev1",
+        "username": "localhost/dev1/?api-version=2021-04-12",
+        "password": "token",
+        "ssl_context": ssl.create_default_context(),
         "keepalive": 60,
         "clean_session": False,
         "websockets": False,
@@ -113,21 +125,7 @@ class RawServer:
 
     def parameters(self, **changes: Any) -> ConnectParameters:
         """Connect parameters pointing at this server."""
-        options: dict[str, Any] = {
-            "host": "localhost",
-            "port": self.port,
-            "client_id": "dev1",
-            "username": "localhost/dev1/?api-version=2021-04-12",
-            "password": "token",
-            "ssl_context": self.client_context,
-            "keepalive": 60,
-            "clean_session": False,
-            "websockets": False,
-            "max_in_flight": 100,
-            "connect_timeout": STEP,
-        }
-        options.update(changes)
-        return ConnectParameters(**options)
+        return offline_parameters(**{"port": self.port, "ssl_context": self.client_context, **changes})
 
 
 @asynccontextmanager
