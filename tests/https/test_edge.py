@@ -14,7 +14,7 @@ from aioiothub.emulator.edge_hub import parse_route
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION
 from tests.https.https_helpers import STEP, device, rest_options
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("transport")]
 
 ROUTE = 'FROM /messages/modules/filter/outputs/out1 INTO BrokeredEndpoint("/modules/sink/inputs/in1")'
 

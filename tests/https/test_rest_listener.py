@@ -55,6 +55,7 @@ async def test_routes_and_refusals(hub: Emulator) -> None:
     assert too_big.status_code == 413
 
 
+@pytest.mark.usefixtures("transport")  # its last step connects a client over MQTT/WebSocket
 async def test_malformed_request_gets_400_and_the_listener_goes_on(hub: Emulator) -> None:
     context = hub.client_ssl_context()
     port = hub.websocket_port
