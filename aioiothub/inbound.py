@@ -35,13 +35,15 @@ T = TypeVar("T")
 class Buffer(Generic[T]):
     """A bounded inbound buffer: the dispatcher offers without waiting, consumers iterate."""
 
-    __slots__ = ("receive", "send", "size")
+    __slots__ = ("_closed", "_room", "receive", "send", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.send: MemoryObjectSendStream[T]
         self.receive: MemoryObjectReceiveStream[T]
         self.send, self.receive = anyio.create_memory_object_stream[T](size)
+        self._room: anyio.Event | None = None
+        self._closed = False
 
     def offer(self, item: T) -> bool:
         """Queue ``item`` if there is room; ``False`` when the buffer is full (or closed)."""
@@ -56,6 +58,28 @@ class Buffer(Generic[T]):
         """Whether :meth:`offer` would succeed now."""
         return self.send.statistics().current_buffer_used < self.size
 
+    @property
+    def room(self) -> int:
+        """How many items :meth:`offer` would take now, one after another."""
+        return max(self.size - self.send.statistics().current_buffer_used, 0)
+
+    async def wait_for_room(self) -> None:
+        """Wait until an item fits (or the buffer is closed), without queueing anything.
+
+        A producer that must decide *what* to queue at the moment it queues it (the desired resync:
+        a notification handled in between would otherwise overtake an older patch) waits here and
+        then offers synchronously.
+        """
+        while not self.has_room and not self._closed:
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+
+    def _made_room(self) -> None:
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
+
     async def items(self) -> AsyncIterator[T]:
         """Iterate until the buffer is closed; several consumers share the items between them.
 
@@ -68,12 +92,15 @@ class Buffer(Generic[T]):
                 item = await receive.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return
+            self._made_room()
             yield item
 
     def close(self) -> None:
         """End every consumer's iteration."""
+        self._closed = True
         self.send.close()
         self.receive.close()
+        self._made_room()
 
 
 class Delivery:

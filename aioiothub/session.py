@@ -222,14 +222,22 @@ class HubSession(ConnectionSupervisor):
             self._task_group.start_soon(self._resync_desired, name="aioiothub desired resync")
 
     async def _resync_desired(self) -> None:
-        """Read the twin and deliver what changed in the desired section while we could not see it."""
+        """Read the twin and deliver what changed in the desired section while we could not see it.
+
+        What to deliver is decided only once the consumer's buffer has room, and queued in the same
+        step (no await in between): a live notification handled in a gap could otherwise be
+        queued ahead of this older patch. Until then notifications are held by the state machine.
+        """
         desired = self.protocol.desired
+        buffer = self.streams.desired
         try:
             while desired.state is DesiredState.STALE:
                 desired.begin_resync_read()
-                result = desired.resync_read((await self._read_twin_retrying("re-read")).desired)
-                if result.patch is not None:
-                    await self.streams.desired.send.send(result.patch)
+                twin = await self._read_twin_retrying("re-read")
+                await buffer.wait_for_room()
+                result = desired.resync_read(twin.desired, room=buffer.room)
+                for patch in result.patches:
+                    buffer.offer(patch)
         except (ConnectionLostError, RuntimeError):
             pass  # the client is closing or has failed; nothing is left to deliver to
         finally:

@@ -97,7 +97,9 @@ class ConnectionSupervisor:
     def __init__(self, settings: SessionSettings, *, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.protocol: DeviceProtocol[Any] = DeviceProtocol(settings.device_id, settings.module_id)
+        self.protocol: DeviceProtocol[Any] = DeviceProtocol(
+            settings.device_id, settings.module_id, desired_hold_limit=settings.inbound_buffer_size
+        )
         self.errors = BackgroundErrors(ERRORS_BACKLOG)
         self.tokens = TokenSchedule(
             settings.credential,

@@ -183,6 +183,8 @@ class DeviceProtocol(Generic[W]):
     Args:
         device_id: the device id.
         module_id: the module id, for a module identity.
+        desired_hold_limit: how many desired notifications a resync holds for delivery after its
+            twin reading (:class:`~aioiothub.protocol.desired.DesiredSync`).
 
     Example:
         >>> protocol = DeviceProtocol("dev1")
@@ -195,10 +197,10 @@ class DeviceProtocol(Generic[W]):
         'w'
     """
 
-    def __init__(self, device_id: str, module_id: str | None = None) -> None:
+    def __init__(self, device_id: str, module_id: str | None = None, *, desired_hold_limit: int = 64) -> None:
         self.device_id = device_id
         self.module_id = module_id
-        self.desired = DesiredSync()
+        self.desired = DesiredSync(hold_limit=desired_hold_limit)
         self._subscriptions: dict[str, int] = {}
         self._twin_requests: dict[str, PendingTwinRequest[W]] = {}
         self._last_request_id = 0

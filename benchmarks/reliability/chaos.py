@@ -7,7 +7,9 @@ twin operations with 429 or 503, and changes desired properties. The scenario ho
 * every message whose ``send_message`` returned reached the hub (at-least-once), and duplicates
   number at most one in-flight window per drop;
 * every await finished -- returned or raised -- within its deadline;
-* the desired document the application built from its patches equals the hub's.
+* the desired document the application built from its patches equals the hub's, and no patch
+  carried a ``$version`` at or below one delivered before it (desired changes come in bursts, so
+  notifications race the resync readings after drops).
 
 Used by ``tests/reliability/test_chaos.py`` (small) and ``benchmarks/soak.py`` (large).
 """
@@ -26,6 +28,7 @@ import anyio.lowlevel
 
 import aioiothub
 from aioiothub.emulator import Emulator
+from aioiothub.protocol import topics
 from aioiothub.protocol.twin import merge_patch
 
 __all__ = ["ChaosReport", "run_chaos"]
@@ -47,6 +50,7 @@ class ChaosReport:
     twin_operations: Counter[str] = field(default_factory=Counter)
     longest_await: dict[str, float] = field(default_factory=dict)
     desired_versions_seen: int = 0
+    desired_backward_steps: int = 0
     desired_matches: bool = False
     seconds: float = 0.0
 
@@ -67,8 +71,9 @@ class ChaosReport:
         return (
             f"{self.sent:,} sends acknowledged in {self.seconds:.1f} s, {self.arrived:,} distinct messages at the "
             f"hub, {self.duplicates:,} duplicates; failed sends: {failed}; chaos: {events}; twin: {twin}; "
-            f"longest await {self.longest:.2f} s ({self.slowest}); desired patches {self.desired_versions_seen}, final "
-            f"document {'matches' if self.desired_matches else 'DIFFERS'}"
+            f"longest await {self.longest:.2f} s ({self.slowest}); desired patches {self.desired_versions_seen} "
+            f"({self.desired_backward_steps} out of order), final document "
+            f"{'matches' if self.desired_matches else 'DIFFERS'}"
         )
 
 
@@ -101,10 +106,30 @@ async def _chaos(hub: Emulator, device_id: str, rng: random.Random, report: Chao
     hub.delay_pubacks(0)
 
 
+async def _desired_bursts(hub: Emulator, device_id: str, rng: random.Random, stop: anyio.Event) -> None:
+    """The back end writes desired properties in bursts, so notifications race the resyncs after drops."""
+    # From the first subscription on, every change is notified or covered by a resync reading.
+    await hub.wait_subscribed(device_id, topics.TWIN_DESIRED_SUBSCRIPTION, timeout=REQUEST_TIMEOUT)
+    while not stop.is_set():
+        await anyio.sleep(rng.uniform(0.005, 0.04))
+        for _ in range(rng.randint(1, 6)):
+            await hub.update_desired(device_id, {"burst": rng.randint(0, 1000), f"key{rng.randint(0, 5)}": rng.random()})
+
+
 async def run_chaos(
-    hub: Emulator, *, messages: int, in_flight: int = 200, seed: int = 1, transport: str = "aiomqtt"
+    hub: Emulator,
+    *,
+    messages: int,
+    in_flight: int = 200,
+    seed: int = 1,
+    transport: str = "aiomqtt",
+    min_drops: int = 0,
 ) -> ChaosReport:
-    """Send ``messages`` messages through seeded chaos; return what happened."""
+    """Send ``messages`` messages through seeded chaos; return what happened.
+
+    With ``min_drops``, the chaos (and the desired bursts) go on after the last send until the
+    connection was dropped that many times.
+    """
     rng = random.Random(seed)
     device = hub.add_device(f"chaos-{os.urandom(3).hex()}")
     report = ChaosReport()
@@ -114,11 +139,15 @@ async def run_chaos(
         ssl_context=hub.client_ssl_context(),
         transport=transport,
         max_in_flight=in_flight,
+        # Small, so that the desired consumer also falls behind now and then.
+        inbound_buffer_size=4,
         request_timeout=REQUEST_TIMEOUT,
         reconnect=aioiothub.ReconnectPolicy(initial_delay=0.05, max_delay=0.5),
     )
     desired: dict[str, Any] = {}
-    desired_version = 0
+    # The application's document starts from the twin the first patch is a change of.
+    desired_version = hub.twin(device.device_id)["desired"]["$version"]
+    consumer_rng = random.Random(rng.getrandbits(64))
     stop = anyio.Event()
     started = time.perf_counter()
 
@@ -130,9 +159,13 @@ async def run_chaos(
         async def follow_desired() -> None:
             nonlocal desired, desired_version
             async for patch in client.desired_property_patches():
+                if patch["$version"] <= desired_version:
+                    report.desired_backward_steps += 1
                 desired = merge_patch(desired, _document(patch))
                 desired_version = patch["$version"]
                 report.desired_versions_seen += 1
+                if consumer_rng.random() < 0.3:  # now and then the application falls behind
+                    await anyio.sleep(consumer_rng.uniform(0.005, 0.03))
 
         async def twin_traffic() -> None:
             while not stop.is_set():
@@ -154,6 +187,7 @@ async def run_chaos(
         background.start_soon(follow_desired)
         background.start_soon(twin_traffic)
         background.start_soon(_chaos, hub, device.device_id, random.Random(rng.getrandbits(64)), report, stop)
+        background.start_soon(_desired_bursts, hub, device.device_id, random.Random(rng.getrandbits(64)), stop)
 
         acknowledged: list[int] = []
         indexes = iter(range(messages))
@@ -173,6 +207,9 @@ async def run_chaos(
         async with anyio.create_task_group() as senders:
             for _ in range(in_flight):
                 senders.start_soon(sender)
+        with anyio.move_on_after(REQUEST_TIMEOUT):
+            while report.events["drop"] + report.events["drop with refused reconnects"] < min_drops:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
         stop.set()
         report.sent = len(acknowledged)
         # Let the application catch up with the hub's last desired change, then compare.

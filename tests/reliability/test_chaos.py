@@ -15,7 +15,7 @@ IN_FLIGHT = 200
 
 @pytest.mark.parametrize("transport", TRANSPORT_NAMES)
 async def test_chaos_loses_nothing_and_hangs_nothing(hub: Emulator, transport: str) -> None:
-    report = await run_chaos(hub, messages=20_000, in_flight=IN_FLIGHT, seed=11, transport=transport)
+    report = await run_chaos(hub, messages=20_000, in_flight=IN_FLIGHT, seed=11, transport=transport, min_drops=12)
     print(report.summary())
     drops = report.events["drop"] + report.events["drop with refused reconnects"]
     assert drops > 0
@@ -25,3 +25,4 @@ async def test_chaos_loses_nothing_and_hangs_nothing(hub: Emulator, transport: s
     assert report.longest <= deadline_bound(), report.slowest
     assert report.twin_operations["ok"] > 0
     assert report.desired_matches
+    assert report.desired_backward_steps == 0

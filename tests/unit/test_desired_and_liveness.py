@@ -47,32 +47,63 @@ def test_reconnect_resync_delivers_the_difference_once() -> None:
     assert sync.state is DesiredState.STALE
     assert sync.notification({"a": 9, "$version": 2}, room=True) is DROP
     sync.begin_resync_read()
-    result = sync.resync_read({"a": 2, "b": {"x": 1, "y": 3}, "c": [1], "$version": 3})
+    result = sync.resync_read({"a": 2, "b": {"x": 1, "y": 3}, "c": [1], "$version": 3}, room=4)
     assert result.patch == {"a": 2, "b": {"y": 3}, "c": [1], "$version": 3}
+    assert result.held == ()  # version 2 is covered by the reading
     assert result.read_again is False
     assert sync.state is DesiredState.LIVE
     assert sync.notification({"a": 2, "$version": 3}, room=True) is DROP
 
 
-def test_a_dropped_notification_newer_than_the_reading_asks_for_another() -> None:
+def test_a_notification_newer_than_the_reading_is_delivered_after_it() -> None:
     sync = _live({"a": 1, "$version": 1})
     assert sync.notification({"a": 2, "$version": 2}, room=False) is READ_TWIN
     sync.begin_resync_read()
-    assert sync.notification({"a": 4, "$version": 4}, room=True) is DROP
-    first = sync.resync_read({"a": 3, "$version": 3})
-    assert first.patch == {"a": 3, "$version": 3}
+    assert sync.notification({"a": 5, "$version": 5}, room=True) is DROP  # held
+    assert sync.notification({"b": 4, "$version": 4}, room=True) is DROP  # held, out of order
+    result = sync.resync_read({"a": 3, "$version": 3}, room=4)
+    assert result.patches == [{"a": 3, "$version": 3}, {"b": 4, "$version": 4}, {"a": 5, "$version": 5}]
+    assert result.read_again is False
+    assert sync.state is DesiredState.LIVE
+    assert sync.version == 5
+    assert sync.notification({"a": 5, "$version": 5}, room=True) is DROP
+
+
+def test_what_does_not_fit_is_read_again_and_never_delivered_out_of_order() -> None:
+    sync = _live({"a": 1, "$version": 1})
+    sync.connection_restored()
+    sync.begin_resync_read()
+    for version in (3, 4, 5):
+        sync.notification({"a": version, "$version": version}, room=True)
+    first = sync.resync_read({"a": 2, "$version": 2}, room=2)
+    assert first.patches == [{"a": 2, "$version": 2}, {"a": 3, "$version": 3}]
     assert first.read_again is True
     assert sync.state is DesiredState.STALE
     sync.begin_resync_read()
-    second = sync.resync_read({"a": 4, "$version": 4})
-    assert second == type(second)({"a": 4, "$version": 4}, False)
+    sync.notification({"a": 4, "$version": 4}, room=True)  # older than the next reading: covered
+    second = sync.resync_read({"a": 5, "$version": 5}, room=2)
+    assert second.patches == [{"a": 5, "$version": 5}]
+    assert second.read_again is False
+
+
+def test_notifications_beyond_the_hold_limit_are_recovered_by_another_reading() -> None:
+    sync = DesiredSync(hold_limit=1)
+    sync.want()
+    sync.baseline_read({"a": 1, "$version": 1})
+    sync.connection_restored()
+    sync.begin_resync_read()
+    sync.notification({"a": 3, "$version": 3}, room=True)
+    sync.notification({"a": 4, "$version": 4}, room=True)  # not held: only its version is kept
+    result = sync.resync_read({"a": 2, "$version": 2}, room=8)
+    assert result.patches == [{"a": 2, "$version": 2}, {"a": 3, "$version": 3}]
+    assert result.read_again is True
 
 
 def test_a_reading_with_nothing_new_delivers_nothing() -> None:
     sync = _live({"a": 1, "$version": 5})
     sync.connection_restored()
     sync.begin_resync_read()
-    assert sync.resync_read({"a": 1, "$version": 5}).patch is None
+    assert sync.resync_read({"a": 1, "$version": 5}, room=1).patches == []
     assert sync.state is DesiredState.LIVE
 
 
