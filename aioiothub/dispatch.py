@@ -89,7 +89,7 @@ class Dispatcher:
                 delivery.message = Message.from_wire(
                     event.body, event.properties, input_name=event.input_name, acknowledger=delivery
                 )
-                routed = self._streams.inputs.route(event.input_name, create_catch_all=True)
+                routed = self._streams.inputs.route(event.input_name)
                 assert routed is not None
                 self._offer(delivery, routed[1], "input_messages", routed[0])
                 return
@@ -127,16 +127,24 @@ class Dispatcher:
             command=event.command,
             responder=self._respond_to_method,
         )
-        routed = self._streams.methods.route(event.name, create_catch_all=False)
+        routed = self._streams.methods.route(event.name)
         if routed is None:
-            reason = "no handler is listening"
-            self._errors.report(MethodNotHandled(event.name, event.request_id))
-        elif routed[1].offer(request):
+            self.method_not_handled(event.name, event.request_id, connection)
             return
-        else:
-            reason = "the method request buffer is full"
-            self._errors.report(ConsumerFellBehind("method_requests", 1, routed[0]))
-        answer = self._protocol.method_response(event.request_id, 503, json.dumps({"error": reason}).encode())
+        if routed[1].offer(request):
+            return
+        self._errors.report(ConsumerFellBehind("method_requests", 1, routed[0]))
+        self._answer_503(event.request_id, "the method request buffer is full", connection)
+
+    def method_not_handled(self, name: str, request_id: str, connection: Transport | None) -> None:
+        """Answer a method request that no loop takes with 503, at once (the caller is waiting)."""
+        self._errors.report(MethodNotHandled(name, request_id))
+        self._answer_503(request_id, "no handler is listening", connection)
+
+    def _answer_503(self, request_id: str, reason: str, connection: Transport | None) -> None:
+        if connection is None:
+            return  # not connected: the hub has failed the invocation with the connection
+        answer = self._protocol.method_response(request_id, 503, json.dumps({"error": reason}).encode())
         # Sent on the next loop turn, not from inside the transport's message callback: paho holds
         # a non-reentrant lock there that a QoS 0 publish takes again (it would deadlock).
         asyncio.get_running_loop().call_soon(_answer, connection, answer)

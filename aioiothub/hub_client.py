@@ -251,7 +251,9 @@ class _HubClient:
 
         Each patch is a dict including ``"$version"``. Changes made while the device was offline
         (or while the consumer fell behind) arrive as one synthetic patch after the client
-        re-reads the twin, so no desired change is lost.
+        re-reads the twin, so no desired change is lost. Patches never go backwards: each one's
+        ``$version`` is above every one yielded before it; notifications that arrive while the
+        twin is re-read follow its patch, in version order.
 
         Example:
             >>> async def follow(client):
@@ -300,10 +302,11 @@ class _HubClient:
         ``method_requests("reboot")`` yields only the invocations of ``reboot``; ``method_requests()``
         yields every method that no loop asked for by name. Plug and Play component commands are
         named ``"{component}*{command}"``, and each request has them split (``request.component``,
-        ``request.command``). While no loop takes a method, invocations are answered with 503; past
-        ``inbound_buffer_size`` requests waiting, further ones are answered with 503. Both are
-        reported on :meth:`errors`. Several loops over the same name share its requests: each
-        request goes to one of them.
+        ``request.command``). While no loop takes a method, invocations are answered with 503 at
+        once; past ``inbound_buffer_size`` requests waiting, further ones are answered with 503.
+        Both are reported on :meth:`errors`. Several loops over the same name share its requests:
+        each request goes to one of them. A loop owns its method only while it runs: once it ends,
+        requests go to the catch-all loop, or are answered with 503; none is kept for a later loop.
 
         Example:
             >>> async def serve_reboots(client):

@@ -10,7 +10,8 @@ Cloud-to-device and module-input messages travel as :class:`Delivery` values tha
 connection they arrived on, because their PUBACK must go back on that very connection -- after a
 reconnect the hub redelivers anything the old connection left unacknowledged. Module inputs and
 direct methods can be consumed by name (``input_messages("input1")``, ``method_requests("reboot")``):
-:class:`RoutedBuffers` keeps a buffer per name with a consumer and a catch-all for the rest.
+:class:`RoutedBuffers` keeps a buffer per name with a consumer and a catch-all for the rest, each
+for exactly as long as a loop iterates over it.
 
 Several consumers of one buffer share its items: each item goes to exactly one of them.
 """
@@ -134,66 +135,109 @@ class Delivery:
 
 
 class RoutedBuffers(Generic[T]):
-    """Buffers of named items (module inputs, direct methods): one per name with its own consumer,
-    and a catch-all (``None``) for the names without one.
+    """Buffers of named items (module inputs, direct methods): one per name that a consumer is
+    iterating over, and a catch-all (``None``) for the names without one.
 
-    Items for a name that arrived before its consumer appeared wait in the catch-all; they move to
-    the name's buffer when it is created.
+    A buffer lives exactly as long as some consumer iterates over it (:meth:`join` to
+    :meth:`leave`): an item is never routed to a loop that has ended. What happens to items that no
+    consumer takes depends on ``park``:
+
+    * ``park=True`` (module inputs: the hub keeps an unacknowledged message queued): they wait,
+      unacknowledged, in the catch-all until a consumer of their name or a catch-all consumer
+      appears; a consumer that appears for a name takes its waiting items with it.
+    * ``park=False`` (direct methods: the service caller is waiting for an answer): :meth:`route`
+      returns ``None`` and the caller answers at once; items left in a buffer whose last consumer
+      leaves go to the catch-all consumer if there is one, else back to the caller of :meth:`leave`.
 
     Args:
         size: the bound of each buffer.
         name_of: the name an item is routed by.
+        park: whether items without a consumer wait (see above).
     """
 
-    __slots__ = ("_buffers", "_closed", "_name_of", "_size")
+    __slots__ = ("_buffers", "_closed", "_consumers", "_name_of", "_park", "_size")
 
-    def __init__(self, size: int, name_of: Callable[[T], str]) -> None:
+    def __init__(self, size: int, name_of: Callable[[T], str], *, park: bool) -> None:
         self._size = size
         self._name_of = name_of
+        self._park = park
         self._buffers: dict[str | None, Buffer[T]] = {}
+        self._consumers: dict[str | None, int] = {}
         self._closed = False
 
-    def consumer_buffer(self, name: str | None) -> Buffer[T]:
-        """The buffer a consumer of ``name`` (``None``: every name without its own) reads."""
+    def join(self, name: str | None) -> Buffer[T]:
+        """A consumer of ``name`` (``None``: every name without its own) starts; the buffer it reads."""
+        self._consumers[name] = self._consumers.get(name, 0) + 1
         buffer = self._buffers.get(name)
         if buffer is not None:
             return buffer
         buffer = self._buffers[name] = _new_buffer(self._size, closed=self._closed)
         catch_all = self._buffers.get(None)
         if name is not None and catch_all is not None:
-            others: list[T] = []
-            while True:
-                try:
-                    item = catch_all.receive.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                    break
+            for item in self._drain(catch_all):
                 if self._name_of(item) == name:
                     buffer.offer(item)
                 else:
-                    others.append(item)
-            for item in others:
-                catch_all.offer(item)
+                    catch_all.offer(item)
         return buffer
 
-    def route(self, name: str, *, create_catch_all: bool) -> tuple[str | None, Buffer[T]] | None:
+    def leave(self, name: str | None) -> list[T]:
+        """A consumer of ``name`` ended; returns the items nobody is left to take (``park=False`` only).
+
+        When it was the last consumer of ``name``, its buffer goes away: waiting items move to the
+        catch-all (its consumer, or with ``park``, its waiting room); with ``park=False`` and no
+        catch-all consumer (or when the catch-all itself ends), they are returned.
+        """
+        count = self._consumers.get(name, 0) - 1
+        if count > 0:
+            self._consumers[name] = count
+            return []
+        self._consumers.pop(name, None)
+        if name is None and self._park:
+            return []  # the catch-all stays as the waiting room of unconsumed items
+        buffer = self._buffers.pop(name, None)
+        if buffer is None:
+            return []
+        unclaimed: list[T] = []
+        for item in self._drain(buffer):
+            routed = self.route(self._name_of(item))
+            if routed is None or not routed[1].offer(item):
+                unclaimed.append(item)
+        buffer.close()
+        return unclaimed
+
+    def buffer(self, name: str | None) -> Buffer[T] | None:
+        """The buffer of ``name``'s consumers (``None``: the catch-all), if there is one now."""
+        return self._buffers.get(name)
+
+    def consumers(self, name: str | None) -> int:
+        """How many loops iterate over ``name`` (``None``: the catch-all) now."""
+        return self._consumers.get(name, 0)
+
+    @staticmethod
+    def _drain(buffer: Buffer[T]) -> list[T]:
+        items: list[T] = []
+        while True:
+            try:
+                items.append(buffer.receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return items
+
+    def route(self, name: str) -> tuple[str | None, Buffer[T]] | None:
         """Where an item for ``name`` goes: its consumer's buffer, else the catch-all.
 
-        Args:
-            name: the item's name.
-            create_catch_all: create the catch-all when nobody asked for it yet (items that can
-                wait for a consumer, such as messages); otherwise ``None`` is returned.
-
         Returns:
-            The buffer's name (``None`` for the catch-all) and the buffer.
+            The buffer's name (``None`` for the catch-all) and the buffer; ``None`` when no consumer
+            takes it and items do not wait (``park=False``).
         """
         buffer = self._buffers.get(name)
         if buffer is not None:
             return name, buffer
         buffer = self._buffers.get(None)
         if buffer is None:
-            if not create_catch_all:
+            if not self._park:
                 return None
-            buffer = self.consumer_buffer(None)
+            buffer = self._buffers[None] = _new_buffer(self._size, closed=self._closed)
         return None, buffer
 
     def close(self) -> None:
@@ -217,8 +261,8 @@ class InboundStreams:
         self.size = size
         self._desired: Buffer[dict[str, Any]] | None = None
         self._cloud: Buffer[Delivery] | None = None
-        self.methods: RoutedBuffers[MethodRequest] = RoutedBuffers(size, _method_name)
-        self.inputs: RoutedBuffers[Delivery] = RoutedBuffers(size, _input_name)
+        self.methods: RoutedBuffers[MethodRequest] = RoutedBuffers(size, _method_name, park=False)
+        self.inputs: RoutedBuffers[Delivery] = RoutedBuffers(size, _input_name, park=True)
         self._closed = False
 
     @property

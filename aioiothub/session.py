@@ -260,11 +260,20 @@ class HubSession(ConnectionSupervisor):
     # ---------------------------------------------------------------- methods
 
     async def method_requests(self, name: str | None = None) -> AsyncIterator[MethodRequest]:
-        """Yield direct method requests: those named ``name``, or (``None``) every other one."""
-        buffer = self.streams.methods.consumer_buffer(name)
-        await self.ensure_subscribed(topics.METHODS_SUBSCRIPTION, 0)
-        async for request in buffer.items():
-            yield request
+        """Yield direct method requests: those named ``name``, or (``None``) every other one.
+
+        Once the loop ends, its method is no longer this loop's: requests still waiting for it go
+        to a catch-all loop if one runs, else they are answered with 503 at once.
+        """
+        methods = self.streams.methods
+        buffer = methods.join(name)
+        try:
+            await self.ensure_subscribed(topics.METHODS_SUBSCRIPTION, 0)
+            async for request in buffer.items():
+                yield request
+        finally:
+            for request in methods.leave(name):
+                self._dispatcher.method_not_handled(request.name, request.request_id, self._connection)
 
     async def _respond_to_method(self, request_id: str, status: int, body: bytes) -> None:
         timeout = self.settings.request_timeout
@@ -290,10 +299,18 @@ class HubSession(ConnectionSupervisor):
             yield delivery.message
 
     async def input_messages(self, input_name: str | None, *, manual_ack: bool = False) -> AsyncIterator[Message]:
-        """Yield module input messages (all inputs, or only ``input_name``)."""
-        buffer = self.streams.inputs.consumer_buffer(input_name)
-        await self.ensure_subscribed(*self.protocol.inputs_subscription())
-        async for delivery in buffer.items():
-            if not manual_ack:
-                delivery.acknowledge()
-            yield delivery.message
+        """Yield module input messages (all inputs, or only ``input_name``).
+
+        Once the loop ends, messages still waiting for it go to a catch-all loop, or wait there,
+        unacknowledged, for the next loop (the hub keeps them queued until they are acknowledged).
+        """
+        inputs = self.streams.inputs
+        buffer = inputs.join(input_name)
+        try:
+            await self.ensure_subscribed(*self.protocol.inputs_subscription())
+            async for delivery in buffer.items():
+                if not manual_ack:
+                    delivery.acknowledge()
+                yield delivery.message
+        finally:
+            inputs.leave(input_name)

@@ -113,7 +113,8 @@ async def _desired_bursts(hub: Emulator, device_id: str, rng: random.Random, sto
     while not stop.is_set():
         await anyio.sleep(rng.uniform(0.005, 0.04))
         for _ in range(rng.randint(1, 6)):
-            await hub.update_desired(device_id, {"burst": rng.randint(0, 1000), f"key{rng.randint(0, 5)}": rng.random()})
+            patch = {"burst": rng.randint(0, 1000), f"key{rng.randint(0, 5)}": rng.random()}
+            await hub.update_desired(device_id, patch)
 
 
 async def run_chaos(

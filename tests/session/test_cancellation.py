@@ -31,8 +31,13 @@ async def _method_request(session: HubSession, connection: FakeConnection) -> Me
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(take)
-        buffer = session.streams.methods.consumer_buffer(None)
-        await connection.network.until(lambda: buffer.receive.statistics().tasks_waiting_receive)
+        methods = session.streams.methods
+
+        def waiting() -> bool:
+            buffer = methods.buffer(None)
+            return buffer is not None and buffer.receive.statistics().tasks_waiting_receive > 0
+
+        await connection.network.until(waiting)
         connection.deliver("$iothub/methods/POST/reboot/?$rid=9", b"{}")
     return got[0]
 

@@ -9,6 +9,7 @@ their merge equals the hub's document.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections import deque
@@ -45,7 +46,7 @@ class ScriptedHub:
 
     @staticmethod
     def _subscribed_to_desired(connection: FakeConnection) -> bool:
-        return any(topics.TWIN_DESIRED_SUBSCRIPTION == name for batch in connection.subscriptions for name, _ in batch)
+        return any(name == topics.TWIN_DESIRED_SUBSCRIPTION for batch in connection.subscriptions for name, _ in batch)
 
     def write(self) -> None:
         """The back end writes the desired section: a key set or deleted."""
@@ -141,7 +142,7 @@ async def _run(seed: int) -> None:
                     await anyio.lowlevel.checkpoint()
 
     versions = [patch["$version"] for patch in seen]
-    assert all(earlier < later for earlier, later in zip(versions, versions[1:], strict=False)), versions
+    assert all(earlier < later for earlier, later in itertools.pairwise(versions)), versions
     document: dict[str, Any] = {"k0": 0}  # the baseline the first reading showed
     for patch in seen:
         document = merge_patch(document, {key: value for key, value in patch.items() if key != "$version"})
