@@ -66,6 +66,14 @@ class _HubClient:
         self._session: HubSession | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
 
+    def __repr__(self) -> str:
+        # The identity and where it connects: what tells clients apart in a log. Never a key or a token.
+        settings = self._settings
+        module = f" module_id={settings.module_id!r}" if settings.module_id is not None else ""
+        state = "connected" if self.connected else "open" if self._session is not None else "not open"
+        identity = f"hostname={settings.hostname!r} device_id={settings.device_id!r}{module}"
+        return f"<{type(self).__name__} {identity} {state}>"
+
     # -------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:

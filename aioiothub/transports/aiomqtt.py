@@ -55,10 +55,10 @@ import anyio
 import anyio.lowlevel
 import paho.mqtt.client as paho
 
-from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError
+from aioiothub.exceptions import ConnectError, ConnectionLostError
 from aioiothub.options import ProxyOptions
-from aioiothub.protocol.connect import CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED, CONNACK_REASONS, WEBSOCKET_PATH
-from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler, fail_waiters
+from aioiothub.protocol.connect import WEBSOCKET_PATH
+from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler, connack_refused, fail_waiters
 from aioiothub.transports.event_loop import require_selector_event_loop
 
 __all__ = ["SUPPORTED_AIOMQTT", "MqttConnection"]
@@ -193,15 +193,7 @@ class MqttConnection:
                 await self._client.__aenter__()
         except aiomqtt.exceptions.MqttConnectError as exc:
             self._mark_lost("the hub refused the connection")
-            code = _connack_return_code(exc)
-            reason = CONNACK_REASONS.get(code, "unknown reason") if code is not None else "unknown reason"
-            if code in (CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED):
-                raise AuthenticationError(
-                    f"the hub refused the credentials (CONNACK {code}: {reason})", return_code=code
-                ) from None
-            raise ConnectError(
-                f"the hub refused the connection (CONNACK {code}: {reason})", return_code=code
-            ) from None
+            raise connack_refused(_connack_return_code(exc)) from None
         except aiomqtt.MqttError as exc:
             self._mark_lost("could not connect")
             raise ConnectError(f"could not connect to {self._parameters.host}: {exc}") from None

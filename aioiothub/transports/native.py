@@ -41,12 +41,9 @@ from typing import Final, Self
 
 import anyio
 
-from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError, ProtocolError
+from aioiothub.exceptions import ConnectError, ConnectionLostError, ProtocolError
 from aioiothub.protocol.connect import (
     CONNACK_ACCEPTED,
-    CONNACK_BAD_CREDENTIALS,
-    CONNACK_NOT_AUTHORIZED,
-    CONNACK_REASONS,
     WEBSOCKET_PORT,
 )
 from aioiothub.protocol.mqtt import (
@@ -66,7 +63,7 @@ from aioiothub.protocol.mqtt import (
     encode_subscribe,
 )
 from aioiothub.transports import validate_transport_options
-from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler, fail_waiters
+from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler, connack_refused, fail_waiters
 from aioiothub.transports.secure_channel import SecureChannel, Tunnel
 
 __all__ = ["NativeConnection"]
@@ -149,14 +146,8 @@ class NativeConnection:
             self._fail_connect("connecting was interrupted")
             raise
         if connack.return_code != CONNACK_ACCEPTED:
-            code = connack.return_code
             self._fail_connect("the hub refused the connection")
-            reason = CONNACK_REASONS.get(code, "unknown reason")
-            if code in (CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED):
-                raise AuthenticationError(
-                    f"the hub refused the credentials (CONNACK {code}: {reason})", return_code=code
-                )
-            raise ConnectError(f"the hub refused the connection (CONNACK {code}: {reason})", return_code=code)
+            raise connack_refused(connack.return_code)
         self._entered = True
         self._arm_keepalive()
         return self
