@@ -89,7 +89,8 @@ class _HubClient:
             try:
                 await task_group.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseException as group:
-                raise unwrap_group(group) from None
+                error = unwrap_group(group)
+                raise error from error.__cause__  # not "from None": that would erase the error's own cause
             self._session = None
             raise
         self._task_group = task_group
@@ -107,7 +108,8 @@ class _HubClient:
         try:
             return await task_group.__aexit__(exc_type, exc, tb)
         except BaseException as group:
-            raise unwrap_group(group, fatal=session.fatal_error) from None
+            error = unwrap_group(group, fatal=session.fatal_error)
+            raise error from error.__cause__  # not "from None": that would erase the error's own cause
         finally:
             self._session = None
 

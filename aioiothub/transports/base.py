@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError, DeviceDisabledError, LossReason
+from aioiothub.exceptions import (
+    AuthenticationError,
+    ConnectError,
+    ConnectionLostError,
+    DeviceDisabledError,
+    LossReason,
+    ProtocolError,
+)
 from aioiothub.options import ProxyOptions
 from aioiothub.protocol.connect import (
     CONNACK_BAD_CREDENTIALS,
@@ -40,6 +47,7 @@ __all__ = [
     "TransportFactory",
     "WillMessage",
     "connack_refused",
+    "describe_loss",
     "fail_waiters",
 ]
 
@@ -171,6 +179,27 @@ class TransportFactory(Protocol):
     """Builds a transport for one connection attempt; the session calls it for every (re)connect."""
 
     def __call__(self, parameters: ConnectParameters, on_message: MessageHandler) -> Transport: ...
+
+
+def describe_loss(error: BaseException | None) -> tuple[LossReason, str]:
+    """Why a connection ended, from what the socket or TLS layer reported (``None``: end of stream).
+
+    Returns the :class:`LossReason` and the text a :class:`ConnectionLostError` carries.
+    """
+    if error is None or isinstance(error, ssl.SSLZeroReturnError):
+        return LossReason.EOF, "the hub closed the connection (end of stream)"
+    if isinstance(error, ssl.SSLEOFError):
+        # No close_notify: the TCP connection was reset or cut off under TLS (a blocking TLS
+        # socket reports a reset this way).
+        return LossReason.RESET, f"the connection was reset or cut off without a TLS close: {error}"
+    tls = error if isinstance(error, ssl.SSLError) else error.__cause__
+    if isinstance(tls, ssl.SSLError):
+        return LossReason.TLS_ERROR, f"the connection failed with a TLS error: {error}"
+    if isinstance(error, ProtocolError):
+        return LossReason.PROTOCOL_ERROR, f"the hub sent something that is not MQTT: {error}"
+    if isinstance(error, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+        return LossReason.RESET, f"the connection was reset: {error}"
+    return LossReason.RESET, f"the connection failed: {type(error).__name__}: {error}"
 
 
 def connack_refused(code: int | None) -> ConnectError:

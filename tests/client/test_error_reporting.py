@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import pytest
 
 import aioiothub
@@ -168,3 +169,25 @@ async def test_a_send_whose_puback_is_late_times_out_saying_it_was_sent(hub: Emu
         assert excinfo.value.sent is True
     (record,) = await hub.wait_for_telemetry(1, device_id=device.device_id, timeout=STEP)
     assert record.body == b"sent, acknowledged late"
+
+
+# ------------------------------------------------------------------------------ why a drop happened
+
+
+async def test_a_drop_without_reconnecting_says_why_and_chains_the_loss(hub: Emulator) -> None:
+    device = hub.add_device(new_id("dropped"))
+    client = device_client(hub, device, reconnect=False)
+
+    async def drop_and_wait() -> None:
+        async with client:
+            hub.drop_connection(device.device_id)
+            with anyio.fail_after(STEP):
+                await anyio.sleep_forever()  # ended by the client failing
+
+    with pytest.raises(aioiothub.ConnectionLostError) as excinfo:
+        await drop_and_wait()
+    error = excinfo.value
+    assert "reconnecting is disabled" in str(error)
+    assert error.reason in (aioiothub.LossReason.EOF, aioiothub.LossReason.RESET)
+    assert isinstance(error.__cause__, aioiothub.ConnectionLostError)
+    assert error.__cause__.reason is error.reason
