@@ -29,6 +29,7 @@ from aioiothub.protocol.sas import (
     SasToken,
     decode_key,
     derive_device_key,
+    format_expiry,
     generate_sas_token,
     parse_sas_token,
     verify_sas_token,
@@ -219,7 +220,9 @@ class SasTokenCredential:
             return SasTokenGrant(self._token_text, self._token.expiry)
         if self._renew is None:
             raise CredentialError(
-                f"SAS token expired at {self._token.expiry} and no renewal was given (pass renew=...)"
+                f"the SAS token expired at {format_expiry(self._token.expiry)} and no renewal was given: "
+                "pass renew_sas_token= to the client (renew= to a SasTokenCredential), or push a new "
+                "token with update_sas_token()"
             )
         result = self._renew()
         if inspect.isawaitable(result):
@@ -231,7 +234,7 @@ class SasTokenCredential:
         except CredentialError as exc:
             raise CredentialError(f"renew() returned an invalid token: {exc}") from None
         if token.expiry <= now:
-            raise CredentialError(f"renew() returned a token that expired at {token.expiry}")
+            raise CredentialError(f"renew() returned a token that expired at {format_expiry(token.expiry)}")
         self._token = token
         self._token_text = result
         return SasTokenGrant(result, token.expiry)

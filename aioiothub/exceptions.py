@@ -5,26 +5,33 @@ Everything the library raises at run time derives from :class:`IoTHubError`::
     IoTHubError                       root of everything the library raises at run time
     ├── CredentialError               bad key, malformed/expired token, unreadable certificate
     ├── ConnectError                  TCP/TLS/CONNACK failure; .return_code
-    │   └── AuthenticationError       CONNACK 4/5
-    ├── ConnectionLostError           dropped and not recovered (reconnect disabled or given up)
+    │   ├── AuthenticationError       CONNACK 4/5
+    │   └── DeviceDisabledError       CONNACK 3: the device may be disabled in the hub
+    ├── ConnectionLostError           dropped and not recovered; .reason (a LossReason or None)
     ├── ProtocolError                 the peer sent something unparsable
     └── ServiceError                  the hub answered non-2xx; .status, .request_id
         └── ThrottledError            429
 
 Caller mistakes raise :class:`ValueError` or :class:`TypeError`, lifecycle misuse raises
-:class:`RuntimeError`, and deadlines raise the built-in :class:`TimeoutError`. Errors from the MQTT
+:class:`RuntimeError`, and deadlines raise the built-in :class:`TimeoutError` (``send_message``'s
+is a :class:`SendTimeoutError`, which says whether the message left at all). Errors from the MQTT
 library underneath are translated at the transport boundary and never escape as they are.
 """
 
 from __future__ import annotations
+
+import enum
 
 __all__ = [
     "AuthenticationError",
     "ConnectError",
     "ConnectionLostError",
     "CredentialError",
+    "DeviceDisabledError",
     "IoTHubError",
+    "LossReason",
     "ProtocolError",
+    "SendTimeoutError",
     "ServiceError",
     "ThrottledError",
 ]
@@ -59,8 +66,67 @@ class AuthenticationError(ConnectError):
     """The hub refused the credentials (CONNACK 4 or 5) and a fresh token cannot help."""
 
 
+class DeviceDisabledError(ConnectError):
+    """The hub refused the connection with CONNACK 3 ("server unavailable").
+
+    IoT Hub answers a disabled device (or a module of one) this way, so that is the likely cause;
+    it is also what a hub that is briefly unavailable answers, which is why the client keeps
+    retrying it after a drop like any other refused connect (the C SDK reports it as
+    ``DEVICE_DISABLED``).
+    """
+
+
+class LossReason(enum.StrEnum):
+    """Why a connection ended, as :attr:`ConnectionLostError.reason` tells it.
+
+    MQTT 3.1.1 has no DISCONNECT from the server: when IoT Hub ends a connection (a newer
+    connection of the same identity, a disabled device, a token that expired), it closes it, which
+    the client sees as :attr:`EOF`.
+    """
+
+    EOF = "eof"
+    """The hub closed the connection (end of stream, with or without a TLS close_notify)."""
+    RESET = "reset"
+    """The network dropped it: the connection was reset or a socket operation failed."""
+    KEEPALIVE_TIMEOUT = "keepalive_timeout"
+    """Nothing came back in time: no PINGRESP to a PINGREQ, or no PUBACK within the liveness timeout."""
+    TLS_ERROR = "tls_error"
+    """The TLS layer failed (a bad record, an alert from the hub)."""
+    PROTOCOL_ERROR = "protocol_error"
+    """The hub sent something that is not MQTT as IoT Hub speaks it."""
+    CLOSED = "closed"
+    """This side closed it (the client closed, or a planned reconnect)."""
+
+
 class ConnectionLostError(IoTHubError):
-    """The connection dropped and was not recovered (reconnect disabled or given up)."""
+    """The connection dropped and was not recovered (reconnect disabled or given up).
+
+    Attributes:
+        reason: why the connection ended (a :class:`LossReason`), or ``None`` when this error is
+            not about a connection ending (an operation tried without one). The underlying error,
+            when there is one (a reset socket, a TLS error), is chained as ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, reason: LossReason | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SendTimeoutError(TimeoutError):
+    """``send_message`` was not acknowledged within ``request_timeout``.
+
+    A :class:`TimeoutError`, so code catching that keeps working.
+
+    Attributes:
+        sent: whether the message went out at all. ``False``: there was no connection for the
+            whole deadline (or no room among the unacknowledged messages), so the hub never saw
+            it. ``True``: it was sent and its PUBACK did not come in time, so the hub may have it
+            (sending it again may duplicate it).
+    """
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class ProtocolError(IoTHubError):

@@ -66,6 +66,14 @@ class _HubClient:
         self._session: HubSession | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
 
+    def __repr__(self) -> str:
+        # The identity and where it connects: what tells clients apart in a log. Never a key or a token.
+        settings = self._settings
+        module = f" module_id={settings.module_id!r}" if settings.module_id is not None else ""
+        state = "connected" if self.connected else "open" if self._session is not None else "not open"
+        identity = f"hostname={settings.hostname!r} device_id={settings.device_id!r}{module}"
+        return f"<{type(self).__name__} {identity} {state}>"
+
     # -------------------------------------------------------------- lifecycle
 
     async def __aenter__(self) -> Self:
@@ -81,7 +89,8 @@ class _HubClient:
             try:
                 await task_group.__aexit__(type(exc), exc, exc.__traceback__)
             except BaseException as group:
-                raise unwrap_group(group) from None
+                error = unwrap_group(group)
+                raise error from error.__cause__  # not "from None": that would erase the error's own cause
             self._session = None
             raise
         self._task_group = task_group
@@ -99,7 +108,8 @@ class _HubClient:
         try:
             return await task_group.__aexit__(exc_type, exc, tb)
         except BaseException as group:
-            raise unwrap_group(group, fatal=session.fatal_error) from None
+            error = unwrap_group(group, fatal=session.fatal_error)
+            raise error from error.__cause__  # not "from None": that would erase the error's own cause
         finally:
             self._session = None
 

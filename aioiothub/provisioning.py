@@ -146,6 +146,7 @@ class ProvisioningClient:
             renew_sas_token=None,
             x509=x509,
             options=cast(ClientOptions, dict(options)),
+            hostname_argument="provisioning_host",
         )
         self._username = dps_username(id_scope, registration_id, client_version=self._settings.product_info)
         if x509 is not None and x509.common_name != registration_id:

@@ -30,7 +30,7 @@ from typing import Any
 from aioiothub.background_errors import DesiredResyncFailed
 from aioiothub.clock import Clock
 from aioiothub.dispatch import Dispatcher
-from aioiothub.exceptions import ConnectionLostError, ProtocolError, ServiceError, ThrottledError
+from aioiothub.exceptions import ConnectionLostError, ProtocolError, SendTimeoutError, ServiceError, ThrottledError
 from aioiothub.inbound import InboundStreams
 from aioiothub.message import Message
 from aioiothub.methods import MethodRequest
@@ -92,12 +92,14 @@ class HubSession(ConnectionSupervisor):
                 async with asyncio.timeout_at(started + timeout):
                     await window.acquire()
             except TimeoutError:
-                raise TimeoutError(
+                raise SendTimeoutError(
                     f"the message waited {timeout:g} s (request_timeout) for room among the "
-                    f"{self.settings.max_in_flight} unacknowledged messages (max_in_flight) and was not sent"
+                    f"{self.settings.max_in_flight} unacknowledged messages (max_in_flight) and was not sent",
+                    sent=False,
                 ) from None
         else:
             await window.acquire()  # room now: returns without waiting
+        sent = False  # whether the PUBLISH left on some connection: the hub may have it then
         try:
             connection = self._connection
             if not waited and connection is not None and connection.connected:
@@ -105,6 +107,7 @@ class HubSession(ConnectionSupervisor):
                 # in-flight table (one timer for all sends instead of one per message).
                 try:
                     acknowledged = connection.publish(topic, payload, qos, retain=retain)
+                    sent = True
                     if qos:
                         self._in_flight.add(acknowledged)
                     await acknowledged
@@ -112,13 +115,14 @@ class HubSession(ConnectionSupervisor):
                 except ConnectionLostError:
                     pass  # at-least-once: sent again below, on the next connection
                 except TimeoutError:
-                    raise self._send_timeout() from None
+                    raise self._send_timeout(sent=True) from None
             try:
                 async with asyncio.timeout_at(started + timeout):
                     while True:
                         connection = await self.current()
                         try:
                             acknowledged = connection.publish(topic, payload, qos, retain=retain)
+                            sent = True
                             if qos:
                                 self._in_flight.add(acknowledged)
                             await acknowledged
@@ -126,13 +130,22 @@ class HubSession(ConnectionSupervisor):
                             continue
                         return
             except TimeoutError:
-                raise self._send_timeout() from None
+                raise self._send_timeout(sent=sent) from None
         finally:
             window.release()
 
-    def _send_timeout(self) -> TimeoutError:
+    def _send_timeout(self, *, sent: bool) -> SendTimeoutError:
         timeout = self.settings.request_timeout
-        return TimeoutError(f"the hub did not acknowledge the message within {timeout:g} s (request_timeout)")
+        if sent:
+            return SendTimeoutError(
+                f"the message was sent but the hub did not acknowledge it (PUBACK) within {timeout:g} s "
+                "(request_timeout): the hub may have it",
+                sent=True,
+            )
+        return SendTimeoutError(
+            f"the message was not sent: there was no connection to the hub for {timeout:g} s (request_timeout)",
+            sent=False,
+        )
 
     # ------------------------------------------------------------------ twin
 

@@ -28,6 +28,7 @@ from aioiothub.options import (
     require_positive_number,
 )
 from aioiothub.protocol.connect import MAX_KEEPALIVE, MQTT_PORT, WEBSOCKET_PORT, product_info_string, validate_identity
+from aioiothub.protocol.connection_string import check_host_name
 from aioiothub.protocol.device import telemetry_publish
 from aioiothub.session import SessionSettings
 from aioiothub.transports import transport_factory, validate_transport_options
@@ -128,11 +129,13 @@ def build_settings(
     x509: X509Credential | None = None,
     credential: TokenCredential | None = None,
     options: ClientOptions,
+    hostname_argument: str = "hostname",
 ) -> SessionSettings:
     """Validate every argument of a client constructor.
 
     ``credential`` is for factories that bring their own token source (IoT Edge's workload API);
-    the public constructors take the other three kinds.
+    the public constructors take the other three kinds. ``hostname_argument`` is what error
+    messages call ``hostname`` (the provisioning client's is ``provisioning_host``).
 
     Raises:
         TypeError, ValueError: an argument is missing, of the wrong type or invalid; the message
@@ -143,7 +146,8 @@ def build_settings(
     if unknown:
         raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
     if not isinstance(hostname, str) or not hostname:
-        raise ValueError("hostname must be a non-empty string")
+        raise ValueError(f"{hostname_argument} must be a non-empty string")
+    check_host_name(hostname, hostname_argument)
     validate_identity(device_id, "device_id")
     if module_id is not None:
         validate_identity(module_id, "module_id")
@@ -165,6 +169,8 @@ def build_settings(
     gateway_hostname = options.get("gateway_hostname")
     if gateway_hostname is not None and (not isinstance(gateway_hostname, str) or not gateway_hostname):
         raise ValueError("gateway_hostname must be a non-empty string")
+    if gateway_hostname is not None:
+        check_host_name(gateway_hostname, "gateway_hostname")
     model_id = options.get("model_id")
     if model_id is not None and (not isinstance(model_id, str) or not model_id.startswith("dtmi:")):
         raise ValueError(f"model_id must be a DTDL model id starting with 'dtmi:', not {model_id!r}")

@@ -46,7 +46,14 @@ from aioiothub.background_errors import (
 )
 from aioiothub.clock import Clock, SystemClock
 from aioiothub.connection_states import StateFeed
-from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError, IoTHubError, unwrap_group
+from aioiothub.exceptions import (
+    AuthenticationError,
+    ConnectError,
+    ConnectionLostError,
+    IoTHubError,
+    LossReason,
+    unwrap_group,
+)
 from aioiothub.in_flight import InFlightPublishes
 from aioiothub.options import ProxyOptions, ReconnectPolicy
 from aioiothub.protocol.connect import client_id, username
@@ -123,6 +130,8 @@ class ConnectionSupervisor:
         # How many pushed tokens the live connection's token reflects (see update_token).
         self._live_pushed_count = 0
         self._task_group: anyio.abc.TaskGroup | None = None
+        # What ended the last connection that dropped: the cause of giving up when not reconnecting.
+        self._last_drop: ConnectionLostError | None = None
 
     # ------------------------------------------------------------------ hooks
 
@@ -224,7 +233,11 @@ class ConnectionSupervisor:
             if renew:
                 continue
             if policy is None:
-                raise ConnectionLostError("the connection was lost and reconnecting is disabled")
+                drop = self._last_drop
+                reason = drop.reason if drop is not None else None
+                raise ConnectionLostError(
+                    f"the connection was lost and reconnecting is disabled: {drop}", reason=reason
+                ) from drop
             delay = policy.delay(0)
             _log.info("reconnecting in %.1f s", delay)
             await self.clock.sleep(delay)
@@ -286,18 +299,25 @@ class ConnectionSupervisor:
                 connection.ping()
             elif check.verdict is Verdict.DEAD:
                 connection.abort(check.reason)
-                self._report_drop(ConnectionLostError(f"the connection is dead: {check.reason}"))
+                self._report_drop(
+                    ConnectionLostError(f"the connection is dead: {check.reason}", reason=LossReason.KEEPALIVE_TIMEOUT)
+                )
                 return False
             until_check = monitor.next_check(now=now, last_received=last_received, oldest_unacked_since=oldest) - now
             await clock.wait(wake, min(remaining, until_check))
             if connection.lost.done():
                 error = connection.lost.exception() if not connection.lost.cancelled() else None
-                self._report_drop(error if isinstance(error, ConnectionLostError) else ConnectionLostError(str(error)))
+                if not isinstance(error, ConnectionLostError):
+                    lost = ConnectionLostError(f"the connection was lost: {error}")
+                    lost.__cause__ = error
+                    error = lost
+                self._report_drop(error)
                 return False
             if wake.done():
                 wake = self._wake = asyncio.get_running_loop().create_future()
 
     def _report_drop(self, error: ConnectionLostError) -> None:
+        self._last_drop = error
         self._report(ConnectionDropped(error, reconnecting=self.settings.reconnect is not None), level=logging.INFO)
 
     def _wake_watch(self) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from aioiothub.auth import Credential, SasTokenCredential, SasTokenGrant, X509Credential, parse_sas_token
 from aioiothub.background_errors import RenewalFailed
 from aioiothub.exceptions import ConnectError, CredentialError
-from aioiothub.protocol.sas import scope_covers
+from aioiothub.protocol.sas import format_expiry, scope_covers
 
 __all__ = ["TokenSchedule"]
 
@@ -85,7 +85,8 @@ class TokenSchedule:
         pushed = self._pushed
         if pushed is not None and not (due and credential.renewable):
             if pushed.expiry <= now:
-                raise CredentialError(f"the SAS token given to update_sas_token expired at {pushed.expiry}")
+                expiry = format_expiry(pushed.expiry)
+                raise CredentialError(f"the SAS token given to update_sas_token expired at {expiry}")
             self._adopt(pushed, now)
             return pushed.token
         try:
@@ -145,6 +146,7 @@ class TokenSchedule:
             lifetime = grant.expiry - now
             # Renew ahead of expiry as the SDKs do: 2 minutes early, or a fifth of a short lifetime.
             self.renew_due = now + max(1.0, lifetime - min(120.0, lifetime / 5))
+
     def push(self, token: str, now: float) -> None:
         """Use ``token`` from the next connection on.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ConnectionString"]
+__all__ = ["ConnectionString", "check_host_name"]
 
 _HOST_NAME = "HostName"
 _DEVICE_ID = "DeviceId"
@@ -35,6 +35,28 @@ _REDACTED = "<redacted>"
 
 
 _KEYS_BY_LOWER_CASE = {key.lower(): key for key in (*_FIELDS, _X509)}
+
+
+def check_host_name(host: str, argument: str) -> None:
+    """Refuse a host name that carries a port (``localhost:18883``), naming ``argument``.
+
+    IoT Hub host names are DNS names; the official SDKs keep ``HostName=host:port`` as it is and
+    then fail to resolve it when connecting, far from the mistake. A port is given on its own
+    (``port=``), and a host to connect to other than the hub's name as ``GatewayHostName``
+    (``gateway_hostname=``), so it is refused here, where the message can say that. An IPv6
+    literal (several colons, no brackets) is a host, not a host with a port.
+
+    Raises:
+        ValueError: ``host`` ends in ``:port`` or is a bracketed ``[address]:port``.
+    """
+    head, colon, tail = host.rpartition(":")
+    if not colon or (":" in head and not head.endswith("]")) or not tail.isdigit():
+        return
+    raise ValueError(
+        f"{argument} must be a host name without a port, not {host!r}: give the port on its own "
+        f"(port={tail}), and a host to connect to other than the hub's name as GatewayHostName "
+        "in a connection string (gateway_hostname= to a constructor)"
+    )
 
 
 def _unknown_key_message(key: str, position: int) -> str:
@@ -107,6 +129,9 @@ class ConnectionString:
             raise ValueError("connection string has no HostName")
         if self.device_id is None:
             raise ValueError("connection string has no DeviceId")
+        check_host_name(self.host_name, _HOST_NAME)
+        if self.gateway_host_name is not None:
+            check_host_name(self.gateway_host_name, _GATEWAY_HOST_NAME)
         credentials = [
             name
             for name, present in (

@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import quote, unquote
 
 from aioiothub.exceptions import CredentialError
@@ -26,6 +27,7 @@ __all__ = [
     "derive_device_key",
     "device_resource_uri",
     "dps_resource_uri",
+    "format_expiry",
     "generate_sas_token",
     "parse_sas_token",
     "scope_covers",
@@ -62,6 +64,20 @@ class SasToken:
             f"SasToken(resource_uri={self.resource_uri!r}, encoded_resource={self.encoded_resource!r}, "
             f"signature='<redacted>', expiry={self.expiry!r}, policy_name={self.policy_name!r})"
         )
+
+
+def format_expiry(expiry: int) -> str:
+    """A token's ``se`` for people: ISO-8601 UTC, with the raw value in brackets (what the token says).
+
+    Example:
+        >>> format_expiry(1700000000)
+        '2023-11-14T22:13:20Z (se=1700000000)'
+    """
+    try:
+        moment = datetime.fromtimestamp(expiry, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"se={expiry}"  # beyond what datetime can show
+    return f"{moment} (se={expiry})"
 
 
 def decode_key(key: str) -> bytes:

@@ -55,10 +55,17 @@ import anyio
 import anyio.lowlevel
 import paho.mqtt.client as paho
 
-from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError
+from aioiothub.exceptions import ConnectError, ConnectionLostError, LossReason
 from aioiothub.options import ProxyOptions
-from aioiothub.protocol.connect import CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED, CONNACK_REASONS, WEBSOCKET_PATH
-from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler, fail_waiters
+from aioiothub.protocol.connect import WEBSOCKET_PATH
+from aioiothub.transports.base import (
+    ConnectParameters,
+    InboundPublish,
+    MessageHandler,
+    connack_refused,
+    describe_loss,
+    fail_waiters,
+)
 from aioiothub.transports.event_loop import require_selector_event_loop
 
 __all__ = ["SUPPORTED_AIOMQTT", "MqttConnection"]
@@ -173,6 +180,12 @@ class MqttConnection:
         self._paho_create_socket = self._paho._create_socket
         self._paho._create_socket = self._create_socket  # type: ignore[method-assign]
         self._paho._ssl_wrap_socket = self._wrap_tls  # type: ignore[method-assign,assignment]
+        # What the last read found (an error, or b"" at end of stream): paho only logs it and reports
+        # a bare "connection lost", so the loss is explained from this.
+        self._read_end: BaseException | None = None
+        self._read_eof = False
+        self._paho_sock_recv = self._paho._sock_recv
+        self._paho._sock_recv = self._sock_recv  # type: ignore[method-assign]
         self._loop_thread = threading.get_ident()
         self._flush_scheduled = False
         self._writer_fd: int | None = None
@@ -193,15 +206,7 @@ class MqttConnection:
                 await self._client.__aenter__()
         except aiomqtt.exceptions.MqttConnectError as exc:
             self._mark_lost("the hub refused the connection")
-            code = _connack_return_code(exc)
-            reason = CONNACK_REASONS.get(code, "unknown reason") if code is not None else "unknown reason"
-            if code in (CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED):
-                raise AuthenticationError(
-                    f"the hub refused the credentials (CONNACK {code}: {reason})", return_code=code
-                ) from None
-            raise ConnectError(
-                f"the hub refused the connection (CONNACK {code}: {reason})", return_code=code
-            ) from None
+            raise connack_refused(_connack_return_code(exc)) from None
         except aiomqtt.MqttError as exc:
             self._mark_lost("could not connect")
             raise ConnectError(f"could not connect to {self._parameters.host}: {exc}") from None
@@ -233,7 +238,7 @@ class MqttConnection:
         except aiomqtt.MqttError:
             pass
         finally:
-            self._mark_lost("the connection was closed")
+            self._mark_lost("the connection was closed", None, LossReason.CLOSED)
             self._force_close()
 
     @property
@@ -304,8 +309,8 @@ class MqttConnection:
             self._paho._send_pingreq()
 
     def abort(self, reason: str) -> None:
-        """Drop the connection at once, without DISCONNECT."""
-        self._mark_lost(reason)
+        """Drop the connection at once, without DISCONNECT (the session judged it dead: no answer in time)."""
+        self._mark_lost(reason, None, LossReason.KEEPALIVE_TIMEOUT)
         self._force_close()
 
     # paho callbacks: they run on the event loop thread and must never raise into paho.
@@ -338,13 +343,27 @@ class MqttConnection:
         # The context checks the host name (create_default_context does; a caller's context that
         # turns it off is its own choice).
         parameters = self._parameters
+        # Ragged EOFs are not suppressed: a reset or a close without close_notify then raises from
+        # recv (and the loss says which) instead of reading as an orderly end of stream.
         tls_socket = parameters.ssl_context.wrap_socket(
-            tcp_socket, server_hostname=parameters.host, do_handshake_on_connect=False
+            tcp_socket, server_hostname=parameters.host, do_handshake_on_connect=False, suppress_ragged_eofs=False
         )
         self._tls_socket = tls_socket
         tls_socket.settimeout(parameters.connect_timeout)
         tls_socket.do_handshake()
         return tls_socket
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        try:
+            data = self._paho_sock_recv(bufsize)
+        except BlockingIOError:
+            raise
+        except Exception as exc:
+            self._read_end = exc
+            raise
+        if not data:
+            self._read_eof = True
+        return data
 
     def _handle_pingresp(self) -> Any:
         self._last_received = self._loop.time()
@@ -361,7 +380,15 @@ class MqttConnection:
             if self._aiomqtt_on_disconnect is not None:
                 self._aiomqtt_on_disconnect(client, userdata, *args)
         finally:
-            self._mark_lost("the connection was lost")
+            # paho 2 (callback API 2) passes (flags, reason code, properties); its keep-alive check
+            # closes the socket with "Keep alive timeout".
+            if any(str(arg) == "Keep alive timeout" for arg in args):
+                self._mark_lost("keep-alive timeout: no PINGRESP in time", None, LossReason.KEEPALIVE_TIMEOUT)
+            elif self._read_end is not None or self._read_eof:
+                loss, reason = describe_loss(self._read_end)
+                self._mark_lost(reason, self._read_end, loss)
+            else:
+                self._mark_lost("the connection was lost", None, LossReason.RESET)
 
     def _aiomqtt_disconnected(self, future: asyncio.Future[None]) -> None:
         # aiomqtt reports the drop through this future; nobody else awaits it, so it is read here
@@ -398,7 +425,8 @@ class MqttConnection:
         try:
             self._paho.loop_write()
         except Exception as exc:
-            self._mark_lost(f"writing failed: {exc}")
+            loss, reason = describe_loss(exc)
+            self._mark_lost(f"writing failed: {reason}", exc, loss)
             self._force_close()
 
     def _handle_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -406,9 +434,9 @@ class MqttConnection:
             self._loop.remove_writer(self._writer_fd)
             self._writer_fd = None
 
-    def _mark_lost(self, reason: str) -> None:
+    def _mark_lost(self, reason: str, cause: BaseException | None = None, loss: LossReason | None = None) -> None:
         pending, self._pending = self._pending, {}
-        fail_waiters((self.lost, *pending.values()), reason)
+        fail_waiters((self.lost, *pending.values()), reason, cause, loss=loss)
 
     def _force_close(self) -> None:
         # paho's own close runs aiomqtt's socket-close hook, which unregisters the socket from the

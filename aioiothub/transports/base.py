@@ -23,8 +23,21 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from aioiothub.exceptions import ConnectionLostError
+from aioiothub.exceptions import (
+    AuthenticationError,
+    ConnectError,
+    ConnectionLostError,
+    DeviceDisabledError,
+    LossReason,
+    ProtocolError,
+)
 from aioiothub.options import ProxyOptions
+from aioiothub.protocol.connect import (
+    CONNACK_BAD_CREDENTIALS,
+    CONNACK_NOT_AUTHORIZED,
+    CONNACK_REASONS,
+    CONNACK_SERVER_UNAVAILABLE,
+)
 
 __all__ = [
     "ConnectParameters",
@@ -33,6 +46,8 @@ __all__ = [
     "Transport",
     "TransportFactory",
     "WillMessage",
+    "connack_refused",
+    "describe_loss",
     "fail_waiters",
 ]
 
@@ -166,15 +181,63 @@ class TransportFactory(Protocol):
     def __call__(self, parameters: ConnectParameters, on_message: MessageHandler) -> Transport: ...
 
 
-def fail_waiters(waiters: Iterable[asyncio.Future[Any]], reason: str, cause: BaseException | None = None) -> None:
+def describe_loss(error: BaseException | None) -> tuple[LossReason, str]:
+    """Why a connection ended, from what the socket or TLS layer reported (``None``: end of stream).
+
+    Returns the :class:`LossReason` and the text a :class:`ConnectionLostError` carries.
+    """
+    if error is None or isinstance(error, ssl.SSLZeroReturnError):
+        return LossReason.EOF, "the hub closed the connection (end of stream)"
+    if isinstance(error, ssl.SSLEOFError):
+        # No close_notify: the TCP connection was reset or cut off under TLS (a blocking TLS
+        # socket reports a reset this way).
+        return LossReason.RESET, f"the connection was reset or cut off without a TLS close: {error}"
+    tls = error if isinstance(error, ssl.SSLError) else error.__cause__
+    if isinstance(tls, ssl.SSLError):
+        return LossReason.TLS_ERROR, f"the connection failed with a TLS error: {error}"
+    if isinstance(error, ProtocolError):
+        return LossReason.PROTOCOL_ERROR, f"the hub sent something that is not MQTT: {error}"
+    if isinstance(error, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+        return LossReason.RESET, f"the connection was reset: {error}"
+    return LossReason.RESET, f"the connection failed: {type(error).__name__}: {error}"
+
+
+def connack_refused(code: int | None) -> ConnectError:
+    """The error for a CONNACK that refused the connection with return code ``code``.
+
+    CONNACK 3 ("server unavailable") is what IoT Hub answers a disabled device: the error says so
+    (:class:`DeviceDisabledError`), where a bare "server unavailable" would send the user looking
+    at the network.
+    """
+    reason = CONNACK_REASONS.get(code, "unknown reason") if code is not None else "unknown reason"
+    if code in (CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED):
+        return AuthenticationError(f"the hub refused the credentials (CONNACK {code}: {reason})", return_code=code)
+    if code == CONNACK_SERVER_UNAVAILABLE:
+        return DeviceDisabledError(
+            f"the hub refused the connection (CONNACK {code}: {reason}): the device may be disabled in "
+            "the hub (IoT Hub answers a disabled device, or a module of one, this way)",
+            return_code=code,
+        )
+    return ConnectError(f"the hub refused the connection (CONNACK {code}: {reason})", return_code=code)
+
+
+def fail_waiters(
+    waiters: Iterable[asyncio.Future[Any]],
+    reason: str,
+    cause: BaseException | None = None,
+    *,
+    loss: LossReason | None = None,
+) -> None:
     """Fail each waiter not yet done with a :class:`ConnectionLostError` of its own (``reason``).
+
+    ``loss`` is the error's :attr:`~aioiothub.ConnectionLostError.reason` and ``cause`` its ``__cause__``.
 
     Each exception is read back at once: nobody may be awaiting a given waiter (the connection's
     "lost" future above all), and asyncio logs an exception that was never retrieved.
     """
     for waiter in waiters:
         if not waiter.done():
-            error = ConnectionLostError(reason)
+            error = ConnectionLostError(reason, reason=loss)
             error.__cause__ = cause
             waiter.set_exception(error)
             waiter.exception()

@@ -41,12 +41,9 @@ from typing import Final, Self
 
 import anyio
 
-from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError, ProtocolError
+from aioiothub.exceptions import ConnectError, ConnectionLostError, LossReason, ProtocolError
 from aioiothub.protocol.connect import (
     CONNACK_ACCEPTED,
-    CONNACK_BAD_CREDENTIALS,
-    CONNACK_NOT_AUTHORIZED,
-    CONNACK_REASONS,
     WEBSOCKET_PORT,
 )
 from aioiothub.protocol.mqtt import (
@@ -66,7 +63,14 @@ from aioiothub.protocol.mqtt import (
     encode_subscribe,
 )
 from aioiothub.transports import validate_transport_options
-from aioiothub.transports.base import ConnectParameters, InboundPublish, MessageHandler, fail_waiters
+from aioiothub.transports.base import (
+    ConnectParameters,
+    InboundPublish,
+    MessageHandler,
+    connack_refused,
+    describe_loss,
+    fail_waiters,
+)
 from aioiothub.transports.secure_channel import SecureChannel, Tunnel
 
 __all__ = ["NativeConnection"]
@@ -76,6 +80,7 @@ _log = logging.getLogger("aioiothub.transport")
 #: How long leaving waits for DISCONNECT and the TLS close to go out before dropping the socket.
 _DISCONNECT_TIMEOUT: Final = 2.0
 _MAX_PACKET_ID: Final = 0xFFFF
+_KEEPALIVE: Final = LossReason.KEEPALIVE_TIMEOUT
 
 
 def _puback(packet_id: int) -> bytes:
@@ -149,14 +154,8 @@ class NativeConnection:
             self._fail_connect("connecting was interrupted")
             raise
         if connack.return_code != CONNACK_ACCEPTED:
-            code = connack.return_code
             self._fail_connect("the hub refused the connection")
-            reason = CONNACK_REASONS.get(code, "unknown reason")
-            if code in (CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED):
-                raise AuthenticationError(
-                    f"the hub refused the credentials (CONNACK {code}: {reason})", return_code=code
-                )
-            raise ConnectError(f"the hub refused the connection (CONNACK {code}: {reason})", return_code=code)
+            raise connack_refused(connack.return_code)
         self._entered = True
         self._arm_keepalive()
         return self
@@ -226,7 +225,7 @@ class NativeConnection:
             self._queue(encode_disconnect())
             self._flush()
             channel.close()
-        self._mark_lost("the connection was closed")
+        self._mark_lost("the connection was closed", None, LossReason.CLOSED)
         with anyio.CancelScope(shield=True), anyio.move_on_after(_DISCONNECT_TIMEOUT):
             await asyncio.wait((channel.closed,))
         if not channel.closed.done():
@@ -307,8 +306,8 @@ class NativeConnection:
             self._send_ping()
 
     def abort(self, reason: str) -> None:
-        """Drop the connection at once, without DISCONNECT."""
-        self._mark_lost(reason)
+        """Drop the connection at once, without DISCONNECT (the session judged it dead: no answer in time)."""
+        self._mark_lost(reason, None, _KEEPALIVE)
         if self._channel is not None:
             self._channel.abort()
 
@@ -389,7 +388,9 @@ class NativeConnection:
             waited = self._parameters.connect_timeout
             if self._parameters.keepalive > 0:
                 waited = min(waited, self._parameters.keepalive)
-            self.abort(f"no PINGRESP within {waited} s of PINGREQ")
+            self._mark_lost(f"keep-alive timeout: no PINGRESP within {waited} s of PINGREQ", None, _KEEPALIVE)
+            if self._channel is not None:
+                self._channel.abort()
             return
         if deadline is None and now - min(self._last_sent, self._last_received) >= self._parameters.keepalive:
             self._send_ping()
@@ -457,18 +458,16 @@ class NativeConnection:
     # --- the end ------------------------------------------------------------------------------------
 
     def _channel_lost(self, error: BaseException | None) -> None:
-        if error is None:
-            self._mark_lost("the hub closed the connection")
-        else:
-            self._mark_lost(f"the connection was lost: {error}", error)
+        loss, reason = describe_loss(error)
+        self._mark_lost(reason, error, loss)
 
     def _lose(self, reason: str, cause: BaseException) -> None:
-        self._mark_lost(reason, cause)
+        self._mark_lost(reason, cause, describe_loss(cause)[0])
         if self._channel is not None:
             self._channel.abort()
 
-    def _mark_lost(self, reason: str, cause: BaseException | None = None) -> None:
-        fail_waiters((self.lost,), reason, cause)
+    def _mark_lost(self, reason: str, cause: BaseException | None = None, loss: LossReason | None = None) -> None:
+        fail_waiters((self.lost,), reason, cause, loss=loss)
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
             self._keepalive_timer = None

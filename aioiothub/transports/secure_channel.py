@@ -295,7 +295,9 @@ class SecureChannel(asyncio.Protocol):
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             ended = True
         except ssl.SSLError as exc:
-            self._fail(ProtocolError(f"TLS error from {self._server_hostname}: {exc}"))
+            error = ProtocolError(f"TLS error from {self._server_hostname}: {exc}")
+            error.__cause__ = exc  # what the loss is classified by (a TLS error, not bad MQTT)
+            self._fail(error)
             return
         if self._outgoing is not None and self._outgoing.pending:
             self._flush_tls()  # reading can produce output: alerts, TLS 1.3 key updates
@@ -318,7 +320,9 @@ class SecureChannel(asyncio.Protocol):
                 written = ssl_object.write(view)
                 view = view[written:]
         except ssl.SSLError as exc:
-            self._fail(ProtocolError(f"TLS error while sending to {self._server_hostname}: {exc}"))
+            error = ProtocolError(f"TLS error while sending to {self._server_hostname}: {exc}")
+            error.__cause__ = exc
+            self._fail(error)
             return
         self._flush_tls()
 

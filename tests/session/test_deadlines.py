@@ -7,13 +7,15 @@ import asyncio
 import anyio
 import pytest
 
+from aioiothub.exceptions import SendTimeoutError
 from aioiothub.in_flight import InFlightPublishes
 from tests.fakes import FakeNetwork
 from tests.session.session_helpers import make_session, running
 
 pytestmark = pytest.mark.anyio
 
-MESSAGE = r"the hub did not acknowledge the message within 0.05 s \(request_timeout\)"
+SENT_LATE = r"the message was sent but the hub did not acknowledge it \(PUBACK\) within 0\.05 s \(request_timeout\)"
+NOT_SENT = r"the message was not sent: there was no connection to the hub for 0\.05 s \(request_timeout\)"
 
 
 async def test_a_send_never_acknowledged_times_out_with_a_message() -> None:
@@ -21,8 +23,10 @@ async def test_a_send_never_acknowledged_times_out_with_a_message() -> None:
     session = make_session(network, request_timeout=0.05)
     async with running(session):
         await network.connected(1)
-        with pytest.raises(TimeoutError, match=MESSAGE):
+        with pytest.raises(SendTimeoutError, match=SENT_LATE) as excinfo:
             await session.publish(session.protocol.telemetry(b"x", {}))
+        assert excinfo.value.sent is True
+        assert isinstance(excinfo.value, TimeoutError)  # existing `except TimeoutError` still catches it
         assert session._window._value == session.settings.max_in_flight
 
 
@@ -35,8 +39,9 @@ async def test_a_send_waiting_for_a_connection_times_out_from_when_it_started() 
         first.drop()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with pytest.raises(TimeoutError, match=MESSAGE):
+        with pytest.raises(SendTimeoutError, match=NOT_SENT) as excinfo:
             await session.publish(session.protocol.telemetry(b"x", {}))
+        assert excinfo.value.sent is False
         assert 0.05 <= loop.time() - started < 1.0
         network.connects_allowed.set()
 
