@@ -1,9 +1,10 @@
-"""The iterator behind ``client.connection_states()``: connection changes as they happen.
+"""The iterator behind ``client.connection_states()``: the state now, then each change as it happens.
 
-A :class:`StateFeed` is registered the moment ``connection_states()`` is called, so no change after
-the call is missed, and holds nothing that must be closed: an iterator the application abandons
-is simply collected (the supervisor keeps only a weak reference to it). Up to
-:data:`QUEUED_CHANGES` changes wait for a slow consumer; later ones are not queued.
+A :class:`StateFeed` is registered the moment ``connection_states()`` is called, with the state at
+that moment as its first item, so no change after the call is missed, and holds nothing that must
+be closed: an iterator the application abandons is simply collected (the supervisor keeps only a
+weak reference to it). Up to :data:`QUEUED_CHANGES` changes wait for a slow consumer; later ones
+are not queued.
 """
 
 from __future__ import annotations
@@ -18,12 +19,18 @@ QUEUED_CHANGES: Final = 16
 
 
 class StateFeed:
-    """Yields ``True``/``False`` as the connection comes up and goes down; ends when the client does."""
+    """Yields the current state, then ``True``/``False`` as the connection comes up and goes down.
+
+    Ends when the client does.
+
+    Args:
+        up: the state when the feed is created (its first item).
+    """
 
     __slots__ = ("__weakref__", "_closed", "_pending", "_waiter")
 
-    def __init__(self) -> None:
-        self._pending: deque[bool] = deque()
+    def __init__(self, up: bool) -> None:
+        self._pending: deque[bool] = deque((up,))
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 

@@ -128,9 +128,16 @@ class _HubClient:
         await self._require_session().current()
 
     def connection_states(self) -> AsyncIterator[bool]:
-        """Yield ``True`` or ``False`` each time the connection comes up or goes down, from this call on.
+        """Yield the connection's state, then ``True`` or ``False`` each time it comes up or goes down.
 
-        Up to 16 changes wait for a slow consumer; changes past those are not queued.
+        The first item is the state when this is called -- for ``async for up in
+        client.connection_states()``, when the loop starts; after it, only changes. A reconnect the
+        client makes on purpose (to renew its SAS token, or to use one given to
+        :meth:`update_sas_token`) replaces the connection and is not reported (operations made
+        meanwhile wait for the new one); if the new connection cannot be made, ``False`` is yielded
+        then. Unplanned drops
+        always yield ``False``, and ``True`` once reconnected. Up to 16 changes wait for a slow
+        consumer; changes past those are not queued.
 
         Example:
             >>> async def watch(client):

@@ -150,11 +150,20 @@ class ConnectionSupervisor:
         connection = self._connection
         return connection is not None and connection.connected
 
-    def _set_connection(self, connection: Transport | None) -> None:
+    def _set_connection(self, connection: Transport | None, *, planned: bool = False) -> None:
+        """Make ``connection`` the live one (``None``: there is none) and tell the state observers.
+
+        ``planned``: the connection ends for a reconnect the client chose (a renewed or pushed
+        token). Observers are not told: the connection is being replaced, not lost; they hear of
+        it only if the new one cannot be made (:meth:`_report_state`).
+        """
         self._connection = connection
         self._state_changed.set()
         self._state_changed = anyio.Event()
-        up = connection is not None
+        if not planned:
+            self._report_state(connection is not None)
+
+    def _report_state(self, up: bool) -> None:
         if up == self._reported_up:
             return
         # Compared with what observers were last told, not with the dying connection's state.
@@ -175,8 +184,8 @@ class ConnectionSupervisor:
             await self._state_changed.wait()
 
     def connection_states(self) -> AsyncIterator[bool]:
-        """Yield ``True``/``False`` each time the connection comes up or goes down, from now on."""
-        feed = StateFeed()
+        """Yield the state now (``True``: connected), then ``True``/``False`` at each change."""
+        feed = StateFeed(self._reported_up)
         if self._fatal is not None or self._closing:
             feed.close()
         self._state_listeners.add(feed)
@@ -215,6 +224,7 @@ class ConnectionSupervisor:
                 # (a SUBACK that did not come): as transient as a refused connect.
                 if first:
                     raise
+                self._report_state(False)  # a planned reconnect that failed: now it is a loss
                 failures += 1
                 transient = isinstance(exc, ConnectError | ConnectionLostError) and not isinstance(
                     exc, AuthenticationError
@@ -266,10 +276,11 @@ class ConnectionSupervisor:
                 task_status.started()
             else:
                 self._connection_restored()
+            planned = False
             try:
                 planned = await self._watch(connection)
             finally:
-                self._set_connection(None)
+                self._set_connection(None, planned=planned)
         return planned
 
     async def _watch(self, connection: Transport) -> bool:

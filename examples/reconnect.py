@@ -22,12 +22,14 @@ async def main() -> None:
         aioiothub.IoTHubDeviceClient.from_connection_string(connection_string, reconnect=policy, **options) as client,
         anyio.create_task_group() as tasks,
     ):
-        came_back = anyio.Event()
+        went_down, came_back = anyio.Event(), anyio.Event()
 
         async def watch() -> None:
-            async for up in client.connection_states():
+            async for up in client.connection_states():  # the state now, then each change
                 print("connection", "up" if up else "down")
-                if up:
+                if not up:
+                    went_down.set()
+                elif went_down.is_set():
                     came_back.set()
 
         tasks.start_soon(watch)

@@ -176,7 +176,9 @@ class SimulatedDevice:
             await anyio.sleep_forever()
 
     async def _watch_connection(self, client: IoTHubDeviceClient) -> None:
-        async for up in client.connection_states():
+        states = client.connection_states()
+        self._set_up(await anext(states))  # the state now: connected, the first time
+        async for up in states:  # then each change
             if up:
                 self._stats.add("reconnects")
             self._set_up(up)

@@ -113,6 +113,7 @@ async def run_half_open(
         )
         async with client, anyio.create_task_group() as senders:
             states = client.connection_states()
+            assert await anext(states) is True  # the state now; after it, only changes
 
             async def send(index: int) -> None:
                 try:

@@ -207,6 +207,7 @@ async def _honest_device(
     )
     async with client, anyio.create_task_group() as tasks:
         states = client.connection_states()
+        assert await anext(states) is True  # the state now; after it, only changes
 
         async def count_drops() -> None:
             async for up in states:

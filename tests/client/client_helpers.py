@@ -134,3 +134,23 @@ async def round_trips(client: aioiothub.IoTHubDeviceClient | aioiothub.IoTHubMod
     with anyio.fail_after(STEP):
         await client.get_twin()
         await client.get_twin()
+
+
+async def reconnect_seen_by_hub(
+    hub: Emulator, device_id: str, module_id: str | None = None, *, timeout: float = STEP  # noqa: ASYNC109
+) -> None:
+    """Wait until the hub sees the identity's connection end and a new one come up.
+
+    A planned reconnect (a SAS renewal) is not reported by ``connection_states()``; tests that wait
+    for one watch the hub instead.
+    """
+    with anyio.fail_after(timeout):
+        await hub.wait_disconnected(device_id, module_id, timeout=timeout)
+        await hub.wait_connected(device_id, module_id, timeout=timeout)
+
+
+async def nothing_more(iterator: AsyncIterator[T], *, within: float = 0.3) -> None:
+    """Fail if ``iterator`` yields anything within ``within`` seconds."""
+    with anyio.move_on_after(within):
+        item = await anext(iterator)
+        raise AssertionError(f"unexpected item: {item!r}")

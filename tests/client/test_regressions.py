@@ -13,7 +13,16 @@ import pytest
 import aioiothub
 from aioiothub.emulator import Emulator
 from aioiothub.protocol.sas import device_resource_uri
-from tests.client.client_helpers import STEP, device_client, new_id, round_trips, take, wait_subscribed
+from tests.client.client_helpers import (
+    STEP,
+    device_client,
+    new_id,
+    nothing_more,
+    reconnect_seen_by_hub,
+    round_trips,
+    take,
+    wait_subscribed,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -23,13 +32,24 @@ async def test_connection_states_yield_false_on_every_unplanned_drop(hub: Emulat
     seen: list[bool] = []
     async with device_client(hub, device) as client:
         states = client.connection_states()
+        seen.extend(await take(states, 1))  # the state now
         for _ in range(2):
             hub.drop_connection(device.device_id)
             seen.extend(await take(states, 2))
-    assert seen == [False, True, False, True]
+    assert seen == [True, False, True, False, True]
 
 
-async def test_a_renewable_sas_token_is_renewed_before_it_expires(hub: Emulator) -> None:
+async def test_connection_states_start_with_the_state_now(hub: Emulator) -> None:
+    device = hub.add_device(new_id("states"))
+    async with device_client(hub, device) as client:
+        states = client.connection_states()
+        assert await take(states, 1) == [True]  # before the fix: nothing until the next change
+        await nothing_more(states)
+
+
+async def test_a_renewable_sas_token_is_renewed_before_it_expires_and_the_reconnect_is_not_a_drop(
+    hub: Emulator,
+) -> None:
     device = hub.add_device(new_id("renew"))
     assert device.primary_key is not None
     resource = device_resource_uri(hub.hostname, device.device_id)
@@ -54,11 +74,13 @@ async def test_a_renewable_sas_token_is_renewed_before_it_expires(hub: Emulator)
     async with client:
         # Renewal is due a fifth of the lifetime before expiry: about 0.8 s before it. One planned
         # reconnect, and no drop forced by the hub.
-        states = await take(client.connection_states(), 2, timeout=first_expiry - time.time() + STEP)
-        assert states == [False, True]
+        states = client.connection_states()
+        assert await take(states, 1) == [True]
+        await reconnect_seen_by_hub(hub, device.device_id, timeout=first_expiry - time.time() + STEP)
         assert len(renewed) == 1
         assert renewed[0] < first_expiry, "the token was renewed only after it had expired"
         await client.send_message(b"after renewal")
+        await nothing_more(states)  # the planned reconnect is not reported as a drop
     assert len(renewed) == 1
 
 
@@ -111,6 +133,7 @@ async def test_a_hub_side_close_is_logged_as_info_not_error(
     caplog.set_level(logging.DEBUG, logger="aioiothub")
     async with device_client(hub, device) as client:
         states = client.connection_states()
+        assert await take(states, 1) == [True]
         for _ in range(3):
             hub.drop_connection(device.device_id)
             assert await take(states, 2) == [False, True]
@@ -135,6 +158,7 @@ async def test_a_suback_missing_after_a_reconnect_is_one_more_reconnect_not_the_
             tasks.start_soon(answer)
             await wait_subscribed(hub, "$iothub/methods/POST/#", device.device_id)
             states = client.connection_states()
+            assert await take(states, 1) == [True]
             hub.ignore_subscribes(1)
             hub.drop_connection(device.device_id)
             # The first reconnect's SUBSCRIBE gets no SUBACK within the deadline: that connection

@@ -119,6 +119,7 @@ async def test_a_device_using_another_device_s_topics_is_disconnected_and_the_ot
     )
     async with client:
         states = client.connection_states()
+        assert await anext(states) is True  # the state now; after it, only changes
         token = generate_sas_token(
             device_resource_uri(hub.hostname, intruder.device_id), intruder.primary_key or "", int(time.time()) + 60
         )

@@ -81,8 +81,8 @@ async def test_connection_states_report_every_drop_and_every_return() -> None:
         for count in (2, 3):
             network.current.drop()
             await network.connected(count)
-            await network.until(lambda count=count: len(seen) == 2 * (count - 1))  # type: ignore[misc]
-    assert seen == [False, True, False, True]
+            await network.until(lambda count=count: len(seen) == 1 + 2 * (count - 1))  # type: ignore[misc]
+    assert seen == [True, False, True, False, True]
 
 
 async def test_refused_reconnects_back_off_by_the_policy() -> None:
