@@ -99,10 +99,14 @@ async def drive_backend(hub: Hub, device_ids: Sequence[str], traffic: BackendTra
                 result = await hub.invoke_method(
                     device_id, "ping", {"n": number}, timeout=traffic.method_timeout
                 )
-            except (ValueError, TypeError, OSError):
-                stats.add("backend_methods_failed")
+            except (ValueError, TypeError, OSError) as exc:
+                stats.fail("backend_methods_failed", exc)
                 return
-            stats.add("backend_methods_ok" if result.status == 200 else "backend_methods_failed")
+            if result.status == 200:
+                stats.add("backend_methods_ok")
+            else:
+                # 404: the device was not listening; 504: it did not answer within the method timeout.
+                stats.fail("backend_methods_failed", f"status {result.status}")
 
     async def write_desired(device_id: str, number: int) -> None:
         await hub.update_desired(device_id, {"targetTemperature": 18 + number % 10})
@@ -127,7 +131,7 @@ async def drive_backend(hub: Hub, device_ids: Sequence[str], traffic: BackendTra
                 if operation == "method":
                     if outstanding.borrowed_tokens >= MAX_OUTSTANDING:
                         stats.add("backend_methods")
-                        stats.add("backend_methods_failed")
+                        stats.fail("backend_methods_failed", f"not called: {MAX_OUTSTANDING} calls already outstanding")
                         continue
                     calls.start_soon(call_method, device_id, number, name=f"method call to {device_id}")
                 elif operation == "desired":

@@ -122,7 +122,7 @@ class SimulatedDevice:
         except _OPERATION_ERRORS as exc:
             # The session gave up (reconnect attempts exhausted, credentials refused on renewal).
             self._set_up(False)
-            self._stats.add("devices_lost")
+            self._stats.fail("devices_lost", exc)
             logger.warning("device %s stopped: %s", self.device_id, exc)
 
     async def _connect(self, stack: contextlib.AsyncExitStack, gate: anyio.Semaphore) -> IoTHubDeviceClient | None:
@@ -138,18 +138,18 @@ class SimulatedDevice:
                     client = self._endpoint.client(self.device_id, self._ssl_context, registration=registration)
                     await stack.enter_async_context(client)
             except AuthenticationError as exc:
-                self._stats.add("connect_failures")
-                self._stats.add("devices_lost")
+                self._stats.fail("connect_failures", exc)
+                self._stats.fail("devices_lost", exc)
                 logger.warning("device %s was refused: %s", self.device_id, exc)
                 return None
             except (*_OPERATION_ERRORS, OSError) as exc:
                 if _refusal(exc):
                     # DPS refused the registration for good (a disabled group, a failed allocation).
-                    self._stats.add("connect_failures")
-                    self._stats.add("devices_lost")
+                    self._stats.fail("connect_failures", exc)
+                    self._stats.fail("devices_lost", exc)
                     logger.warning("device %s was refused: %s", self.device_id, exc)
                     return None
-                self._stats.add("connect_failures")
+                self._stats.fail("connect_failures", exc)
                 delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 logger.info("device %s could not connect (%s); retrying in about %.0f s", self.device_id, exc, delay)
                 attempt += 1
@@ -186,8 +186,8 @@ class SimulatedDevice:
     async def _initial_twin(self, client: IoTHubDeviceClient) -> None:
         try:
             twin = await client.get_twin()
-        except _OPERATION_ERRORS:
-            self._stats.add("twin_failures")
+        except _OPERATION_ERRORS as exc:
+            self._stats.fail("twin_failures", exc)
             return
         self._stats.add("twin_reads")
         await self._acknowledge(client, twin.desired)
@@ -198,8 +198,8 @@ class SimulatedDevice:
             return
         try:
             await client.update_reported_properties(acknowledgement)
-        except _OPERATION_ERRORS:
-            self._stats.add("twin_failures")
+        except _OPERATION_ERRORS as exc:
+            self._stats.fail("twin_failures", exc)
             return
         self._stats.add("desired_acknowledged")
 
@@ -212,8 +212,8 @@ class SimulatedDevice:
         async for request in client.method_requests():
             try:
                 await request.respond(200, {"device": self.device_id, "method": request.name, "echo": request.payload})
-            except _OPERATION_ERRORS:
-                self._stats.add("twin_failures")
+            except _OPERATION_ERRORS as exc:
+                self._stats.fail("twin_failures", exc)
                 continue
             self._stats.add("methods_answered")
 
@@ -228,8 +228,8 @@ class SimulatedDevice:
             reports += 1
             try:
                 await client.update_reported_properties({"simulator": {"reports": reports}})
-            except _OPERATION_ERRORS:
-                self._stats.add("twin_failures")
+            except _OPERATION_ERRORS as exc:
+                self._stats.fail("twin_failures", exc)
                 continue
             self._stats.add("reported_updates")
 
@@ -248,7 +248,7 @@ class SimulatedDevice:
             try:
                 await client.send_message(message, qos=traffic.qos)
             except _OPERATION_ERRORS as exc:
-                stats.add("failed")
+                stats.fail("failed", exc)
                 logger.info("device %s: message %d failed: %s", self.device_id, counter, exc)
             else:
                 stats.record_send(time.perf_counter() - started)

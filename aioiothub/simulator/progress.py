@@ -18,6 +18,27 @@ from aioiothub.simulator.stats import LatencyHistogram
 __all__ = ["LiveProgress", "format_summary"]
 
 _RATE_WINDOW: Final = 5.0
+_LIVE_REASONS: Final = 3
+_SUMMARY_REASONS: Final = 5  # per counter
+
+_FAILURE_LABELS: Final = {
+    "failed": "sends",
+    "connect_failures": "connects",
+    "devices_lost": "devices lost",
+    "twin_failures": "twin/methods",
+    "backend_methods_failed": "back-end methods",
+}
+"""How each counter that has failure reasons is named where the reasons are shown."""
+
+
+def _failure_reasons(reasons: Mapping[str, Mapping[str, int]], per_counter: int | None) -> list[tuple[int, str]]:
+    """``(count, "label: reason")``, most frequent first; ``per_counter`` caps each counter's share."""
+    rows: list[tuple[int, str]] = []
+    for name, counts in reasons.items():
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        label = _FAILURE_LABELS.get(name, name)
+        rows.extend((count, f"{label}: {reason}") for reason, count in ranked[:per_counter])
+    return sorted(rows, key=lambda row: (-row[0], row[1]))
 
 
 def _number(value: int | float) -> str:
@@ -107,7 +128,11 @@ class LiveProgress:
                 "back end: methods ok", _number(counters["backend_methods_ok"]),
                 "methods failed", _number(counters["backend_methods_failed"]),
             )
-        self._live.update(Group(header, bar, table), refresh=True)
+        parts: list[Text | Table] = [header, bar, table]
+        # The few most frequent reasons: a count of failures alone does not tell what to fix.
+        for count, reason in _failure_reasons(snapshot.get("failure_reasons", {}), None)[:_LIVE_REASONS]:
+            parts.append(Text(f"{count:,}x {reason}", style="red"))
+        self._live.update(Group(*parts), refresh=True)
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -155,6 +180,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"{counters['backend_desired_updates']:,} desired writes, "
             f"{counters['backend_c2d_sent']:,} C2D messages sent"
         )
+    for number, (count, reason) in enumerate(_failure_reasons(summary.get("failure_reasons", {}), _SUMMARY_REASONS)):
+        lines.append(f"  {'failed because' if number == 0 else '':<15} {count:,}x {reason}")
     lines.append(
         f"  processes       {summary['processes']}, peak RSS {summary['peak_rss_bytes'] / 2**20:,.0f} MiB (largest)"
     )

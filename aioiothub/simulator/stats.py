@@ -20,9 +20,12 @@ import anyio
 
 __all__ = [
     "COUNTERS",
+    "MAX_REASONS",
+    "OTHER_REASONS",
     "SUMMARY_MARKER",
     "FleetStats",
     "LatencyHistogram",
+    "failure_reason",
     "merge_snapshots",
     "merge_summaries",
     "summarize",
@@ -55,6 +58,14 @@ COUNTERS: Final = (
     "backend_desired_updates",  # desired-property updates written by the back-end traffic
     "backend_c2d_sent",   # cloud-to-device messages sent by the back-end traffic
 )
+
+OTHER_REASONS: Final = "(other reasons)"
+"""The reason under which failures are counted once a counter has :data:`MAX_REASONS` others."""
+
+MAX_REASONS: Final = 20
+# Reasons are error texts, which can name a device or a request id: without a cap a fleet whose
+# every device fails differently would grow the snapshot without bound.
+_MAX_REASON_LENGTH: Final = 200
 
 # 16 buckets per doubling, from 1 µs: bucket i holds [2**(i/16), 2**((i+1)/16)) µs.
 _BUCKETS_PER_DOUBLING: Final = 16
@@ -104,9 +115,10 @@ class LatencyHistogram:
         return self.maximum  # pragma: no cover - the loop always reaches the rank
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON: ``{"buckets": {index: count}, "count", "total", "max"}``."""
+        """Plain JSON: ``{"buckets": {index: count}, "count", "total", "max"}``, buckets in numeric order."""
         return {
-            "buckets": {str(index): count for index, count in self.buckets.items()},
+            # Sorted as numbers: JSON keys are strings, and insertion order is the order latencies came in.
+            "buckets": {str(index): self.buckets[index] for index in sorted(self.buckets)},
             "count": self.count,
             "total": self.total,
             "max": self.maximum,
@@ -121,6 +133,30 @@ class LatencyHistogram:
         self.maximum = max(self.maximum, float(data.get("max", 0.0)))
 
 
+def failure_reason(error: BaseException | str) -> str:
+    """What a failure is counted under: the error's type and text (a string is taken as it is).
+
+    Example:
+        >>> failure_reason(TimeoutError("no PUBACK within 30 s"))
+        'TimeoutError: no PUBACK within 30 s'
+    """
+    if isinstance(error, str):
+        reason = error
+    else:
+        text = " ".join(str(error).split())
+        reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return reason if len(reason) <= _MAX_REASON_LENGTH else reason[: _MAX_REASON_LENGTH - 1] + "…"
+
+
+def _add_reasons(into: dict[str, dict[str, int]], reasons: Mapping[str, Mapping[str, Any]]) -> None:
+    for name, counts in reasons.items():
+        kept = into.setdefault(name, {})
+        for reason, count in counts.items():
+            if reason not in kept and len(kept) >= MAX_REASONS:
+                reason = OTHER_REASONS
+            kept[reason] = kept.get(reason, 0) + int(count)
+
+
 @dataclass
 class FleetStats:
     """Live counters of one process's part of the fleet (see :data:`COUNTERS`)."""
@@ -130,6 +166,8 @@ class FleetStats:
     # Sends after every device of this process was connected: the fleet's steady state, without
     # the connect storm at the start (which one process cannot tell from another's).
     steady_send_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # Why things failed: counter name -> reason (see failure_reason) -> how many times.
+    failure_reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     _steady: bool = field(default=False, repr=False, compare=False)
     # Created only while someone waits, so that counting costs one attribute check otherwise.
     _changed: anyio.Event | None = field(default=None, repr=False, compare=False)
@@ -140,6 +178,18 @@ class FleetStats:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+    def fail(self, name: str, error: BaseException | str) -> None:
+        """Count one failure under the counter ``name``, and why (see :func:`failure_reason`).
+
+        Example:
+            >>> stats = FleetStats()
+            >>> stats.fail("failed", TimeoutError("no PUBACK"))
+            >>> stats.counters["failed"], stats.failure_reasons
+            (1, {'failed': {'TimeoutError: no PUBACK': 1}})
+        """
+        _add_reasons(self.failure_reasons, {name: {failure_reason(error): 1}})
+        self.add(name)
 
     def record_send(self, seconds: float) -> None:
         """Count one acknowledged message that took ``seconds`` to send."""
@@ -171,6 +221,7 @@ class FleetStats:
             "counters": dict(self.counters),
             "send_latency": self.send_latency.to_json(),
             "steady_send_latency": self.steady_send_latency.to_json(),
+            "failure_reasons": {name: dict(counts) for name, counts in self.failure_reasons.items()},
             "processes": 1,
             "peak_rss_bytes": peak_rss_bytes(),
         }
@@ -188,7 +239,9 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     histogram, steady = LatencyHistogram(), LatencyHistogram()
     processes = 0
     peak_rss = 0
+    reasons: dict[str, dict[str, int]] = {}
     for snapshot in snapshots:
+        _add_reasons(reasons, snapshot.get("failure_reasons", {}))
         for name, value in snapshot.get("counters", {}).items():
             counters[name] = counters.get(name, 0) + int(value)
         histogram.add_json(snapshot.get("send_latency", {}))
@@ -199,6 +252,7 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "counters": counters,
         "send_latency": histogram.to_json(),
         "steady_send_latency": steady.to_json(),
+        "failure_reasons": reasons,
         "processes": processes,
         "peak_rss_bytes": peak_rss,
     }
@@ -249,6 +303,11 @@ def summarize(
         "counters": counters,
         "send_latency": snapshot.get("send_latency", {}),
         "steady_send_latency": snapshot.get("steady_send_latency", {}),
+        # Most frequent first, so that the JSON reads like the text summary.
+        "failure_reasons": {
+            name: dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+            for name, counts in snapshot.get("failure_reasons", {}).items()
+        },
         "processes": snapshot.get("processes", 0),
         "peak_rss_bytes": snapshot.get("peak_rss_bytes", 0),
         "settings": dict(settings or {}),

@@ -150,6 +150,28 @@ async def test_a_fleet_the_hub_refuses_stops_by_itself_and_fails(tmp_path: Path)
     assert b"was refused" in completed.stderr
 
 
+@pytest.mark.anyio
+async def test_the_summary_says_why_the_devices_failed(tmp_path: Path) -> None:
+    async with Emulator(websocket_port=None) as hub:
+        register_fleet(hub, ["sim-0", "sim-1"])
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_bytes(hub.ca_pem)
+        arguments = [
+            *SIMULATE, "--hub", hub.hostname, "--connect-host", hub.host, "--port", str(hub.port),
+            "--ca-file", str(ca_file), "--devices", "2", "--json", "--fleet-key", "AAAA" + FLEET_KEY[4:],
+        ]
+        completed = await anyio.run_process(arguments, cwd=ROOT, check=False)
+    assert completed.returncode == 1, completed.stderr
+    reasons = json.loads(completed.stdout)["failure_reasons"]
+    # Both devices were refused for the same reason: one entry, counted twice, with the error's type and text.
+    assert set(reasons) == {"connect_failures", "devices_lost"}
+    [(reason, count)] = reasons["connect_failures"].items()
+    assert count == 2
+    assert reason.startswith("AuthenticationError: ")
+    assert len(reason) > len("AuthenticationError: ")
+    assert f"failed because  2x connects: {reason}" in completed.stderr.decode()
+
+
 def test_a_terminal_gets_the_live_progress_display() -> None:
     controller, terminal = pty.openpty()
     process = subprocess.Popen(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
+from rich.console import Console
 
+from aioiothub.simulator.progress import LiveProgress, format_summary
 from aioiothub.simulator.stats import (
+    MAX_REASONS,
+    OTHER_REASONS,
     SUMMARY_MARKER,
     FleetStats,
     LatencyHistogram,
@@ -110,3 +115,64 @@ def test_a_shard_that_never_connected_fully_leaves_the_fleet_time_unknown() -> N
 def test_merging_nothing_is_an_error() -> None:
     with pytest.raises(ValueError, match="no simulator summaries"):
         merge_summaries([])
+
+
+def test_histogram_buckets_in_the_json_are_in_numeric_order() -> None:
+    histogram = LatencyHistogram()
+    # 5 ms, 50 µs, 500 µs, 20 s: insertion order and string order both differ from numeric order.
+    for seconds in (0.005, 0.00005, 0.0005, 20.0):
+        histogram.record(seconds)
+    merged = merge_snapshots([{"send_latency": histogram.to_json()}])
+    for data in (histogram.to_json(), merged["send_latency"], summarize(merged, elapsed=1.0)["send_latency"]):
+        indexes = [int(index) for index in data["buckets"]]
+        assert indexes == sorted(indexes), data["buckets"]
+        assert len(indexes) == 4
+
+
+def test_failures_are_counted_per_reason_and_merge_across_processes() -> None:
+    first, second = FleetStats(), FleetStats()
+    first.fail("failed", TimeoutError("no PUBACK for message 7 within 30 s"))
+    first.fail("failed", TimeoutError("no PUBACK for message 7 within 30 s"))
+    second.fail("failed", TimeoutError("no PUBACK for message 7 within 30 s"))
+    second.fail("failed", ConnectionResetError("the hub\nclosed the connection"))
+    second.fail("backend_methods_failed", "status 504")
+    summary = summarize(merge_snapshots([first.snapshot(), second.snapshot()]), elapsed=1.0)
+    assert summary["counters"]["failed"] == 4
+    assert summary["failure_reasons"] == {
+        "failed": {
+            "TimeoutError: no PUBACK for message 7 within 30 s": 3,
+            "ConnectionResetError: the hub closed the connection": 1,
+        },
+        "backend_methods_failed": {"status 504": 1},
+    }
+    # Most frequent first, in the JSON as in the text.
+    assert list(summary["failure_reasons"]["failed"].values()) == [3, 1]
+
+
+def test_distinct_reasons_are_capped_with_the_rest_counted_together() -> None:
+    stats = FleetStats()
+    for number in range(MAX_REASONS + 5):
+        stats.fail("twin_failures", ValueError(f"device sim-{number} refused"))
+    reasons = stats.snapshot()["failure_reasons"]["twin_failures"]
+    assert len(reasons) == MAX_REASONS + 1
+    assert reasons[OTHER_REASONS] == 5
+    assert sum(reasons.values()) == stats.counters["twin_failures"] == MAX_REASONS + 5
+
+
+def test_the_text_summary_and_the_live_view_say_why_things_failed() -> None:
+    stats = FleetStats()
+    stats.add("devices", 2)
+    for _ in range(3):
+        stats.fail("failed", TimeoutError("no PUBACK within 30 s"))
+    stats.fail("connect_failures", ConnectionRefusedError("refused with return code 3"))
+    summary = summarize(stats.snapshot(), elapsed=2.0)
+    text = format_summary(summary)
+    assert "failed because  3x sends: TimeoutError: no PUBACK within 30 s" in text
+    assert "1x connects: ConnectionRefusedError: refused with return code 3" in text
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    with LiveProgress(console, title=lambda: "fleet", target=2, duration=None, backend=False) as live:
+        live.update(stats.snapshot(), 1.0)
+    assert "3x sends: TimeoutError: no PUBACK within 30 s" in screen.getvalue()
+    assert "1x connects: ConnectionRefusedError: refused with return code 3" in screen.getvalue()
