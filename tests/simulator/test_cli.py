@@ -72,7 +72,9 @@ def test_worker_processes_share_the_fleet_and_the_back_end_reaches_every_kind_of
     assert counters["acknowledged"] > 0
     assert counters["backend_methods_ok"] > 0
     assert counters["backend_methods_failed"] == 0
-    assert counters["methods_answered"] >= counters["backend_methods_ok"]
+    # The back end has its 200 once the hub relays the answer; the device counts it when its PUBACK
+    # returns. At the stop each device may have one answer between the two (it answers in turn).
+    assert counters["methods_answered"] >= counters["backend_methods_ok"] - counters["devices"]
     assert counters["backend_desired_updates"] > 0
     assert counters["desired_acknowledged"] > 0
     assert counters["backend_c2d_sent"] > 0
