@@ -13,11 +13,11 @@ Example:
     ...         twin = await client.get_twin()
 """
 
+import contextlib as _contextlib
 import logging as _logging
 
 from aioiothub import pnp
-from aioiothub._version import __version__
-from aioiothub.auth import (
+from aioiothub._auth.credentials import (
     ConnectionString,
     SasTokenCredential,
     SharedAccessKeyCredential,
@@ -25,7 +25,11 @@ from aioiothub.auth import (
     derive_device_key,
     generate_sas_token,
 )
-from aioiothub.background_errors import (
+from aioiothub._client.hub_client import AckMode
+from aioiothub._https.upload import BlobStorageInfo
+from aioiothub._provisioning.client import ProvisioningClient, ProvisioningOptions
+from aioiothub._provisioning.registration import RegistrationResult
+from aioiothub._session.background_errors import (
     BackgroundError,
     ConnectionDropped,
     ConsumerFellBehind,
@@ -36,7 +40,10 @@ from aioiothub.background_errors import (
     ReconnectFailed,
     RenewalFailed,
 )
-from aioiothub.client import AckMode, IoTHubDeviceClient, IoTHubModuleClient
+from aioiothub._session.methods import MethodRequest, MethodResult
+from aioiothub._session.twin import Twin
+from aioiothub._version import __version__
+from aioiothub.device_client import IoTHubDeviceClient
 from aioiothub.exceptions import (
     AuthenticationError,
     ConnectError,
@@ -51,14 +58,13 @@ from aioiothub.exceptions import (
     ThrottledError,
 )
 from aioiothub.message import Message
-from aioiothub.methods import MethodRequest, MethodResult
+from aioiothub.module_client import IoTHubModuleClient
 from aioiothub.options import ClientOptions, ProxyOptions, ReconnectPolicy
 from aioiothub.pnp import WritablePropertyRequest, WritablePropertyResponse
-from aioiothub.provisioned import ProvisionedDeviceClient
-from aioiothub.provisioning import ProvisioningClient, ProvisioningOptions
-from aioiothub.registration import RegistrationResult
-from aioiothub.twin import Twin
-from aioiothub.upload import BlobStorageInfo
+
+ProvisionedDeviceClient = IoTHubDeviceClient
+"""What :meth:`IoTHubDeviceClient.from_provisioning` returns: an :class:`IoTHubDeviceClient` given the
+identity DPS assigned (``client.registration``). The name stays for code that annotates with it."""
 
 # A library prints nothing by itself: without this, Python's last-resort handler would write the
 # client's warnings to stderr whenever the application has not configured logging.
@@ -119,3 +125,12 @@ __all__ = [
     "ThrottledError",
     "__version__",
 ]
+
+# Reprs, tracebacks and the API reference show the import path users type (as httpx and anyio do),
+# not the private module a name happens to be defined in.
+for _name in __all__:
+    _value = globals()[_name]
+    if not _name.startswith("__") and not isinstance(_value, type(_logging)) and hasattr(_value, "__module__"):
+        with _contextlib.suppress(AttributeError, TypeError):  # aliases without a writable __module__
+            _value.__module__ = "aioiothub"
+del _name, _value

@@ -1,39 +1,39 @@
 """The device client: :class:`IoTHubDeviceClient`, an IoT Hub device identity.
 
-On top of what every identity can do (``_HubClient`` in :mod:`aioiothub.hub_client`: telemetry,
-twin, direct methods, connection state) a device receives cloud-to-device messages, uploads files
-through the hub's storage account (:mod:`aioiothub.upload`) and can be created from a Device
-Provisioning Service registration (:mod:`aioiothub.provisioned`).
+On top of what every identity can do (:class:`~aioiothub._client.hub_client.HubClient`:
+telemetry, twin, direct methods, connection state) a device receives cloud-to-device messages, uploads files
+through the hub's storage account (:mod:`aioiothub._https.upload`) and can be created from a Device
+Provisioning Service registration (the client is given a
+:class:`~aioiothub._provisioning.provider.ProvisionedIdentity`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import Any, Unpack
 
-from aioiothub import upload
-from aioiothub.auth import X509Credential
-from aioiothub.http import HttpSettings
-from aioiothub.hub_client import (
+from aioiothub._auth.credentials import X509Credential
+from aioiothub._client.hub_client import (
     AckMode,
-    _HubClient,
-    _identity_from_connection_string,
-    _identity_from_sas_token,
-    _manual_ack,
+    HubClient,
+    identity_from_connection_string,
+    identity_from_sas_token_argument,
+    manual_ack,
 )
+from aioiothub._client.settings import TokenRenewer, build_settings
+from aioiothub._https import upload
+from aioiothub._https.http import HttpSettings
+from aioiothub._https.upload import BlobStorageInfo, ProgressCallback, UploadSource
+from aioiothub._provisioning.client import ProvisioningClient
+from aioiothub._provisioning.provider import ProvisionedIdentity, provision
+from aioiothub._provisioning.registration import RegistrationResult
 from aioiothub.message import Message
 from aioiothub.options import ClientOptions
-from aioiothub.settings import TokenRenewer, build_settings
-from aioiothub.upload import BlobStorageInfo, ProgressCallback, UploadSource
-
-if TYPE_CHECKING:
-    from aioiothub.provisioned import ProvisionedDeviceClient
-    from aioiothub.provisioning import ProvisioningClient
 
 __all__ = ["IoTHubDeviceClient"]
 
 
-class IoTHubDeviceClient(_HubClient):
+class IoTHubDeviceClient(HubClient):
     """An IoT Hub device: telemetry, cloud-to-device messages, twin and direct methods.
 
     Use it as an async context manager; the connection lives as long as the ``async with``
@@ -105,7 +105,7 @@ class IoTHubDeviceClient(_HubClient):
         ``SharedAccessKey``, ``SharedAccessSignature``, ``GatewayHostName``, ``x509=true``).
         Keyword options are those of the constructor (``port``, ``ssl_context``, ``websockets`` …).
         """
-        identity = _identity_from_connection_string(connection_string, x509, options)
+        identity = identity_from_connection_string(connection_string, x509, options)
         if identity.pop("module_id") is not None:
             raise ValueError("the connection string names a module: use IoTHubModuleClient")
         return cls(**identity, x509=x509, renew_sas_token=renew_sas_token, **options)
@@ -123,7 +123,7 @@ class IoTHubDeviceClient(_HubClient):
             ValueError: the token is scoped to a module (use :class:`IoTHubModuleClient`).
             CredentialError: the token is malformed or its scope names no device.
         """
-        hostname, device_id, module_id = _identity_from_sas_token(sas_token, options)
+        hostname, device_id, module_id = identity_from_sas_token_argument(sas_token, options)
         if module_id is not None:
             raise ValueError("the SAS token is scoped to a module: use IoTHubModuleClient.from_sas_token")
         return cls(
@@ -149,10 +149,10 @@ class IoTHubDeviceClient(_HubClient):
             ...         await save(message.body)
             ...         await message.acknowledge()
         """
-        manual = _manual_ack(ack)
+        manual = manual_ack(ack)
         return self._require_session().cloud_messages(manual_ack=manual)
 
-    # ---------------------------------------------- file upload (aioiothub.upload)
+    # ---------------------------------------------- file upload (aioiothub._https.upload)
 
     async def upload_file(
         self,
@@ -229,7 +229,7 @@ class IoTHubDeviceClient(_HubClient):
         register_timeout: float = 60.0,
         reprovision: bool = False,
         **options: Unpack[ClientOptions],
-    ) -> ProvisionedDeviceClient:
+    ) -> IoTHubDeviceClient:
         """Register with the Device Provisioning Service, then return a client for the assigned hub.
 
         The client (not yet open) connects to the hub and device id DPS assigned, with the
@@ -256,8 +256,13 @@ class IoTHubDeviceClient(_HubClient):
             ...     async with await IoTHubDeviceClient.from_provisioning(provisioning) as client:
             ...         await client.send_message({"temperature": 21.5})
         """
-        from aioiothub.provisioned import provision_device_client
-
-        return await provision_device_client(
+        identity = await provision(
             provisioning, payload=payload, register_timeout=register_timeout, reprovision=reprovision, options=options
         )
+        return cls.from_settings(identity.settings(), provider=identity)
+
+    @property
+    def registration(self) -> RegistrationResult | None:
+        """The DPS registration the client connects with (:meth:`from_provisioning`), else ``None``."""
+        provider = self._provider
+        return provider.registration if isinstance(provider, ProvisionedIdentity) else None

@@ -1,10 +1,10 @@
 """The module client: :class:`IoTHubModuleClient`, an IoT Hub module identity (also an IoT Edge module).
 
-On top of what every identity can do (``_HubClient`` in :mod:`aioiothub.hub_client`: telemetry,
-twin, direct methods, connection state) a module sends to named outputs, receives messages routed
-to its inputs, can be created from the IoT Edge runtime's environment (:mod:`aioiothub.edge`) and
+On top of what every identity can do (:class:`~aioiothub._client.hub_client.HubClient`:
+telemetry, twin, direct methods, connection state) a module sends to named outputs, receives messages routed
+to its inputs, can be created from the IoT Edge runtime's environment (:mod:`aioiothub._https.edge`) and
 invokes direct methods on other devices and modules through the Edge gateway
-(:mod:`aioiothub.module_methods`).
+(:mod:`aioiothub._https.module_methods`).
 """
 
 from __future__ import annotations
@@ -12,26 +12,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Unpack
 
-from aioiothub import edge, module_methods
-from aioiothub.auth import X509Credential
-from aioiothub.http import HttpSettings
-from aioiothub.hub_client import (
+from aioiothub._auth.credentials import X509Credential
+from aioiothub._client.hub_client import (
     AckMode,
+    HubClient,
     MessageLike,
-    _HubClient,
-    _identity_from_connection_string,
-    _identity_from_sas_token,
-    _manual_ack,
+    identity_from_connection_string,
+    identity_from_sas_token_argument,
+    manual_ack,
 )
+from aioiothub._client.settings import TokenRenewer, build_settings
+from aioiothub._https import edge, module_methods
+from aioiothub._https.http import HttpSettings
+from aioiothub._session.methods import MethodResult
 from aioiothub.message import Message
-from aioiothub.methods import MethodResult
 from aioiothub.options import ClientOptions
-from aioiothub.settings import TokenRenewer, build_settings
 
 __all__ = ["IoTHubModuleClient"]
 
 
-class IoTHubModuleClient(_HubClient):
+class IoTHubModuleClient(HubClient):
     """An IoT Hub module identity (also an IoT Edge module): telemetry, outputs, inputs, twin, methods.
 
     Example:
@@ -94,7 +94,7 @@ class IoTHubModuleClient(_HubClient):
         **options: Unpack[ClientOptions],
     ) -> IoTHubModuleClient:
         """Create a client from a module connection string (with ``ModuleId=…``)."""
-        identity = _identity_from_connection_string(connection_string, x509, options)
+        identity = identity_from_connection_string(connection_string, x509, options)
         if identity["module_id"] is None:
             raise ValueError("the connection string has no ModuleId: use IoTHubDeviceClient")
         return cls(**identity, x509=x509, renew_sas_token=renew_sas_token, **options)
@@ -109,7 +109,7 @@ class IoTHubModuleClient(_HubClient):
             ValueError: the token is scoped to a device, not a module (use :class:`IoTHubDeviceClient`).
             CredentialError: the token is malformed or its scope names no module.
         """
-        hostname, device_id, module_id = _identity_from_sas_token(sas_token, options)
+        hostname, device_id, module_id = identity_from_sas_token_argument(sas_token, options)
         if module_id is None:
             raise ValueError("the SAS token is scoped to a device: use IoTHubDeviceClient.from_sas_token")
         return cls(
@@ -135,10 +135,10 @@ class IoTHubModuleClient(_HubClient):
         """
         if input_name is not None and (not isinstance(input_name, str) or not input_name):
             raise ValueError("input_name must be a non-empty string or None")
-        manual = _manual_ack(ack)
+        manual = manual_ack(ack)
         return self._require_session().input_messages(input_name, manual_ack=manual)
 
-    # ------------------------------------------- IoT Edge (aioiothub.edge, module_methods)
+    # ------------------------------------------- IoT Edge (aioiothub._https.edge, module_methods)
 
     @classmethod
     async def from_edge_environment(
@@ -166,9 +166,7 @@ class IoTHubModuleClient(_HubClient):
             ...         await module.send_message_to_output({"ok": True}, "output1")
         """
         arguments = await edge.edge_client_options(environ, dict(options))
-        client = cls.__new__(cls)
-        _HubClient.__init__(client, build_settings(**arguments))
-        return client
+        return cls.from_settings(build_settings(**arguments))
 
     async def invoke_method(
         self,

@@ -33,8 +33,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aioiothub._session.twin import Twin
 from aioiothub.message import Message
-from aioiothub.twin import Twin
 
 __all__ = [
     "COMPONENT_MARKER",

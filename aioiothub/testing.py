@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from aioiothub.client import IoTHubDeviceClient
+from aioiothub import IoTHubDeviceClient
 from aioiothub.emulator import DeviceIdentity, Emulator
 
 __all__ = ["EmulatedDevice", "iothub_device", "iothub_emulator", "iothub_emulator_module"]

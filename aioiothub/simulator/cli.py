@@ -19,9 +19,9 @@ import anyio
 from rich.console import Console
 
 from aioiothub import IoTHubError
+from aioiothub._provisioning.client import GLOBAL_PROVISIONING_HOST
 from aioiothub.exceptions import CredentialError
 from aioiothub.protocol.sas import decode_key
-from aioiothub.provisioning import GLOBAL_PROVISIONING_HOST
 from aioiothub.simulator.backend import BackendTraffic
 from aioiothub.simulator.endpoint import FleetEndpoint
 from aioiothub.simulator.identities import (

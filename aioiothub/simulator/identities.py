@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import anyio
 
 from aioiothub import derive_device_key
-from aioiothub.provisioning import GLOBAL_PROVISIONING_HOST
+from aioiothub._provisioning.client import GLOBAL_PROVISIONING_HOST
 from aioiothub.simulator.backend import BackendTraffic, drive_backend
 from aioiothub.simulator.endpoint import FleetEndpoint
 from aioiothub.simulator.pipes import json_lines, stop_child

@@ -27,7 +27,7 @@ import anyio
 import httpx
 
 from aioiothub import ConnectError, ConnectionLostError, SharedAccessKeyCredential, derive_device_key
-from aioiothub.http import raise_for_status, translate_errors
+from aioiothub._https.http import raise_for_status, translate_errors
 from aioiothub.protocol.connect import API_VERSION
 from aioiothub.protocol.json_payloads import load_json_object
 from aioiothub.simulator.backend import BackendTraffic

@@ -62,7 +62,6 @@ from aioiothub.protocol.mqtt import (
     encode_publish,
     encode_subscribe,
 )
-from aioiothub.transports import validate_transport_options
 from aioiothub.transports.base import (
     ConnectParameters,
     InboundPublish,
@@ -71,6 +70,7 @@ from aioiothub.transports.base import (
     describe_loss,
     fail_waiters,
 )
+from aioiothub.transports.options import validate_transport_options
 from aioiothub.transports.secure_channel import SecureChannel, Tunnel
 
 __all__ = ["NativeConnection"]

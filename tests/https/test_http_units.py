@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import aioiothub
+from aioiothub._https.http import proxy_url, storage_ssl_context
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.blob_sas import StorageAccount
-from aioiothub.http import proxy_url, storage_ssl_context
 from aioiothub.protocol.blob import blob_url, block_id, block_list_xml
 
 

@@ -6,8 +6,8 @@ from typing import TypeVar
 
 import anyio.abc
 
-from aioiothub.background_errors import BackgroundError
-from aioiothub.session import HubSession
+from aioiothub._session.background_errors import BackgroundError
+from aioiothub._session.session import HubSession
 from tests.fakes import FakeNetwork
 
 E = TypeVar("E", bound=BackgroundError)

@@ -11,11 +11,11 @@ from typing import Any
 
 import anyio
 
-from aioiothub.auth import SharedAccessKeyCredential
+from aioiothub._auth.credentials import SharedAccessKeyCredential
+from aioiothub._session.session import HubSession, SessionSettings
 from aioiothub.exceptions import unwrap_group as unwrap
 from aioiothub.options import ReconnectPolicy
 from aioiothub.protocol import topics
-from aioiothub.session import HubSession, SessionSettings
 from tests.fakes import FakeConnection, FakeNetwork, Sent
 
 KEY = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg="

@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from aioiothub.methods import MethodRequest
-from aioiothub.session import HubSession
+from aioiothub._session.methods import MethodRequest
+from aioiothub._session.session import HubSession
 from tests.fakes import FakeConnection, FakeNetwork
 from tests.session.session_helpers import make_session, running, twin_requests
 

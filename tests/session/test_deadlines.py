@@ -7,8 +7,8 @@ import asyncio
 import anyio
 import pytest
 
+from aioiothub._session.in_flight import InFlightPublishes
 from aioiothub.exceptions import SendTimeoutError
-from aioiothub.in_flight import InFlightPublishes
 from tests.fakes import FakeNetwork
 from tests.session.session_helpers import make_session, running
 

@@ -8,8 +8,8 @@ from typing import Any
 import anyio
 import pytest
 
-from aioiothub.auth import SasTokenCredential
-from aioiothub.background_errors import (
+from aioiothub._auth.credentials import SasTokenCredential
+from aioiothub._session.background_errors import (
     ConnectionDropped,
     ConsumerFellBehind,
     DesiredResyncFailed,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from aioiothub.background_errors import MethodNotHandled
+from aioiothub._session.background_errors import MethodNotHandled
+from aioiothub._session.methods import MethodRequest
 from aioiothub.message import Message
-from aioiothub.methods import MethodRequest
 from tests.fakes import FakeNetwork
 from tests.session.error_log import ErrorLog
 from tests.session.session_helpers import make_session, running

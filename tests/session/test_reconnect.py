@@ -5,10 +5,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from aioiothub._session.twin import Twin
 from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError
 from aioiothub.options import ReconnectPolicy
 from aioiothub.protocol import topics
-from aioiothub.twin import Twin
 from tests.fakes import FakeNetwork
 from tests.session.session_helpers import answer_twin, make_session, request_id, running, twin_requests
 

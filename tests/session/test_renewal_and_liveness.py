@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aioiothub.auth import SasTokenCredential, parse_sas_token
+from aioiothub._auth.credentials import SasTokenCredential, parse_sas_token
 from aioiothub.protocol.sas import generate_sas_token
 from tests.fakes import FakeConnection, FakeNetwork
 from tests.session.session_helpers import KEY, make_session, running

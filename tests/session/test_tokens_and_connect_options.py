@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from aioiothub.auth import SasTokenCredential, parse_sas_token
-from aioiothub.background_errors import ReconnectFailed, RenewalFailed
+from aioiothub._auth.credentials import SasTokenCredential, parse_sas_token
+from aioiothub._session.background_errors import ReconnectFailed, RenewalFailed
 from aioiothub.exceptions import CredentialError
 from aioiothub.protocol.sas import generate_sas_token
 from aioiothub.transports.base import WillMessage

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
-from aioiothub import auth
-from aioiothub.auth import (
+from aioiothub._auth import credentials as auth
+from aioiothub._auth.credentials import (
     Credential,
     SasTokenCredential,
     SasTokenGrant,

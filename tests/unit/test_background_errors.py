@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from aioiothub.background_errors import (
+from aioiothub._session.background_errors import (
     BackgroundError,
     BackgroundErrors,
     ConnectionDropped,

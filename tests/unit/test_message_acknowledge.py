@@ -7,7 +7,7 @@ import ssl
 import pytest
 
 from aioiothub import Message
-from aioiothub.inbound import Delivery
+from aioiothub._session.inbound import Delivery
 from aioiothub.transports.base import ConnectParameters, InboundPublish
 from tests.fakes import FakeConnection, FakeNetwork
 

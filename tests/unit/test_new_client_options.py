@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 import aioiothub
+from aioiothub._client.settings import identity_from_sas_token
+from aioiothub._session.session import SessionSettings
 from aioiothub.exceptions import CredentialError
 from aioiothub.protocol.limits import MAX_TELEMETRY_BYTES
-from aioiothub.session import SessionSettings
-from aioiothub.settings import identity_from_sas_token
 from aioiothub.transports.base import WillMessage
 
 KEY = "NMgJDvdKTxjLi+xBxxkDDEwDJxEvOE5u8BiT0mVgPeg="

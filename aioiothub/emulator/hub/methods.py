@@ -21,11 +21,11 @@ from typing import Any
 
 import anyio
 
+from aioiothub._session.methods import MethodResult
 from aioiothub.emulator.hub.connections import ConnectionTable
 from aioiothub.emulator.hub.identity import Identity, IdentityKey
 from aioiothub.emulator.hub.values import json_bytes
 from aioiothub.exceptions import ProtocolError, ServiceError
-from aioiothub.methods import MethodResult
 from aioiothub.protocol.json_payloads import load_json_payload
 from aioiothub.protocol.limits import MAX_METHOD_PAYLOAD_BYTES
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, method_request_topic

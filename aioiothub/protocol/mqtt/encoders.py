@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from aioiothub.protocol.mqtt.packets import _MAX_REMAINING_LENGTH, _SUBACK_CODES, Will
+from aioiothub.protocol.mqtt.packets import MAX_REMAINING_LENGTH, SUBACK_CODES, Will
 
 __all__ = [
     "encode_connack",
@@ -31,8 +31,8 @@ _MAX_STRING_BYTES: Final = 65_535
 def _remaining_length(length: int) -> bytes:
     if length < 0x80:
         return bytes((length,))
-    if length > _MAX_REMAINING_LENGTH:
-        raise ValueError(f"packet body of {length} bytes exceeds the MQTT limit of {_MAX_REMAINING_LENGTH}")
+    if length > MAX_REMAINING_LENGTH:
+        raise ValueError(f"packet body of {length} bytes exceeds the MQTT limit of {MAX_REMAINING_LENGTH}")
     out = bytearray()
     while True:
         digit = length & 0x7F
@@ -233,7 +233,7 @@ def encode_suback(packet_id: int, granted: Sequence[int]) -> bytes:
     if not granted:
         raise ValueError("granted may not be empty")
     for index, code in enumerate(granted):
-        if code not in _SUBACK_CODES:
+        if code not in SUBACK_CODES:
             raise ValueError(f"granted[{index}] must be 0, 1, 2 or 0x80, got {code!r}")
     body = _check_packet_id(packet_id) + bytes(granted)
     return b"\x90" + _remaining_length(len(body)) + body

@@ -20,10 +20,10 @@ reader keeps raising the same :class:`~.packets.MalformedPacket`.
 from __future__ import annotations
 
 from aioiothub.protocol.mqtt.packets import (
-    _MAX_REMAINING_LENGTH,
-    _PACKET_NAMES,
-    _PUBLISH,
     DEFAULT_MAX_PACKET_SIZE,
+    MAX_REMAINING_LENGTH,
+    PACKET_NAMES,
+    PUBLISH,
     MalformedPacket,
     PubAck,
     Publish,
@@ -34,17 +34,17 @@ __all__: list[str] = []
 # A frozen dataclass __init__ sets each field through object.__setattr__, which costs about a
 # microsecond per PUBLISH; the slot descriptors do the same job at a fraction of the cost on the
 # hot path, giving an instance equal in every way to one built by the constructor.
-_new_object = object.__new__
+make_instance = object.__new__
 _set_topic = Publish.__dict__["topic"].__set__
 _set_payload = Publish.__dict__["payload"].__set__
 _set_qos = Publish.__dict__["qos"].__set__
 _set_retain = Publish.__dict__["retain"].__set__
 _set_dup = Publish.__dict__["dup"].__set__
 _set_packet_id = Publish.__dict__["packet_id"].__set__
-_set_puback_id = PubAck.__dict__["packet_id"].__set__
+write_puback_id = PubAck.__dict__["packet_id"].__set__
 
 
-def _show(raw: bytes | bytearray | memoryview | str, limit: int = 100) -> str:
+def show(raw: bytes | bytearray | memoryview | str, limit: int = 100) -> str:
     """A bounded repr of peer-supplied text for error messages."""
     text = repr(raw if isinstance(raw, str) else bytes(raw))
     return text if len(text) <= limit else text[:limit] + "..."
@@ -55,13 +55,13 @@ def _decode_text(view: memoryview, start: int, end: int, what: str) -> str:
     try:
         text = str(view[start:end], "utf-8")
     except UnicodeDecodeError:
-        raise MalformedPacket(f"{what} is not valid UTF-8: {_show(view[start:end])}") from None
+        raise MalformedPacket(f"{what} is not valid UTF-8: {show(view[start:end])}") from None
     if "\x00" in text:
-        raise MalformedPacket(f"{what} contains U+0000: {_show(text)}")
+        raise MalformedPacket(f"{what} contains U+0000: {show(text)}")
     return text
 
 
-def _read_length_prefixed(view: memoryview, pos: int, end: int, what: str) -> tuple[int, int]:
+def read_length_prefixed(view: memoryview, pos: int, end: int, what: str) -> tuple[int, int]:
     """Return ``(start, stop)`` of a two-byte-length-prefixed field at ``pos``, checked against ``end``."""
     if pos + 2 > end:
         raise MalformedPacket(f"{what} is truncated")
@@ -72,12 +72,12 @@ def _read_length_prefixed(view: memoryview, pos: int, end: int, what: str) -> tu
     return start, stop
 
 
-def _read_text(view: memoryview, pos: int, end: int, what: str) -> tuple[str, int]:
-    start, stop = _read_length_prefixed(view, pos, end, what)
+def read_text(view: memoryview, pos: int, end: int, what: str) -> tuple[str, int]:
+    start, stop = read_length_prefixed(view, pos, end, what)
     return _decode_text(view, start, stop, what), stop
 
 
-def _read_packet_id(view: memoryview, pos: int, end: int, name: str) -> int:
+def read_packet_id(view: memoryview, pos: int, end: int, name: str) -> int:
     if pos + 2 > end:
         raise MalformedPacket(f"{name} packet identifier is truncated")
     packet_id = (view[pos] << 8) | view[pos + 1]
@@ -86,17 +86,17 @@ def _read_packet_id(view: memoryview, pos: int, end: int, name: str) -> int:
     return packet_id
 
 
-def _expect_flags(flags: int, expected: int, packet_type: int) -> None:
+def expect_flags(flags: int, expected: int, packet_type: int) -> None:
     if flags != expected:
-        raise MalformedPacket(f"{_PACKET_NAMES[packet_type]} has reserved flags {flags:#06b}, expected {expected:#06b}")
+        raise MalformedPacket(f"{PACKET_NAMES[packet_type]} has reserved flags {flags:#06b}, expected {expected:#06b}")
 
 
-def _expect_length(length: int, expected: int, packet_type: int) -> None:
+def expect_length(length: int, expected: int, packet_type: int) -> None:
     if length != expected:
-        raise MalformedPacket(f"{_PACKET_NAMES[packet_type]} has remaining length {length}, expected {expected}")
+        raise MalformedPacket(f"{PACKET_NAMES[packet_type]} has remaining length {length}, expected {expected}")
 
 
-class _PacketReader:
+class PacketReader:
     """Framing shared by both directions: buffering, fixed headers, size limit, and PUBLISH."""
 
     #: Packet types this direction may carry; anything else is refused from its fixed header.
@@ -110,8 +110,8 @@ class _PacketReader:
     def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         if isinstance(max_packet_size, bool) or not isinstance(max_packet_size, int):
             raise TypeError(f"max_packet_size must be an int, not {type(max_packet_size).__name__}")
-        if not 2 <= max_packet_size <= _MAX_REMAINING_LENGTH + 5:
-            raise ValueError(f"max_packet_size must be between 2 and {_MAX_REMAINING_LENGTH + 5}")
+        if not 2 <= max_packet_size <= MAX_REMAINING_LENGTH + 5:
+            raise ValueError(f"max_packet_size must be between 2 and {MAX_REMAINING_LENGTH + 5}")
         self._buffer = bytearray()
         self._offset = 0
         self._max_packet_size = max_packet_size
@@ -152,10 +152,10 @@ class _PacketReader:
         append = packets.append
         parse_other = self._parse_other
         # Locals, not globals, in the loop that runs once per telemetry message.
-        new_object, publish_class = _new_object, Publish
+        new_object, publish_class = make_instance, Publish
         set_topic, set_payload, set_qos = _set_topic, _set_payload, _set_qos
         set_retain, set_dup, set_packet_id = _set_retain, _set_dup, _set_packet_id
-        puback_class, set_puback_id = PubAck, _set_puback_id
+        puback_class, set_puback_id = PubAck, write_puback_id
         while pos + 2 <= size:
             first = view[pos]
             # Remaining length: up to four bytes of seven bits each, least significant first.
@@ -184,7 +184,7 @@ class _PacketReader:
             end = start + length
             if end - pos > max_packet_size:
                 raise MalformedPacket(
-                    f"packet too large: {_PACKET_NAMES[first >> 4]} of {end - pos} bytes, limit {max_packet_size}"
+                    f"packet too large: {PACKET_NAMES[first >> 4]} of {end - pos} bytes, limit {max_packet_size}"
                 )
             if end > size:
                 if first >> 4 not in self._accepted_types:
@@ -199,7 +199,7 @@ class _PacketReader:
                 acknowledgement = new_object(puback_class)
                 set_puback_id(acknowledgement, packet_id)
                 append(acknowledgement)
-            elif first >> 4 == _PUBLISH:
+            elif first >> 4 == PUBLISH:
                 # The hot path (telemetry), kept inline.
                 qos = (first >> 1) & 3
                 if qos == 3:
@@ -215,23 +215,23 @@ class _PacketReader:
                     topic = str(view[start + 2 : topic_end], "utf-8")
                 except UnicodeDecodeError:
                     raise MalformedPacket(
-                        f"PUBLISH topic is not valid UTF-8: {_show(view[start + 2 : topic_end])}"
+                        f"PUBLISH topic is not valid UTF-8: {show(view[start + 2 : topic_end])}"
                     ) from None
                 if "+" in topic or "#" in topic or "\x00" in topic:
-                    raise MalformedPacket(f"PUBLISH topic contains a wildcard or U+0000: {_show(topic)}")
+                    raise MalformedPacket(f"PUBLISH topic contains a wildcard or U+0000: {show(topic)}")
                 packet = new_object(publish_class)
                 if qos:
                     if topic_end + 2 > end:
-                        raise MalformedPacket(f"PUBLISH to {_show(topic)} has no packet identifier")
+                        raise MalformedPacket(f"PUBLISH to {show(topic)} has no packet identifier")
                     packet_id = (view[topic_end] << 8) | view[topic_end + 1]
                     if packet_id == 0:
-                        raise MalformedPacket(f"PUBLISH to {_show(topic)} has packet identifier 0")
+                        raise MalformedPacket(f"PUBLISH to {show(topic)} has packet identifier 0")
                     set_packet_id(packet, packet_id)
                     set_payload(packet, view[topic_end + 2 : end].tobytes())
                     set_dup(packet, bool(first & 0x08))
                 else:
                     if first & 0x08:
-                        raise MalformedPacket(f"QoS 0 PUBLISH to {_show(topic)} has the DUP flag set")
+                        raise MalformedPacket(f"QoS 0 PUBLISH to {show(topic)} has the DUP flag set")
                     set_packet_id(packet, None)
                     set_payload(packet, view[topic_end:end].tobytes())
                     set_dup(packet, False)

@@ -36,21 +36,21 @@ __all__ = [
 #: topic (which carries the properties) and headers.
 DEFAULT_MAX_PACKET_SIZE: Final = 300 * 1024
 
-_MAX_REMAINING_LENGTH: Final = 268_435_455
+MAX_REMAINING_LENGTH: Final = 268_435_455
 
-_CONNECT: Final = 1
-_CONNACK: Final = 2
-_PUBLISH: Final = 3
-_PUBACK: Final = 4
-_SUBSCRIBE: Final = 8
-_SUBACK: Final = 9
-_UNSUBSCRIBE: Final = 10
-_UNSUBACK: Final = 11
-_PINGREQ: Final = 12
-_PINGRESP: Final = 13
-_DISCONNECT: Final = 14
+CONNECT: Final = 1
+CONNACK: Final = 2
+PUBLISH: Final = 3
+PUBACK: Final = 4
+SUBSCRIBE: Final = 8
+SUBACK: Final = 9
+UNSUBSCRIBE: Final = 10
+UNSUBACK: Final = 11
+PINGREQ: Final = 12
+PINGRESP: Final = 13
+DISCONNECT: Final = 14
 
-_PACKET_NAMES: Final = {
+PACKET_NAMES: Final = {
     0: "reserved type 0",
     1: "CONNECT",
     2: "CONNACK",
@@ -69,7 +69,7 @@ _PACKET_NAMES: Final = {
     15: "reserved type 15",
 }
 
-_SUBACK_CODES: Final = frozenset({0, 1, 2, 0x80})
+SUBACK_CODES: Final = frozenset({0, 1, 2, 0x80})
 
 
 class MalformedPacket(ProtocolError):

@@ -15,30 +15,30 @@ from __future__ import annotations
 from typing import Final
 
 from aioiothub.protocol.mqtt.framing import (
-    _expect_flags,
-    _expect_length,
-    _new_object,
-    _PacketReader,
-    _read_length_prefixed,
-    _read_packet_id,
-    _read_text,
-    _set_puback_id,
-    _show,
+    PacketReader,
+    expect_flags,
+    expect_length,
+    make_instance,
+    read_length_prefixed,
+    read_packet_id,
+    read_text,
+    show,
+    write_puback_id,
 )
 from aioiothub.protocol.mqtt.packets import (
-    _CONNACK,
-    _CONNECT,
-    _DISCONNECT,
-    _PACKET_NAMES,
-    _PINGREQ,
-    _PINGRESP,
-    _PUBACK,
-    _PUBLISH,
-    _SUBACK,
-    _SUBACK_CODES,
-    _SUBSCRIBE,
-    _UNSUBACK,
-    _UNSUBSCRIBE,
+    CONNACK,
+    CONNECT,
+    DISCONNECT,
+    PACKET_NAMES,
+    PINGREQ,
+    PINGRESP,
+    PUBACK,
+    PUBLISH,
+    SUBACK,
+    SUBACK_CODES,
+    SUBSCRIBE,
+    UNSUBACK,
+    UNSUBSCRIBE,
     ClientBoundPacket,
     ConnAck,
     Connect,
@@ -63,7 +63,7 @@ _UNACCEPTABLE_PROTOCOL_VERSION: Final = 1
 _SUPPORTED_PROTOCOLS: Final = {"MQTT": 4, "MQIsdp": 3}
 
 
-class MqttServerCodec(_PacketReader):
+class MqttServerCodec(PacketReader):
     """Parses the bytes a client sends to a server.
 
     Args:
@@ -71,7 +71,7 @@ class MqttServerCodec(_PacketReader):
             with reason "packet too large" as soon as its fixed header has arrived.
     """
 
-    _accepted_types = frozenset({_CONNECT, _PUBLISH, _PUBACK, _SUBSCRIBE, _UNSUBSCRIBE, _PINGREQ, _DISCONNECT})
+    _accepted_types = frozenset({CONNECT, PUBLISH, PUBACK, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT})
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         """Add received bytes and return every packet they complete, in order.
@@ -85,40 +85,40 @@ class MqttServerCodec(_PacketReader):
     def _parse_other(self, first: int, view: memoryview, start: int, end: int) -> object:
         packet_type = first >> 4
         flags = first & 0x0F
-        if packet_type == _PUBACK:
-            _expect_flags(flags, 0, packet_type)
-            _expect_length(end - start, 2, packet_type)
-            packet = _new_object(PubAck)
-            _set_puback_id(packet, _read_packet_id(view, start, end, "PUBACK"))
+        if packet_type == PUBACK:
+            expect_flags(flags, 0, packet_type)
+            expect_length(end - start, 2, packet_type)
+            packet = make_instance(PubAck)
+            write_puback_id(packet, read_packet_id(view, start, end, "PUBACK"))
             return packet
-        if packet_type == _PINGREQ:
-            _expect_flags(flags, 0, packet_type)
-            _expect_length(end - start, 0, packet_type)
+        if packet_type == PINGREQ:
+            expect_flags(flags, 0, packet_type)
+            expect_length(end - start, 0, packet_type)
             return PingReq()
-        if packet_type == _SUBSCRIBE:
-            _expect_flags(flags, 0b0010, packet_type)
+        if packet_type == SUBSCRIBE:
+            expect_flags(flags, 0b0010, packet_type)
             return _parse_subscribe(view, start, end)
-        if packet_type == _UNSUBSCRIBE:
-            _expect_flags(flags, 0b0010, packet_type)
+        if packet_type == UNSUBSCRIBE:
+            expect_flags(flags, 0b0010, packet_type)
             return _parse_unsubscribe(view, start, end)
-        if packet_type == _CONNECT:
-            _expect_flags(flags, 0, packet_type)
+        if packet_type == CONNECT:
+            expect_flags(flags, 0, packet_type)
             return _parse_connect(view, start, end)
-        if packet_type == _DISCONNECT:
-            _expect_flags(flags, 0, packet_type)
-            _expect_length(end - start, 0, packet_type)
+        if packet_type == DISCONNECT:
+            expect_flags(flags, 0, packet_type)
+            expect_length(end - start, 0, packet_type)
             return Disconnect()
-        raise MalformedPacket(f"{_PACKET_NAMES[packet_type]} may not be sent by a client")
+        raise MalformedPacket(f"{PACKET_NAMES[packet_type]} may not be sent by a client")
 
 
-class MqttClientCodec(_PacketReader):
+class MqttClientCodec(PacketReader):
     """Parses the bytes a server sends to a client (the native transport, tests and benchmarks).
 
     Args:
         max_packet_size: the largest packet accepted, fixed header included.
     """
 
-    _accepted_types = frozenset({_CONNACK, _PUBLISH, _PUBACK, _SUBACK, _UNSUBACK, _PINGRESP})
+    _accepted_types = frozenset({CONNACK, PUBLISH, PUBACK, SUBACK, UNSUBACK, PINGRESP})
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[ClientBoundPacket]:
         """Add received bytes and return every packet they complete, in order.
@@ -132,42 +132,42 @@ class MqttClientCodec(_PacketReader):
         packet_type = first >> 4
         flags = first & 0x0F
         length = end - start
-        if packet_type == _PUBACK:
-            _expect_flags(flags, 0, packet_type)
-            _expect_length(length, 2, packet_type)
-            return PubAck(_read_packet_id(view, start, end, "PUBACK"))
-        if packet_type == _CONNACK:
-            _expect_flags(flags, 0, packet_type)
-            _expect_length(length, 2, packet_type)
+        if packet_type == PUBACK:
+            expect_flags(flags, 0, packet_type)
+            expect_length(length, 2, packet_type)
+            return PubAck(read_packet_id(view, start, end, "PUBACK"))
+        if packet_type == CONNACK:
+            expect_flags(flags, 0, packet_type)
+            expect_length(length, 2, packet_type)
             acknowledge_flags = view[start]
             if acknowledge_flags & 0xFE:
                 raise MalformedPacket(f"CONNACK has reserved acknowledge flags {acknowledge_flags:#04x}")
             return ConnAck(session_present=bool(acknowledge_flags), return_code=view[start + 1])
-        if packet_type == _SUBACK:
-            _expect_flags(flags, 0, packet_type)
-            packet_id = _read_packet_id(view, start, end, "SUBACK")
+        if packet_type == SUBACK:
+            expect_flags(flags, 0, packet_type)
+            packet_id = read_packet_id(view, start, end, "SUBACK")
             granted = tuple(view[start + 2 : end])
             if not granted:
                 raise MalformedPacket("SUBACK has no return codes")
             for code in granted:
-                if code not in _SUBACK_CODES:
+                if code not in SUBACK_CODES:
                     raise MalformedPacket(f"SUBACK has invalid return code {code:#04x}")
             return SubAck(packet_id, granted)
-        if packet_type == _UNSUBACK:
-            _expect_flags(flags, 0, packet_type)
-            _expect_length(length, 2, packet_type)
-            return UnsubAck(_read_packet_id(view, start, end, "UNSUBACK"))
-        if packet_type == _PINGRESP:
-            _expect_flags(flags, 0, packet_type)
-            _expect_length(length, 0, packet_type)
+        if packet_type == UNSUBACK:
+            expect_flags(flags, 0, packet_type)
+            expect_length(length, 2, packet_type)
+            return UnsubAck(read_packet_id(view, start, end, "UNSUBACK"))
+        if packet_type == PINGRESP:
+            expect_flags(flags, 0, packet_type)
+            expect_length(length, 0, packet_type)
             return PingResp()
-        raise MalformedPacket(f"{_PACKET_NAMES[packet_type]} may not be sent by a server")
+        raise MalformedPacket(f"{PACKET_NAMES[packet_type]} may not be sent by a server")
 
 
 def _parse_connect(view: memoryview, pos: int, end: int) -> Connect:
-    protocol_name, pos = _read_text(view, pos, end, "CONNECT protocol name")
+    protocol_name, pos = read_text(view, pos, end, "CONNECT protocol name")
     if protocol_name not in _SUPPORTED_PROTOCOLS:
-        raise MalformedPacket(f"CONNECT has unknown protocol name {_show(protocol_name)}")
+        raise MalformedPacket(f"CONNECT has unknown protocol name {show(protocol_name)}")
     if pos + 4 > end:
         raise MalformedPacket("CONNECT variable header is truncated")
     level = view[pos]
@@ -192,20 +192,20 @@ def _parse_connect(view: memoryview, pos: int, end: int) -> Connect:
         raise MalformedPacket("CONNECT sets will QoS or retain without a will")
     if has_password and not has_username:
         raise MalformedPacket("CONNECT has a password but no user name")
-    client_id, pos = _read_text(view, pos, end, "CONNECT client identifier")
+    client_id, pos = read_text(view, pos, end, "CONNECT client identifier")
     will = None
     if has_will:
-        will_topic, pos = _read_text(view, pos, end, "CONNECT will topic")
+        will_topic, pos = read_text(view, pos, end, "CONNECT will topic")
         if not will_topic or "+" in will_topic or "#" in will_topic:
-            raise MalformedPacket(f"CONNECT will topic is empty or has a wildcard: {_show(will_topic)}")
-        payload_start, pos = _read_length_prefixed(view, pos, end, "CONNECT will message")
+            raise MalformedPacket(f"CONNECT will topic is empty or has a wildcard: {show(will_topic)}")
+        payload_start, pos = read_length_prefixed(view, pos, end, "CONNECT will message")
         will = Will(will_topic, view[payload_start:pos].tobytes(), will_qos, will_retain)
     username = None
     if has_username:
-        username, pos = _read_text(view, pos, end, "CONNECT user name")
+        username, pos = read_text(view, pos, end, "CONNECT user name")
     password = None
     if has_password:
-        password_start, pos = _read_length_prefixed(view, pos, end, "CONNECT password")
+        password_start, pos = read_length_prefixed(view, pos, end, "CONNECT password")
         password = view[password_start:pos].tobytes()
     if pos != end:
         raise MalformedPacket(f"CONNECT has {end - pos} unexpected trailing bytes")
@@ -221,18 +221,18 @@ def _parse_connect(view: memoryview, pos: int, end: int) -> Connect:
 
 
 def _parse_subscribe(view: memoryview, pos: int, end: int) -> Subscribe:
-    packet_id = _read_packet_id(view, pos, end, "SUBSCRIBE")
+    packet_id = read_packet_id(view, pos, end, "SUBSCRIBE")
     pos += 2
     filters: list[tuple[str, int]] = []
     while pos < end:
-        topic_filter, pos = _read_text(view, pos, end, "SUBSCRIBE topic filter")
+        topic_filter, pos = read_text(view, pos, end, "SUBSCRIBE topic filter")
         if not topic_filter:
             raise MalformedPacket("SUBSCRIBE has an empty topic filter")
         if pos >= end:
-            raise MalformedPacket(f"SUBSCRIBE to {_show(topic_filter)} has no requested QoS")
+            raise MalformedPacket(f"SUBSCRIBE to {show(topic_filter)} has no requested QoS")
         qos = view[pos]
         if qos > 2:
-            raise MalformedPacket(f"SUBSCRIBE to {_show(topic_filter)} has invalid QoS byte {qos:#04x}")
+            raise MalformedPacket(f"SUBSCRIBE to {show(topic_filter)} has invalid QoS byte {qos:#04x}")
         filters.append((topic_filter, qos))
         pos += 1
     if not filters:
@@ -241,11 +241,11 @@ def _parse_subscribe(view: memoryview, pos: int, end: int) -> Subscribe:
 
 
 def _parse_unsubscribe(view: memoryview, pos: int, end: int) -> Unsubscribe:
-    packet_id = _read_packet_id(view, pos, end, "UNSUBSCRIBE")
+    packet_id = read_packet_id(view, pos, end, "UNSUBSCRIBE")
     pos += 2
     filters: list[str] = []
     while pos < end:
-        topic_filter, pos = _read_text(view, pos, end, "UNSUBSCRIBE topic filter")
+        topic_filter, pos = read_text(view, pos, end, "UNSUBSCRIBE topic filter")
         if not topic_filter:
             raise MalformedPacket("UNSUBSCRIBE has an empty topic filter")
         filters.append(topic_filter)

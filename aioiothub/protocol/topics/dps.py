@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aioiothub.protocol.topics.fields import (
-    _check_request_id,
-    _check_status,
-    _mismatch,
-    _optional_integer,
-    _query,
-    _required_text,
-    _split_status,
+    check_request_id,
+    check_status,
+    mismatch,
+    optional_integer,
+    query,
+    required_text,
+    split_status,
 )
 
 __all__ = [
@@ -76,7 +76,7 @@ def dps_register_topic(request_id: str) -> str:
     Raises:
         TypeError, ValueError: the request id is not a non-empty ``str``.
     """
-    return f"$dps/registrations/PUT/iotdps-register/?$rid={_check_request_id(request_id)}"
+    return f"$dps/registrations/PUT/iotdps-register/?$rid={check_request_id(request_id)}"
 
 
 def dps_poll_topic(request_id: str, operation_id: str) -> str:
@@ -92,8 +92,8 @@ def dps_poll_topic(request_id: str, operation_id: str) -> str:
     Raises:
         TypeError, ValueError: an argument is not a non-empty ``str``.
     """
-    rid = _check_request_id(request_id)
-    operation = _check_request_id(operation_id, "operation_id")
+    rid = check_request_id(request_id)
+    operation = check_request_id(operation_id, "operation_id")
     return f"$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={operation}"
 
 
@@ -110,18 +110,18 @@ def parse_dps_request_topic(topic: str) -> DpsRequestTopic:
         ProtocolError: the topic is not a DPS request or lacks ``$rid`` (or ``operationId`` for a poll).
     """
     if topic.startswith(_DPS_REGISTER):
-        parameters = _query(topic[len(_DPS_REGISTER) :], topic, "DPS request")
+        parameters = query(topic[len(_DPS_REGISTER) :], topic, "DPS request")
         return DpsRequestTopic(
-            operation="register", request_id=_required_text(parameters, "$rid", topic), operation_id=None
+            operation="register", request_id=required_text(parameters, "$rid", topic), operation_id=None
         )
     if topic.startswith(_DPS_POLL):
-        parameters = _query(topic[len(_DPS_POLL) :], topic, "DPS request")
+        parameters = query(topic[len(_DPS_POLL) :], topic, "DPS request")
         return DpsRequestTopic(
             operation="poll",
-            request_id=_required_text(parameters, "$rid", topic),
-            operation_id=_required_text(parameters, "operationId", topic),
+            request_id=required_text(parameters, "$rid", topic),
+            operation_id=required_text(parameters, "operationId", topic),
         )
-    raise _mismatch(topic, "DPS request")
+    raise mismatch(topic, "DPS request")
 
 
 def dps_response_topic(status: int, request_id: str, retry_after: int | None = None) -> str:
@@ -138,10 +138,10 @@ def dps_response_topic(status: int, request_id: str, retry_after: int | None = N
     Raises:
         TypeError, ValueError: an argument is of the wrong type, empty or negative.
     """
-    text = f"$dps/registrations/res/{_check_status(status)}/?$rid={_check_request_id(request_id)}"
+    text = f"$dps/registrations/res/{check_status(status)}/?$rid={check_request_id(request_id)}"
     if retry_after is None:
         return text
-    return f"{text}&retry-after={_check_status(retry_after, 'retry_after')}"
+    return f"{text}&retry-after={check_status(retry_after, 'retry_after')}"
 
 
 def parse_dps_response_topic(topic: str) -> DpsResponseTopic:
@@ -157,10 +157,10 @@ def parse_dps_response_topic(topic: str) -> DpsResponseTopic:
         ProtocolError: the topic is not a DPS response, or its status, ``$rid`` or ``retry-after`` is bad.
     """
     if not topic.startswith(_DPS_RESPONSE):
-        raise _mismatch(topic, "DPS response")
-    status, parameters = _split_status(topic[len(_DPS_RESPONSE) :], topic, "DPS response")
+        raise mismatch(topic, "DPS response")
+    status, parameters = split_status(topic[len(_DPS_RESPONSE) :], topic, "DPS response")
     return DpsResponseTopic(
         status=status,
-        request_id=_required_text(parameters, "$rid", topic),
-        retry_after=_optional_integer(parameters, "retry-after", topic),
+        request_id=required_text(parameters, "$rid", topic),
+        retry_after=optional_integer(parameters, "retry-after", topic),
     )

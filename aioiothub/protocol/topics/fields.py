@@ -22,14 +22,14 @@ _MAX_INTEGER_DIGITS = 20
 # --- argument checks (caller mistakes) ---------------------------------------------------------
 
 
-def _check_request_id(request_id: str, argument: str = "request_id") -> str:
+def check_request_id(request_id: str, argument: str = "request_id") -> str:
     encoded = quote_component(request_id, argument=argument)
     if not encoded:
         raise ValueError(f"{argument}: must not be empty")
     return encoded
 
 
-def _check_status(status: int, argument: str = "status") -> int:
+def check_status(status: int, argument: str = "status") -> int:
     if not isinstance(status, int) or isinstance(status, bool):
         raise TypeError(f"{argument}: expected int, got {type(status).__name__}")
     if status < 0:
@@ -38,7 +38,7 @@ def _check_status(status: int, argument: str = "status") -> int:
     return int(status)
 
 
-def _check_segment(value: str, argument: str) -> str:
+def check_segment(value: str, argument: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{argument}: expected str, got {type(value).__name__}")
     if not value:
@@ -50,28 +50,28 @@ def _check_segment(value: str, argument: str) -> str:
     return value
 
 
-def _bag(properties: Mapping[str, str | None] | None) -> str:
+def property_bag(properties: Mapping[str, str | None] | None) -> str:
     return encode_property_bag(properties) if properties else ""
 
 
 # --- parsing helpers (network data) ------------------------------------------------------------
 
 
-def _mismatch(topic: str, what: str) -> ProtocolError:
+def mismatch(topic: str, what: str) -> ProtocolError:
     return ProtocolError(f"not a {what} topic: {topic!r}")
 
 
-def _decode_bag(bag: str, topic: str) -> dict[str, str | None]:
+def decode_bag(bag: str, topic: str) -> dict[str, str | None]:
     try:
         return decode_property_bag(bag)
     except ProtocolError as exc:
         raise ProtocolError(f"{exc} (topic {topic!r})") from None
 
 
-def _query(rest: str, topic: str, what: str) -> dict[str, str | None]:
+def query(rest: str, topic: str, what: str) -> dict[str, str | None]:
     if not rest.startswith("?"):
-        raise _mismatch(topic, what)
-    return _decode_bag(rest[1:], topic)
+        raise mismatch(topic, what)
+    return decode_bag(rest[1:], topic)
 
 
 def _parse_integer(text: str | None, name: str, topic: str) -> int:
@@ -81,13 +81,13 @@ def _parse_integer(text: str | None, name: str, topic: str) -> int:
     return int(text)
 
 
-def _optional_integer(parameters: dict[str, str | None], key: str, topic: str) -> int | None:
+def optional_integer(parameters: dict[str, str | None], key: str, topic: str) -> int | None:
     if key not in parameters:
         return None
     return _parse_integer(parameters[key], key, topic)
 
 
-def _required_text(parameters: dict[str, str | None], key: str, topic: str) -> str:
+def required_text(parameters: dict[str, str | None], key: str, topic: str) -> str:
     value = parameters.get(key)
     if not value:
         raise ProtocolError(f"missing or empty {key} in topic {topic!r}")
@@ -101,30 +101,30 @@ def _check_identifier(value: str, name: str, topic: str) -> None:
         raise ProtocolError(f"{exc} in topic {topic!r}") from None
 
 
-def _split_identity(topic: str, what: str) -> tuple[str, str | None, str]:
+def split_identity(topic: str, what: str) -> tuple[str, str | None, str]:
     """Split ``devices/{d}[/modules/{m}]/{rest}`` into device id, module id and rest."""
     if not topic.startswith("devices/"):
-        raise _mismatch(topic, what)
+        raise mismatch(topic, what)
     device_id, separator, rest = topic[8:].partition("/")
     if not separator:
-        raise _mismatch(topic, what)
+        raise mismatch(topic, what)
     _check_identifier(device_id, "device id", topic)
     module_id: str | None = None
     if rest.startswith("modules/"):
         module_id, separator, rest = rest[8:].partition("/")
         if not separator:
-            raise _mismatch(topic, what)
+            raise mismatch(topic, what)
         _check_identifier(module_id, "module id", topic)
     return device_id, module_id, rest
 
 
-def _strip_trailing_slash(bag: str) -> str:
+def strip_trailing_slash(bag: str) -> str:
     return bag[:-1] if bag.endswith("/") else bag
 
 
-def _split_status(remainder: str, topic: str, what: str) -> tuple[int, dict[str, str | None]]:
+def split_status(remainder: str, topic: str, what: str) -> tuple[int, dict[str, str | None]]:
     status_text, separator, rest = remainder.partition("/")
     if not separator:
-        raise _mismatch(topic, what)
+        raise mismatch(topic, what)
     status = _parse_integer(status_text, "status", topic)
-    return status, _query(rest, topic, what)
+    return status, query(rest, topic, what)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from aioiothub.protocol.connect import validate_identity
 from aioiothub.protocol.properties import encode_property_bag
 from aioiothub.protocol.topics.fields import (
-    _bag,
-    _check_segment,
-    _decode_bag,
-    _mismatch,
-    _split_identity,
-    _strip_trailing_slash,
+    check_segment,
+    decode_bag,
+    mismatch,
+    property_bag,
+    split_identity,
+    strip_trailing_slash,
 )
 
 __all__ = [
@@ -92,10 +92,10 @@ def parse_telemetry_topic(topic: str) -> TelemetryTopic:
     Raises:
         ProtocolError: the topic is not a telemetry topic or its bag is malformed.
     """
-    device_id, module_id, rest = _split_identity(topic, "telemetry")
+    device_id, module_id, rest = split_identity(topic, "telemetry")
     if not rest.startswith("messages/events/"):
-        raise _mismatch(topic, "telemetry")
-    properties = _decode_bag(_strip_trailing_slash(rest[16:]), topic)
+        raise mismatch(topic, "telemetry")
+    properties = decode_bag(strip_trailing_slash(rest[16:]), topic)
     return TelemetryTopic(device_id=device_id, module_id=module_id, properties=properties)
 
 
@@ -145,7 +145,7 @@ def c2d_topic(device_id: str, properties: Mapping[str, str | None] | None = None
         TypeError, ValueError: the id or a property is invalid.
     """
     validate_identity(device_id, "device_id")
-    return f"devices/{device_id}/messages/devicebound/{_bag(properties)}"
+    return f"devices/{device_id}/messages/devicebound/{property_bag(properties)}"
 
 
 def parse_c2d_topic(topic: str) -> C2DTopic:
@@ -160,10 +160,10 @@ def parse_c2d_topic(topic: str) -> C2DTopic:
     Raises:
         ProtocolError: the topic is not a cloud-to-device topic or its bag is malformed.
     """
-    device_id, module_id, rest = _split_identity(topic, "cloud-to-device")
+    device_id, module_id, rest = split_identity(topic, "cloud-to-device")
     if module_id is not None or not rest.startswith("messages/devicebound/"):
-        raise _mismatch(topic, "cloud-to-device")
-    properties = _decode_bag(_strip_trailing_slash(rest[21:]), topic)
+        raise mismatch(topic, "cloud-to-device")
+    properties = decode_bag(strip_trailing_slash(rest[21:]), topic)
     return C2DTopic(device_id=device_id, properties=properties)
 
 
@@ -227,8 +227,8 @@ def input_topic(
     """
     validate_identity(device_id, "device_id")
     validate_identity(module_id, "module_id")
-    _check_segment(input_name, "input_name")
-    return f"devices/{device_id}/modules/{module_id}/inputs/{input_name}/{_bag(properties)}"
+    check_segment(input_name, "input_name")
+    return f"devices/{device_id}/modules/{module_id}/inputs/{input_name}/{property_bag(properties)}"
 
 
 def parse_input_topic(topic: str) -> InputTopic:
@@ -243,11 +243,11 @@ def parse_input_topic(topic: str) -> InputTopic:
     Raises:
         ProtocolError: the topic is not a module input topic or its bag is malformed.
     """
-    device_id, module_id, rest = _split_identity(topic, "module input")
+    device_id, module_id, rest = split_identity(topic, "module input")
     if module_id is None or not rest.startswith("inputs/"):
-        raise _mismatch(topic, "module input")
+        raise mismatch(topic, "module input")
     input_name, _, bag = rest[7:].partition("/")
     if not input_name:
-        raise _mismatch(topic, "module input")
-    properties = _decode_bag(_strip_trailing_slash(bag), topic)
+        raise mismatch(topic, "module input")
+    properties = decode_bag(strip_trailing_slash(bag), topic)
     return InputTopic(device_id=device_id, module_id=module_id, input_name=input_name, properties=properties)

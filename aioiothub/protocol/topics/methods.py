@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aioiothub.protocol.topics.fields import (
-    _check_request_id,
-    _check_segment,
-    _check_status,
-    _mismatch,
-    _query,
-    _required_text,
-    _split_status,
+    check_request_id,
+    check_segment,
+    check_status,
+    mismatch,
+    query,
+    required_text,
+    split_status,
 )
 
 __all__ = [
@@ -78,8 +78,8 @@ def method_request_topic(method_name: str, request_id: str) -> str:
     Raises:
         TypeError, ValueError: the method name or request id is invalid.
     """
-    _check_segment(method_name, "method_name")
-    return f"$iothub/methods/POST/{method_name}/?$rid={_check_request_id(request_id)}"
+    check_segment(method_name, "method_name")
+    return f"$iothub/methods/POST/{method_name}/?$rid={check_request_id(request_id)}"
 
 
 def parse_method_request_topic(topic: str) -> MethodRequestTopic:
@@ -95,11 +95,11 @@ def parse_method_request_topic(topic: str) -> MethodRequestTopic:
         ProtocolError: the topic is not a method request or has no ``$rid``.
     """
     if not topic.startswith(_METHOD_REQUEST):
-        raise _mismatch(topic, "method request")
+        raise mismatch(topic, "method request")
     name, separator, rest = topic[len(_METHOD_REQUEST) :].partition("/")
     if not name or not separator:
-        raise _mismatch(topic, "method request")
-    parameters = _query(rest, topic, "method request")
+        raise mismatch(topic, "method request")
+    parameters = query(rest, topic, "method request")
     component: str | None = None
     command = name
     star = name.find("*")
@@ -107,7 +107,7 @@ def parse_method_request_topic(topic: str) -> MethodRequestTopic:
         component, command = name[:star], name[star + 1 :]
     return MethodRequestTopic(
         name=name,
-        request_id=_required_text(parameters, "$rid", topic),
+        request_id=required_text(parameters, "$rid", topic),
         component=component,
         command=command,
     )
@@ -126,7 +126,7 @@ def method_response_topic(status: int, request_id: str) -> str:
     Raises:
         TypeError, ValueError: an argument is of the wrong type, empty or negative.
     """
-    return f"$iothub/methods/res/{_check_status(status)}/?$rid={_check_request_id(request_id)}"
+    return f"$iothub/methods/res/{check_status(status)}/?$rid={check_request_id(request_id)}"
 
 
 def parse_method_response_topic(topic: str) -> MethodResponseTopic:
@@ -142,6 +142,6 @@ def parse_method_response_topic(topic: str) -> MethodResponseTopic:
         ProtocolError: the topic is not a method response, or its status or ``$rid`` is bad.
     """
     if not topic.startswith(_METHOD_RESPONSE):
-        raise _mismatch(topic, "method response")
-    status, parameters = _split_status(topic[len(_METHOD_RESPONSE) :], topic, "method response")
-    return MethodResponseTopic(status=status, request_id=_required_text(parameters, "$rid", topic))
+        raise mismatch(topic, "method response")
+    status, parameters = split_status(topic[len(_METHOD_RESPONSE) :], topic, "method response")
+    return MethodResponseTopic(status=status, request_id=required_text(parameters, "$rid", topic))

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from aioiothub.protocol.topics.fields import (
-    _check_request_id,
-    _check_status,
-    _mismatch,
-    _optional_integer,
-    _query,
-    _required_text,
-    _split_status,
+    check_request_id,
+    check_status,
+    mismatch,
+    optional_integer,
+    query,
+    required_text,
+    split_status,
 )
 
 __all__ = [
@@ -97,7 +97,7 @@ def twin_get_topic(request_id: str) -> str:
     Raises:
         TypeError, ValueError: the request id is not a non-empty ``str``.
     """
-    return f"$iothub/twin/GET/?$rid={_check_request_id(request_id)}"
+    return f"$iothub/twin/GET/?$rid={check_request_id(request_id)}"
 
 
 def twin_patch_reported_topic(request_id: str) -> str:
@@ -112,7 +112,7 @@ def twin_patch_reported_topic(request_id: str) -> str:
     Raises:
         TypeError, ValueError: the request id is not a non-empty ``str``.
     """
-    return f"$iothub/twin/PATCH/properties/reported/?$rid={_check_request_id(request_id)}"
+    return f"$iothub/twin/PATCH/properties/reported/?$rid={check_request_id(request_id)}"
 
 
 def parse_twin_request_topic(topic: str) -> TwinRequestTopic:
@@ -133,9 +133,9 @@ def parse_twin_request_topic(topic: str) -> TwinRequestTopic:
     elif topic.startswith(_TWIN_PATCH_REPORTED):
         operation, rest = "PATCH_REPORTED", topic[len(_TWIN_PATCH_REPORTED) :]
     else:
-        raise _mismatch(topic, "twin request")
-    parameters = _query(rest, topic, "twin request")
-    return TwinRequestTopic(operation=operation, request_id=_required_text(parameters, "$rid", topic))
+        raise mismatch(topic, "twin request")
+    parameters = query(rest, topic, "twin request")
+    return TwinRequestTopic(operation=operation, request_id=required_text(parameters, "$rid", topic))
 
 
 def twin_response_topic(status: int, request_id: str, version: int | None = None) -> str:
@@ -152,10 +152,10 @@ def twin_response_topic(status: int, request_id: str, version: int | None = None
     Raises:
         TypeError, ValueError: an argument is of the wrong type, empty or negative.
     """
-    text = f"$iothub/twin/res/{_check_status(status)}/?$rid={_check_request_id(request_id)}"
+    text = f"$iothub/twin/res/{check_status(status)}/?$rid={check_request_id(request_id)}"
     if version is None:
         return text
-    return f"{text}&$version={_check_status(version, 'version')}"
+    return f"{text}&$version={check_status(version, 'version')}"
 
 
 def parse_twin_response_topic(topic: str) -> TwinResponseTopic:
@@ -171,12 +171,12 @@ def parse_twin_response_topic(topic: str) -> TwinResponseTopic:
         ProtocolError: the topic is not a twin response, or its status, ``$rid`` or ``$version`` is bad.
     """
     if not topic.startswith(_TWIN_RESPONSE):
-        raise _mismatch(topic, "twin response")
-    status, parameters = _split_status(topic[len(_TWIN_RESPONSE) :], topic, "twin response")
+        raise mismatch(topic, "twin response")
+    status, parameters = split_status(topic[len(_TWIN_RESPONSE) :], topic, "twin response")
     return TwinResponseTopic(
         status=status,
-        request_id=_required_text(parameters, "$rid", topic),
-        version=_optional_integer(parameters, "$version", topic),
+        request_id=required_text(parameters, "$rid", topic),
+        version=optional_integer(parameters, "$version", topic),
     )
 
 
@@ -192,7 +192,7 @@ def twin_desired_topic(version: int) -> str:
     Raises:
         TypeError, ValueError: the version is not a non-negative ``int``.
     """
-    return f"$iothub/twin/PATCH/properties/desired/?$version={_check_status(version, 'version')}"
+    return f"$iothub/twin/PATCH/properties/desired/?$version={check_status(version, 'version')}"
 
 
 def parse_twin_desired_topic(topic: str) -> DesiredPatchTopic:
@@ -208,9 +208,9 @@ def parse_twin_desired_topic(topic: str) -> DesiredPatchTopic:
         ProtocolError: the topic is not a desired notification or its ``$version`` is bad.
     """
     if not topic.startswith(_TWIN_PATCH_DESIRED):
-        raise _mismatch(topic, "desired properties")
+        raise mismatch(topic, "desired properties")
     rest = topic[len(_TWIN_PATCH_DESIRED) :]
     if not rest:
         return DesiredPatchTopic(version=None)
-    parameters = _query(rest, topic, "desired properties")
-    return DesiredPatchTopic(version=_optional_integer(parameters, "$version", topic))
+    parameters = query(rest, topic, "desired properties")
+    return DesiredPatchTopic(version=optional_integer(parameters, "$version", topic))

@@ -29,7 +29,7 @@ from urllib.parse import quote, unquote, urlsplit
 import anyio
 import httpx
 
-from aioiothub.auth import SasTokenGrant
+from aioiothub._auth.credentials import SasTokenGrant
 from aioiothub.exceptions import CredentialError, IoTHubError
 from aioiothub.protocol.connection_string import ConnectionString
 from aioiothub.protocol.json_payloads import load_json_object
@@ -165,7 +165,7 @@ class WorkloadClient:
 
 
 class WorkloadCredential:
-    """A :class:`~aioiothub.auth.TokenCredential` whose tokens the workload API signs.
+    """A :class:`~aioiothub._auth.credentials.TokenCredential` whose tokens the workload API signs.
 
     Args:
         workload: the workload API.
@@ -213,7 +213,7 @@ def _tls_context(pem: str) -> ssl.SSLContext:
 
 
 async def edge_client_options(environ: Mapping[str, str] | None, options: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of :func:`aioiothub.settings.build_settings` for a module built from the Edge environment.
+    """The arguments of :func:`aioiothub._client.settings.build_settings` for a module built from the Edge environment.
 
     Args:
         environ: the environment to read (``os.environ`` when ``None``).

@@ -22,17 +22,17 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aioiothub.background_errors import (
+from aioiothub._session.background_errors import (
     BackgroundErrors,
     ConsumerFellBehind,
     MalformedMessage,
     MethodNotHandled,
     StreamName,
 )
+from aioiothub._session.inbound import Buffer, Delivery, InboundStreams
+from aioiothub._session.methods import MethodRequest
 from aioiothub.exceptions import ConnectionLostError, ProtocolError
-from aioiothub.inbound import Buffer, Delivery, InboundStreams
 from aioiothub.message import Message
-from aioiothub.methods import MethodRequest
 from aioiothub.protocol.desired import NotificationOutcome
 from aioiothub.protocol.device import (
     CloudToDeviceMessage,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any, Final
 from urllib.parse import quote_plus
 
+from aioiothub._https.http import HttpSettings, HubHttp, check_text
+from aioiothub._session.methods import MethodResult, encode_method_payload
 from aioiothub.exceptions import ProtocolError, ServiceError
-from aioiothub.http import HttpSettings, HubHttp, check_text
-from aioiothub.methods import MethodResult, encode_method_payload
 from aioiothub.protocol.connect import validate_identity
 
 __all__ = ["invoke_method"]

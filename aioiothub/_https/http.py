@@ -30,7 +30,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from aioiothub.auth import Credential, X509Credential
+from aioiothub._auth.credentials import Credential, X509Credential
 from aioiothub.exceptions import ConnectError, ConnectionLostError, ServiceError, ThrottledError
 from aioiothub.options import ProxyOptions
 from aioiothub.protocol.connect import API_VERSION
@@ -98,7 +98,7 @@ class HttpSettings:
 
     @classmethod
     def from_session(cls, settings: Any) -> HttpSettings:
-        """Take what HTTPS needs from a client's :class:`~aioiothub.session.SessionSettings`."""
+        """Take what HTTPS needs from a client's :class:`~aioiothub._session.session.SessionSettings`."""
         return cls(
             hostname=settings.hostname,
             device_id=settings.device_id,

@@ -2,13 +2,13 @@
 
 Theory of operation
 -------------------
-A :class:`HubSession` is a :class:`~aioiothub.supervisor.ConnectionSupervisor` (which keeps the
+A :class:`HubSession` is a :class:`~aioiothub._session.supervisor.ConnectionSupervisor` (which keeps the
 connection up, renews tokens and reports what it recovers from) plus the operations on it. It
 drives the sans-IO :class:`~aioiothub.protocol.device.DeviceProtocol`: telemetry and twin requests
-go out as its publishes, and what arrives is routed by the :class:`~aioiothub.dispatch.Dispatcher`
+go out as its publishes, and what arrives is routed by the :class:`~aioiothub._session.dispatch.Dispatcher`
 -- twin responses to the futures the protocol keeps with each ``$rid``; desired patches, method
 requests, cloud-to-device and module input messages to the bounded buffers of
-:class:`~aioiothub.inbound.InboundStreams`.
+:class:`~aioiothub._session.inbound.InboundStreams`.
 
 When a connection drops under an operation it either resends (telemetry, at-least-once; twin
 requests, same ``$rid``) on the next one or gives up at its deadline with :class:`TimeoutError`.
@@ -16,7 +16,7 @@ After a reconnect the desired section is re-read, so that no desired change is l
 
 Per-message paths use asyncio primitives directly (a semaphore for the in-flight window, futures
 for PUBACKs, one shared timer for every send's deadline in
-:class:`~aioiothub.in_flight.InFlightPublishes`): measured, they cost a fraction of their anyio
+:class:`~aioiothub._session.in_flight.InFlightPublishes`): measured, they cost a fraction of their anyio
 equivalents (an anyio cancel scope, or even an ``asyncio.timeout``, per message). Everything else
 -- lifetimes, task groups, events, buffers -- is anyio.
 """
@@ -27,20 +27,20 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aioiothub.background_errors import DesiredResyncFailed
-from aioiothub.clock import Clock
-from aioiothub.dispatch import Dispatcher
+from aioiothub._session.background_errors import DesiredResyncFailed
+from aioiothub._session.clock import Clock
+from aioiothub._session.dispatch import Dispatcher
+from aioiothub._session.inbound import InboundStreams
+from aioiothub._session.methods import MethodRequest
+from aioiothub._session.supervisor import ConnectionSupervisor, SessionSettings
+from aioiothub._session.twin import Twin
 from aioiothub.exceptions import ConnectionLostError, ProtocolError, SendTimeoutError, ServiceError, ThrottledError
-from aioiothub.inbound import InboundStreams
 from aioiothub.message import Message
-from aioiothub.methods import MethodRequest
 from aioiothub.protocol import topics
 from aioiothub.protocol.desired import DesiredState
 from aioiothub.protocol.device import OutboundPublish, TwinResponse
 from aioiothub.protocol.json_payloads import load_json_object
-from aioiothub.supervisor import ConnectionSupervisor, SessionSettings
 from aioiothub.transports.base import InboundPublish, Transport
-from aioiothub.twin import Twin
 
 __all__ = ["HubSession", "SessionSettings"]
 

@@ -1,11 +1,15 @@
-"""What the device and module clients share: the ``_HubClient`` base and the argument checks both use.
+"""What the device and module clients share: the :class:`HubClient` base and the argument checks both use.
 
-``_HubClient`` owns the lifetime of one :class:`~aioiothub.session.HubSession` (``async with`` opens
+:class:`HubClient` owns the lifetime of one :class:`~aioiothub._session.session.HubSession` (``async with`` opens
 it in a task group, leaving the block closes it), and offers what every identity can do: telemetry,
 the twin, Plug and Play writable properties, direct methods, the ``errors()`` stream, connection
 state and SAS token replacement. The helpers turn what callers pass (a message of any accepted type,
 an acknowledgement mode, a connection string or SAS token with further options) into checked values.
 :mod:`aioiothub.device_client` and :mod:`aioiothub.module_client` build the public classes on it.
+
+Where the hub, identity and credential are not fixed at construction (a device provisioned through
+DPS), the client is given an :class:`IdentityProvider`: it is consulted each time the client is
+entered, and again when the hub refuses the credential as the client connects.
 """
 
 from __future__ import annotations
@@ -13,24 +17,32 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Collection
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 import anyio
 import anyio.abc
 
 from aioiothub import pnp
-from aioiothub.auth import X509Credential
-from aioiothub.background_errors import BackgroundError
-from aioiothub.exceptions import unwrap_group
+from aioiothub._auth.credentials import X509Credential
+from aioiothub._client.settings import identity_from_sas_token, options_from_connection_string
+from aioiothub._session.background_errors import BackgroundError
+from aioiothub._session.methods import MethodRequest
+from aioiothub._session.session import HubSession, SessionSettings
+from aioiothub._session.twin import Twin
+from aioiothub.exceptions import AuthenticationError, unwrap_group
 from aioiothub.message import Message, encode_json
-from aioiothub.methods import MethodRequest
 from aioiothub.options import ClientOptions
 from aioiothub.protocol.twin import validate_patch, validate_section_size
-from aioiothub.session import HubSession, SessionSettings
-from aioiothub.settings import identity_from_sas_token, options_from_connection_string
-from aioiothub.twin import Twin
 
-__all__ = ["AckMode", "MessageLike"]
+__all__ = [
+    "AckMode",
+    "HubClient",
+    "IdentityProvider",
+    "MessageLike",
+    "identity_from_connection_string",
+    "identity_from_sas_token_argument",
+    "manual_ack",
+]
 
 MessageLike = Message | bytes | str | dict[str, Any]
 """What ``send_message`` accepts: a dict is sent as JSON, bytes and str as the body."""
@@ -42,7 +54,24 @@ AckMode = Literal["auto", "manual"]
 _JSON_PROPERTIES = MappingProxyType({"$.ct": "application/json", "$.ce": "utf-8"})
 
 
-def _manual_ack(ack: object) -> bool:
+class IdentityProvider(Protocol):
+    """Where a client's hub, identity and credential come from when they are not fixed (DPS).
+
+    The client asks :meth:`settings` each time it is entered; when the hub refuses the credential
+    as it connects (CONNACK 4 or 5), it tells :meth:`refused`, which may find a new identity (a
+    new registration) and return ``True`` for the client to connect once more with it.
+    """
+
+    def settings(self) -> SessionSettings:
+        """The checked settings to connect with now."""
+        ...
+
+    async def refused(self, error: AuthenticationError) -> bool:
+        """The hub refused the credential; ``True`` when :meth:`settings` now names another identity."""
+        ...
+
+
+def manual_ack(ack: object) -> bool:
     if ack not in ("auto", "manual"):
         raise ValueError(f"ack must be 'auto' or 'manual', not {ack!r}")
     return ack == "manual"
@@ -58,13 +87,30 @@ def _to_message(message: object) -> Message:
     raise TypeError(f"message must be a Message, bytes, str or dict, not {type(message).__name__}")
 
 
-class _HubClient:
-    """What device and module clients share: lifecycle, telemetry, twin and direct methods."""
+class HubClient:
+    """What device and module clients share: lifecycle, telemetry, twin and direct methods.
 
-    def __init__(self, settings: SessionSettings) -> None:
+    Args:
+        settings: the checked settings (the public constructors build them from their arguments).
+        provider: where the settings come from at each entry, when they are not fixed.
+    """
+
+    def __init__(self, settings: SessionSettings, *, provider: IdentityProvider | None = None) -> None:
         self._settings = settings
+        self._provider = provider
         self._session: HubSession | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+
+    @classmethod
+    def from_settings(cls, settings: SessionSettings, *, provider: IdentityProvider | None = None) -> Self:
+        """A client of this class for settings already checked (the factories: DPS, IoT Edge).
+
+        The public constructors only turn their arguments into settings, so nothing of theirs is
+        skipped here.
+        """
+        client = cls.__new__(cls)
+        HubClient.__init__(client, settings, provider=provider)
+        return client
 
     def __repr__(self) -> str:
         # The identity and where it connects: what tells clients apart in a log. Never a key or a token.
@@ -79,6 +125,19 @@ class _HubClient:
     async def __aenter__(self) -> Self:
         if self._task_group is not None:
             raise RuntimeError("the client is already open")
+        provider = self._provider
+        if provider is None:
+            return await self._open()
+        self._settings = provider.settings()
+        try:
+            return await self._open()
+        except AuthenticationError as exc:
+            if not await provider.refused(exc):
+                raise
+        self._settings = provider.settings()
+        return await self._open()
+
+    async def _open(self) -> Self:
         self._session = HubSession(self._settings)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
@@ -149,7 +208,7 @@ class _HubClient:
     def errors(self) -> AsyncIterator[BackgroundError]:
         """Yield the errors the client recovers from on its own, as typed events.
 
-        A lost connection (:class:`~aioiothub.background_errors.ConnectionDropped`), a failed or
+        A lost connection (:class:`~aioiothub._session.background_errors.ConnectionDropped`), a failed or
         refused reconnect (``ReconnectFailed``, with the CONNACK ``return_code``), a loop that fell
         behind (``ConsumerFellBehind``: which stream, how many), a failed token renewal
         (``RenewalFailed``), a method nobody handles, a malformed message, a failed twin re-read.
@@ -335,7 +394,7 @@ class _HubClient:
         return self._require_session().method_requests(method_name)
 
 
-def _identity_from_connection_string(
+def identity_from_connection_string(
     connection_string: str, x509: X509Credential | None, options: ClientOptions
 ) -> dict[str, Any]:
     identity = options_from_connection_string(connection_string, x509=x509)
@@ -348,7 +407,7 @@ def _identity_from_connection_string(
     return identity
 
 
-def _identity_from_sas_token(sas_token: str, options: ClientOptions) -> tuple[str, str, str | None]:
+def identity_from_sas_token_argument(sas_token: str, options: ClientOptions) -> tuple[str, str, str | None]:
     for name in ("hostname", "device_id", "module_id", "shared_access_key", "sas_token", "x509"):
         if name in options:
             raise TypeError(f"{name} comes from the SAS token; do not pass it as well")

@@ -15,11 +15,11 @@ which fails every waiting operation.
 
 Operations never talk to a connection that is gone: they take :meth:`ConnectionSupervisor.current`
 (waiting for the next connection when there is none). Which token each connection sends, and when
-to reconnect for a new one, is the :class:`~aioiothub.token_schedule.TokenSchedule`'s decision.
+to reconnect for a new one, is the :class:`~aioiothub._session.token_schedule.TokenSchedule`'s decision.
 Everything the supervisor recovers from on its own -- a dropped connection, a failed reconnect or
-renewal -- is reported to :class:`~aioiothub.background_errors.BackgroundErrors` (``client.errors()``).
+renewal -- is reported to :class:`~aioiothub._session.background_errors.BackgroundErrors` (``client.errors()``).
 
-:class:`~aioiothub.session.HubSession` builds the operations (telemetry, twin, methods, messages)
+:class:`~aioiothub._session.session.HubSession` builds the operations (telemetry, twin, methods, messages)
 on top and routes what arrives (:meth:`ConnectionSupervisor._dispatch`).
 """
 
@@ -36,16 +36,18 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from aioiothub.auth import Credential
-from aioiothub.background_errors import (
+from aioiothub._auth.credentials import Credential
+from aioiothub._session.background_errors import (
     ERRORS_BACKLOG,
     BackgroundError,
     BackgroundErrors,
     ConnectionDropped,
     ReconnectFailed,
 )
-from aioiothub.clock import Clock, SystemClock
-from aioiothub.connection_states import StateFeed
+from aioiothub._session.clock import Clock, SystemClock
+from aioiothub._session.connection_states import StateFeed
+from aioiothub._session.in_flight import InFlightPublishes
+from aioiothub._session.token_schedule import TokenSchedule
 from aioiothub.exceptions import (
     AuthenticationError,
     ConnectError,
@@ -54,13 +56,11 @@ from aioiothub.exceptions import (
     LossReason,
     unwrap_group,
 )
-from aioiothub.in_flight import InFlightPublishes
 from aioiothub.options import ProxyOptions, ReconnectPolicy
 from aioiothub.protocol.connect import client_id, username
 from aioiothub.protocol.device import DeviceProtocol
 from aioiothub.protocol.liveness import LivenessMonitor, Verdict
 from aioiothub.protocol.sas import device_resource_uri
-from aioiothub.token_schedule import TokenSchedule
 from aioiothub.transports.base import ConnectParameters, InboundPublish, Transport, TransportFactory, WillMessage
 
 __all__ = ["ConnectionSupervisor", "SessionSettings"]

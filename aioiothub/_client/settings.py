@@ -1,4 +1,4 @@
-"""Client constructor arguments turned into validated :class:`~aioiothub.session.SessionSettings`.
+"""Client constructor arguments turned into validated :class:`~aioiothub._session.session.SessionSettings`.
 
 Every check names the argument it refuses; nothing is connected or sent here.
 """
@@ -9,7 +9,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aioiothub.auth import (
+from aioiothub._auth.credentials import (
     ConnectionString,
     Credential,
     SasTokenCredential,
@@ -18,6 +18,7 @@ from aioiothub.auth import (
     X509Credential,
     parse_sas_token,
 )
+from aioiothub._session.session import SessionSettings
 from aioiothub.exceptions import CredentialError
 from aioiothub.message import Message
 from aioiothub.options import (
@@ -30,7 +31,6 @@ from aioiothub.options import (
 from aioiothub.protocol.connect import MAX_KEEPALIVE, MQTT_PORT, WEBSOCKET_PORT, product_info_string, validate_identity
 from aioiothub.protocol.connection_string import check_host_name
 from aioiothub.protocol.device import telemetry_publish
-from aioiothub.session import SessionSettings
 from aioiothub.transports import transport_factory, validate_transport_options
 from aioiothub.transports.base import TransportFactory, WillMessage
 

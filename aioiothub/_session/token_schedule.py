@@ -10,7 +10,7 @@ while the current connection is still up; only when that produced a new token do
 
 Renewing can fail: ``renew_sas_token`` is the application's code, or a token service. While the
 current token is still valid that failure costs nothing -- the connection stays up and the
-renewal is retried later (:class:`~aioiothub.background_errors.RenewalFailed` says so). Only a
+renewal is retried later (:class:`~aioiothub._session.background_errors.RenewalFailed` says so). Only a
 connection attempt made after the token expired (the link dropped meanwhile) fails when renewing
 fails; the session retries it as it retries any refused connect.
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from aioiothub.auth import Credential, SasTokenCredential, SasTokenGrant, X509Credential, parse_sas_token
-from aioiothub.background_errors import RenewalFailed
+from aioiothub._auth.credentials import Credential, SasTokenCredential, SasTokenGrant, X509Credential, parse_sas_token
+from aioiothub._session.background_errors import RenewalFailed
 from aioiothub.exceptions import ConnectError, CredentialError
 from aioiothub.protocol.sas import format_expiry, scope_covers
 

@@ -1,8 +1,8 @@
-"""Provision, then connect: a device client whose hub and identity come from DPS.
+"""Provision, then connect: the provider of a device client whose hub and identity come from DPS.
 
 :meth:`IoTHubDeviceClient.from_provisioning <aioiothub.IoTHubDeviceClient.from_provisioning>`
-registers through a :class:`~aioiothub.ProvisioningClient` and returns a
-:class:`ProvisionedDeviceClient` for the assigned hub and device id, authenticating with the same
+registers through a :class:`~aioiothub.ProvisioningClient` and gives an ordinary device client a
+:class:`ProvisionedIdentity` for the assigned hub and device id, authenticating with the same
 credential the device showed DPS (its symmetric key -- for an enrollment group, the derived one --
 or its certificate), which is the credential DPS gives the device on its hub.
 
@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import logging
 from types import MappingProxyType
-from typing import Any, Self
+from typing import Any
 
-from aioiothub.client import IoTHubDeviceClient
+from aioiothub._client.settings import build_settings
+from aioiothub._provisioning.client import ProvisioningClient
+from aioiothub._provisioning.registration import RegistrationResult
+from aioiothub._session.session import SessionSettings
 from aioiothub.exceptions import AuthenticationError
 from aioiothub.options import ClientOptions
-from aioiothub.provisioning import ProvisioningClient
-from aioiothub.registration import RegistrationResult
-from aioiothub.session import SessionSettings
-from aioiothub.settings import build_settings
 
-__all__ = ["ProvisionedDeviceClient", "provision_device_client"]
+__all__ = ["ProvisionedIdentity", "hub_settings", "provision"]
 
 _log = logging.getLogger("aioiothub")
 
@@ -35,7 +34,7 @@ _INHERITED = ("port", "websockets", "proxy", "ssl_context", "product_info", "mod
               "request_timeout", "sas_ttl", "transport")
 
 
-def _hub_settings(
+def hub_settings(
     provisioning: ProvisioningClient, result: RegistrationResult, options: ClientOptions
 ) -> SessionSettings:
     if not result.assigned_hub or not result.device_id:
@@ -62,8 +61,12 @@ async def _register(provisioning: ProvisioningClient, payload: Any, deadline: fl
         return await provisioning.register(payload, timeout=deadline)
 
 
-class ProvisionedDeviceClient(IoTHubDeviceClient):
-    """An :class:`~aioiothub.IoTHubDeviceClient` for the hub DPS assigned (see :mod:`aioiothub.provisioned`).
+class ProvisionedIdentity:
+    """The hub, device id and credential DPS assigned: the provider a provisioned client is given.
+
+    It implements :class:`~aioiothub._client.hub_client.IdentityProvider`: the client takes its
+    settings from the current registration each time it is entered, and with ``reprovision`` a
+    refused credential makes it register again, once per entry, and connect where DPS now says.
 
     Attributes:
         registration: the registration result the client connects with.
@@ -85,36 +88,34 @@ class ProvisionedDeviceClient(IoTHubDeviceClient):
         self._reprovision = reprovision
         self._hub_options = MappingProxyType(dict(options))
         self.registration = registration
-        # The device constructor's checks would repeat what _hub_settings did: skip to the base.
-        super(IoTHubDeviceClient, self).__init__(_hub_settings(provisioning, registration, options))
 
-    async def __aenter__(self) -> Self:
-        try:
-            return await super().__aenter__()
-        except AuthenticationError as exc:
-            if not self._reprovision:
-                raise
-            _log.warning(
-                "hub %s refused device %r (%s); registering with DPS again",
-                self.registration.assigned_hub,
-                self.registration.device_id,
-                exc,
-            )
-        registration = await _register(self._provisioning, self._payload, self._register_timeout)
-        self._settings = _hub_settings(self._provisioning, registration, ClientOptions(**self._hub_options))  # type: ignore[typeddict-item]
-        self.registration = registration
-        return await super().__aenter__()
+    def settings(self) -> SessionSettings:
+        """The settings for the hub and device id of the current registration."""
+        return hub_settings(self._provisioning, self.registration, ClientOptions(**self._hub_options))  # type: ignore[typeddict-item]
+
+    async def refused(self, error: AuthenticationError) -> bool:
+        """The hub refused the credential: register again when ``reprovision`` allows it."""
+        if not self._reprovision:
+            return False
+        _log.warning(
+            "hub %s refused device %r (%s); registering with DPS again",
+            self.registration.assigned_hub,
+            self.registration.device_id,
+            error,
+        )
+        self.registration = await _register(self._provisioning, self._payload, self._register_timeout)
+        return True
 
 
-async def provision_device_client(
+async def provision(
     provisioning: ProvisioningClient,
     *,
     payload: Any,
     register_timeout: float,
     reprovision: bool,
     options: ClientOptions,
-) -> ProvisionedDeviceClient:
-    """Register through ``provisioning`` and build the client for the assigned hub (not yet open)."""
+) -> ProvisionedIdentity:
+    """Register through ``provisioning``; the provider of the assigned identity, for a client to be given."""
     if not isinstance(provisioning, ProvisioningClient):
         raise TypeError(f"provisioning must be an aioiothub.ProvisioningClient, not {type(provisioning).__name__}")
     if not isinstance(reprovision, bool):
@@ -123,9 +124,9 @@ async def provision_device_client(
         if name in options:
             raise TypeError(f"{name} comes from the registration; do not pass it")
     # Checked before anything is sent.
-    _hub_settings(provisioning, RegistrationResult("assigned", "check", "check.invalid"), options)
+    hub_settings(provisioning, RegistrationResult("assigned", "check", "check.invalid"), options)
     registration = await _register(provisioning, payload, register_timeout)
-    return ProvisionedDeviceClient(
+    return ProvisionedIdentity(
         provisioning,
         registration,
         payload=payload,

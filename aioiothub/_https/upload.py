@@ -30,8 +30,7 @@ from urllib.parse import quote_plus
 import anyio
 import httpx
 
-from aioiothub.exceptions import ConnectError, ConnectionLostError, ProtocolError, ServiceError, unwrap_group
-from aioiothub.http import (
+from aioiothub._https.http import (
     HttpSettings,
     HubHttp,
     check_text,
@@ -40,6 +39,7 @@ from aioiothub.http import (
     storage_ssl_context,
     translate_errors,
 )
+from aioiothub.exceptions import ConnectError, ConnectionLostError, ProtocolError, ServiceError, unwrap_group
 from aioiothub.options import ReconnectPolicy, require_positive_int
 from aioiothub.protocol.blob import STORAGE_VERSION, blob_url, block_id, block_list_xml
 

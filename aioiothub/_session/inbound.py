@@ -24,8 +24,8 @@ from typing import Any, Generic, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from aioiothub._session.methods import MethodRequest
 from aioiothub.message import Message
-from aioiothub.methods import MethodRequest
 from aioiothub.transports.base import InboundPublish, Transport
 
 __all__ = ["Buffer", "Delivery", "InboundStreams", "RoutedBuffers"]

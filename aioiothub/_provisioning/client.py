@@ -2,7 +2,7 @@
 
 :class:`ProvisioningClient` drives the sans-IO
 :class:`~aioiothub.protocol.provisioning.RegistrationProtocol` over one MQTT connection of the
-transport the ``transport=`` option names, the way :class:`~aioiothub.session.HubSession` drives the
+transport the ``transport=`` option names, the way :class:`~aioiothub._session.session.HubSession` drives the
 hub protocol: the protocol decides what to send and what an answer means, this module sends,
 waits (``retry-after``) and keeps the deadline.
 
@@ -27,7 +27,10 @@ from typing import Any, Self, TypedDict, Unpack, cast
 
 import anyio
 
-from aioiothub.auth import TokenCredential, X509Credential, derive_device_key
+from aioiothub._auth.credentials import TokenCredential, X509Credential, derive_device_key
+from aioiothub._client.settings import build_settings
+from aioiothub._provisioning.registration import RegistrationResult, refusal_error, with_model_id
+from aioiothub._session.session import SessionSettings
 from aioiothub.exceptions import AuthenticationError, ProtocolError
 from aioiothub.options import ClientOptions, ProxyOptions, require_positive_number
 from aioiothub.protocol.connect import dps_username
@@ -40,9 +43,6 @@ from aioiothub.protocol.provisioning import (
 )
 from aioiothub.protocol.sas import dps_resource_uri
 from aioiothub.protocol.topics import DPS_RESPONSE_SUBSCRIPTION
-from aioiothub.registration import RegistrationResult, refusal_error, with_model_id
-from aioiothub.session import SessionSettings
-from aioiothub.settings import build_settings
 from aioiothub.transports.base import ConnectParameters, InboundPublish, Transport
 
 __all__ = [
