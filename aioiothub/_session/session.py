@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-A :class:`HubSession` is a :class:`~aioiothub._session.supervisor.ConnectionSupervisor` (which keeps the
-connection up, renews tokens and reports what it recovers from) plus the operations on it. It
+A :class:`HubSession` holds a :class:`~aioiothub._session.supervisor.ConnectionSupervisor` (which
+keeps the connection up, renews tokens and reports what it recovers from) and offers the operations
+on it. It
 drives the sans-IO :class:`~aioiothub.protocol.device.DeviceProtocol`: telemetry and twin requests
 go out as its publishes, and what arrives is routed by the :class:`~aioiothub._session.dispatch.Dispatcher`
 -- twin responses to the futures the protocol keeps with each ``$rid``; desired patches, method
@@ -27,6 +28,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+import anyio.abc
+
 from aioiothub._session.background_errors import DesiredResyncFailed
 from aioiothub._session.clock import Clock
 from aioiothub._session.dispatch import Dispatcher
@@ -47,12 +51,22 @@ __all__ = ["HubSession", "SessionSettings"]
 _Waiter = asyncio.Future[TwinResponse[Any]]
 
 
-class HubSession(ConnectionSupervisor):
+class HubSession:
     """One device or module identity's logical session with the hub, across reconnects."""
 
     def __init__(self, settings: SessionSettings, *, clock: Clock | None = None) -> None:
-        super().__init__(settings, clock=clock)
+        self.settings = settings
         self.streams = InboundStreams(settings.inbound_buffer_size)
+        self.supervisor = ConnectionSupervisor(
+            settings,
+            clock=clock,
+            on_message=self._dispatch,
+            on_restored=self._connection_restored,
+            on_closed=self.streams.close,
+        )
+        self.protocol = self.supervisor.protocol
+        self.errors = self.supervisor.errors
+        self.clock = self.supervisor.clock
         self._window = asyncio.Semaphore(settings.max_in_flight)
         self._resync_running = False
         self._dispatcher = Dispatcher(
@@ -70,9 +84,41 @@ class HubSession(ConnectionSupervisor):
         if self.protocol.desired.connection_restored():
             self._start_desired_resync()
 
-    def _fail_everything(self) -> None:
-        super()._fail_everything()
-        self.streams.close()
+    # ------------------------------------------------ the supervisor's lifetime
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect, then keep the session connected until cancelled or a fatal error."""
+        await self.supervisor.run(task_status=task_status)
+
+    def close(self) -> None:
+        """Stop reconnecting and fail what still waits (the caller cancels :meth:`run`)."""
+        self.supervisor.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up right now."""
+        return self.supervisor.connected
+
+    @property
+    def fatal_error(self) -> BaseException | None:
+        """What ended the session, once it has failed."""
+        return self.supervisor.fatal_error
+
+    async def current(self) -> Transport:
+        """The live connection, waiting for the next one when there is none."""
+        return await self.supervisor.current()
+
+    def connection_states(self) -> AsyncIterator[bool]:
+        """Yield the state now (``True``: connected), then ``True``/``False`` at each change."""
+        return self.supervisor.connection_states()
+
+    async def ensure_subscribed(self, topic_filter: str, qos: int) -> None:
+        """Subscribe once per connection; later connections restore it before going live."""
+        await self.supervisor.ensure_subscribed(topic_filter, qos)
+
+    async def update_token(self, token: str) -> None:
+        """Reconnect with ``token`` (see :meth:`ConnectionSupervisor.update_token`)."""
+        await self.supervisor.update_token(token)
 
     # -------------------------------------------------------------- telemetry
 
@@ -101,7 +147,7 @@ class HubSession(ConnectionSupervisor):
             await window.acquire()  # room now: returns without waiting
         sent = False  # whether the PUBLISH left on some connection: the hub may have it then
         try:
-            connection = self._connection
+            connection = self.supervisor.connection
             if not waited and connection is not None and connection.connected:
                 # The common case: one send on the live connection, its deadline kept by the
                 # in-flight table (one timer for all sends instead of one per message).
@@ -109,7 +155,7 @@ class HubSession(ConnectionSupervisor):
                     acknowledged = connection.publish(topic, payload, qos, retain=retain)
                     sent = True
                     if qos:
-                        self._in_flight.add(acknowledged)
+                        self.supervisor.in_flight.add(acknowledged)
                     await acknowledged
                     return
                 except ConnectionLostError:
@@ -124,7 +170,7 @@ class HubSession(ConnectionSupervisor):
                             acknowledged = connection.publish(topic, payload, qos, retain=retain)
                             sent = True
                             if qos:
-                                self._in_flight.add(acknowledged)
+                                self.supervisor.in_flight.add(acknowledged)
                             await acknowledged
                         except ConnectionLostError:
                             continue
@@ -230,9 +276,10 @@ class HubSession(ConnectionSupervisor):
             yield patch
 
     def _start_desired_resync(self) -> None:
-        if not self._resync_running and self._task_group is not None:
+        task_group = self.supervisor.task_group
+        if not self._resync_running and task_group is not None:
             self._resync_running = True
-            self._task_group.start_soon(self._resync_desired, name="aioiothub desired resync")
+            task_group.start_soon(self._resync_desired, name="aioiothub desired resync")
 
     async def _resync_desired(self) -> None:
         """Read the twin and deliver what changed in the desired section while we could not see it.
@@ -267,7 +314,7 @@ class HubSession(ConnectionSupervisor):
                     raise
                 attempt += 1
                 delay = self.settings.retry_delay(attempt)
-                self._report(DesiredResyncFailed(exc, delay))
+                self.supervisor.report(DesiredResyncFailed(exc, delay))
                 await self.clock.sleep(delay)
 
     # ---------------------------------------------------------------- methods
@@ -286,7 +333,7 @@ class HubSession(ConnectionSupervisor):
                 yield request
         finally:
             for request in methods.leave(name):
-                self._dispatcher.method_not_handled(request.name, request.request_id, self._connection)
+                self._dispatcher.method_not_handled(request.name, request.request_id, self.supervisor.connection)
 
     async def _respond_to_method(self, request_id: str, status: int, body: bytes) -> None:
         timeout = self.settings.request_timeout

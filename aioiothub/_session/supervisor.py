@@ -19,8 +19,10 @@ to reconnect for a new one, is the :class:`~aioiothub._session.token_schedule.To
 Everything the supervisor recovers from on its own -- a dropped connection, a failed reconnect or
 renewal -- is reported to :class:`~aioiothub._session.background_errors.BackgroundErrors` (``client.errors()``).
 
-:class:`~aioiothub._session.session.HubSession` builds the operations (telemetry, twin, methods, messages)
-on top and routes what arrives (:meth:`ConnectionSupervisor._dispatch`).
+:class:`~aioiothub._session.session.HubSession` holds a supervisor and builds the operations
+(telemetry, twin, methods, messages) on it; it is told what arrives (``on_message``), when a
+connection other than the first is up (``on_restored``) and when the supervisor has closed
+(``on_closed``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import asyncio
 import logging
 import ssl
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,8 +103,20 @@ class SessionSettings:
 class ConnectionSupervisor:
     """Keeps one device or module identity connected to the hub, across reconnects."""
 
-    def __init__(self, settings: SessionSettings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: SessionSettings,
+        *,
+        clock: Clock | None = None,
+        on_message: Callable[[InboundPublish, Transport], None] | None = None,
+        on_restored: Callable[[], None] | None = None,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
+        # What the session on top does with the traffic and the events of the connection.
+        self._on_message = on_message or _acknowledge
+        self._on_restored = on_restored
+        self._on_closed = on_closed
         self.clock: Clock = clock or SystemClock()
         self.protocol: DeviceProtocol[Any] = DeviceProtocol(
             settings.device_id, settings.module_id, desired_hold_limit=settings.inbound_buffer_size
@@ -115,7 +129,7 @@ class ConnectionSupervisor:
             retry_delay=settings.retry_delay,
             timeout=settings.request_timeout,
         )
-        self._in_flight = InFlightPublishes(settings.request_timeout, self.clock.monotonic)
+        self.in_flight = InFlightPublishes(settings.request_timeout, self.clock.monotonic)
         self._connection: Transport | None = None
         self._reported_up = False
         self._state_changed = anyio.Event()
@@ -133,15 +147,6 @@ class ConnectionSupervisor:
         # What ended the last connection that dropped: the cause of giving up when not reconnecting.
         self._last_drop: ConnectionLostError | None = None
 
-    # ------------------------------------------------------------------ hooks
-
-    def _dispatch(self, inbound: InboundPublish, connection: Transport) -> None:
-        """Handle a PUBLISH that arrived on ``connection`` (the session routes it)."""
-        connection.acknowledge(inbound)
-
-    def _connection_restored(self) -> None:
-        """A connection other than the first is up (the session starts a desired resync)."""
-
     # ----------------------------------------------------------------- state
 
     @property
@@ -149,6 +154,16 @@ class ConnectionSupervisor:
         """Whether a connection is up right now."""
         connection = self._connection
         return connection is not None and connection.connected
+
+    @property
+    def connection(self) -> Transport | None:
+        """The connection in use, if any (it may be dying: :meth:`current` waits for a live one)."""
+        return self._connection
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup | None:
+        """The task group of :meth:`run`, while it runs: where the session starts its background tasks."""
+        return self._task_group
 
     def _set_connection(self, connection: Transport | None, *, planned: bool = False) -> None:
         """Make ``connection`` the live one (``None``: there is none) and tell the state observers.
@@ -230,12 +245,12 @@ class ConnectionSupervisor:
                     exc, AuthenticationError
                 )
                 if not transient or policy is None or policy.gives_up_after(failures):
-                    self._report(ReconnectFailed(exc, failures, None))
+                    self.report(ReconnectFailed(exc, failures, None))
                     if transient and policy is not None:
                         raise ConnectionLostError(f"gave up reconnecting after {failures} attempts: {exc}") from exc
                     raise
                 delay = policy.delay(failures)
-                self._report(ReconnectFailed(exc, failures, delay), level=logging.INFO)
+                self.report(ReconnectFailed(exc, failures, delay), level=logging.INFO)
                 await self.clock.sleep(delay)
                 continue
             first = False
@@ -252,7 +267,8 @@ class ConnectionSupervisor:
             _log.info("reconnecting in %.1f s", delay)
             await self.clock.sleep(delay)
 
-    def _report(self, error: BackgroundError, *, level: int = logging.WARNING) -> None:
+    def report(self, error: BackgroundError, *, level: int = logging.WARNING) -> None:
+        """Report something the session recovers from (``client.errors()`` and the log)."""
         self.errors.report(error, level=level)
 
     async def _connect_once(self, first: bool, task_status: anyio.abc.TaskStatus[None]) -> bool:
@@ -264,7 +280,7 @@ class ConnectionSupervisor:
         def on_message(inbound: InboundPublish) -> None:
             # Bound to this connection: what arrives on it is acknowledged on it.
             assert connection is not None
-            self._dispatch(inbound, connection)
+            self._on_message(inbound, connection)
 
         connection = self.settings.transport(parameters, on_message)
         async with connection:
@@ -274,8 +290,8 @@ class ConnectionSupervisor:
             _log.info("connected to %s as %s", parameters.host, parameters.client_id)
             if first:
                 task_status.started()
-            else:
-                self._connection_restored()
+            elif self._on_restored is not None:
+                self._on_restored()
             planned = False
             try:
                 planned = await self._watch(connection)
@@ -304,7 +320,7 @@ class ConnectionSupervisor:
                     _log.info("reconnecting with a renewed SAS token")
                     return True
                 continue  # renewal failed (reported); the current token is still good for a while
-            now, last_received, oldest = clock.monotonic(), connection.last_received, self._in_flight.oldest_since()
+            now, last_received, oldest = clock.monotonic(), connection.last_received, self.in_flight.oldest_since()
             check = monitor.check(now=now, last_received=last_received, oldest_unacked_since=oldest)
             if check.verdict is Verdict.PROBE:
                 connection.ping()
@@ -329,7 +345,7 @@ class ConnectionSupervisor:
 
     def _report_drop(self, error: ConnectionLostError) -> None:
         self._last_drop = error
-        self._report(ConnectionDropped(error, reconnecting=self.settings.reconnect is not None), level=logging.INFO)
+        self.report(ConnectionDropped(error, reconnecting=self.settings.reconnect is not None), level=logging.INFO)
 
     def _wake_watch(self) -> None:
         wake = self._wake
@@ -401,11 +417,13 @@ class ConnectionSupervisor:
                 pending.waiter.set_exception(error)
                 pending.waiter.exception()
             self.protocol.end_twin_request(pending.request_id)
-        self._in_flight.close()
+        self.in_flight.close()
         self.errors.close()
         for listener in list(self._state_listeners):
             listener.close()
         self._state_changed.set()
+        if self._on_closed is not None:
+            self._on_closed()
 
     # --------------------------------------------------------- subscriptions
 
@@ -454,3 +472,8 @@ async def _subscribe(connection: Transport, filters: list[tuple[str, int]]) -> N
             connection.lost.remove_done_callback(give_up)
     if scope.cancelled_caught:
         raise ConnectionLostError("the connection was lost while subscribing")
+
+
+def _acknowledge(inbound: InboundPublish, connection: Transport) -> None:
+    # With nobody on top to route it, a PUBLISH is only acknowledged.
+    connection.acknowledge(inbound)

@@ -183,7 +183,7 @@ async def test_a_pushed_token_is_checked_and_a_bad_one_changes_nothing(
         with pytest.raises(error, match=text):
             await session.update_token(make(network))  # type: ignore[operator]
         assert len(network.connections) == 1
-        assert session.tokens.pushed_count == 0
+        assert session.supervisor.tokens.pushed_count == 0
 
 
 async def test_a_token_for_the_device_is_accepted_by_its_module_and_not_the_reverse() -> None:
