@@ -17,7 +17,8 @@ Handlers raise :class:`HttpError` for refusals; anything else they raise is logg
 500, and ends only that request. More routes (the service REST API) plug in with
 :meth:`Router.add`. A response with a ``stream`` is sent with chunked transfer encoding, one chunk
 per item the stream yields (server-sent events follow telemetry this way), until the stream ends
-or the client goes away. :attr:`Router.observer`, when set, is told of every answered request.
+or the client goes away. Status lines carry the standard reason phrase. :attr:`Router.observer`,
+when set, is told of every answered request.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
@@ -43,6 +45,7 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "Router",
+    "reason_phrase",
     "serve_http",
 ]
 
@@ -210,6 +213,18 @@ class Router:
         raise HttpError(404, f"no such resource: {path}")
 
 
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase of ``status`` (``b"Not Found"``), or ``b""`` for a code it has none for.
+
+    h11 writes an empty phrase unless given one, and some clients (azure-iot-hub's msrest) report a
+    status line without one as an invalid status code.
+    """
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
 def _header_map(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     result: dict[str, str] = {}
     for name, value in headers:
@@ -259,7 +274,9 @@ class _Connection:
         ]
         if response.status >= 400 and self.h11.their_state != h11.DONE:
             headers.append(("Connection", "close"))  # the rest of the request body was not read
-        data = self.h11.send(h11.Response(status_code=response.status, headers=headers))
+        data = self.h11.send(
+            h11.Response(status_code=response.status, headers=headers, reason=reason_phrase(response.status))
+        )
         if response.body and not head_only:
             data += self.h11.send(h11.Data(data=response.body))
         data += self.h11.send(h11.EndOfMessage())
@@ -267,7 +284,8 @@ class _Connection:
 
     async def _send_stream(self, response: HttpResponse, chunks: AsyncIterator[bytes]) -> None:
         headers = [("Date", formatdate(usegmt=True)), ("Transfer-Encoding", "chunked"), *response.headers]
-        await self.stream.send(self.h11.send(h11.Response(status_code=response.status, headers=headers)))
+        head = h11.Response(status_code=response.status, headers=headers, reason=reason_phrase(response.status))
+        await self.stream.send(self.h11.send(head))
         try:
             async for chunk in chunks:
                 if chunk:
