@@ -10,6 +10,7 @@ CONNECT, attach and detach, hand over telemetry, twin requests, method answers a
 from __future__ import annotations
 
 import datetime
+from collections.abc import AsyncGenerator
 
 from aioiothub.emulator.certs import CertificateAuthority
 from aioiothub.emulator.hub.admission import Admission, admit
@@ -20,7 +21,7 @@ from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.methods import DirectMethods
 from aioiothub.emulator.hub.queues import CloudMessage, CloudQueues
 from aioiothub.emulator.hub.registry import Registry
-from aioiothub.emulator.hub.telemetry import TelemetryStore
+from aioiothub.emulator.hub.telemetry import TelemetryRecord, TelemetryStore
 from aioiothub.emulator.hub.twins import TwinAnswer, Twins
 from aioiothub.protocol.mqtt import Connect
 from aioiothub.protocol.topics import TwinRequestTopic
@@ -167,6 +168,15 @@ class HubCore:
     def telemetry_stored(self) -> None:
         """Wake everything waiting for telemetry (after one or more :meth:`store_telemetry`)."""
         self._telemetry.stored()
+
+    def follow_telemetry(
+        self, device_id: str | None, module_id: str | None, *, idle: float
+    ) -> AsyncGenerator[TelemetryRecord | None, None]:
+        """Telemetry as it arrives (like ``telemetry_stream``), and ``None`` after ``idle`` quiet seconds.
+
+        For streams that must write something now and then to keep a connection alive.
+        """
+        return self._telemetry.follow(device_id, module_id, idle=idle)
 
     def handle_twin_request(self, identity: Identity, request: TwinRequestTopic, body: bytes) -> TwinAnswer | None:
         """Serve a twin GET or reported-properties PATCH from a device (hub role).
