@@ -164,6 +164,7 @@ class HubCore:
             ProtocolError: the topic or its property bag is malformed.
         """
         self._telemetry.store(identity, topic, body, retain=retain, enqueued_time=enqueued_time, will=will)
+        identity.mark_active(enqueued_time)
 
     def telemetry_stored(self) -> None:
         """Wake everything waiting for telemetry (after one or more :meth:`store_telemetry`)."""
@@ -188,6 +189,7 @@ class HubCore:
         Raises:
             RuleViolation: :meth:`drop_on_twin_requests` asks for the connection to be dropped.
         """
+        identity.mark_active()
         return self._twins.serve(identity, request, body)
 
     def complete_method(self, identity: Identity, request_id: str, status: int, body: bytes) -> None:
@@ -195,6 +197,7 @@ class HubCore:
 
         Responses for unknown or finished requests, or from another identity, are ignored.
         """
+        identity.mark_active()
         self._methods.complete(identity, request_id, status, body)
 
     def undelivered(self, connection: Connection) -> list[CloudMessage]:
@@ -203,4 +206,5 @@ class HubCore:
 
     def complete(self, identity: Identity, message: CloudMessage) -> None:
         """Remove an acknowledged message from the identity's queue (hub role)."""
+        identity.mark_active()
         self._queues.complete(identity, message)
