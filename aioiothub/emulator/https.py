@@ -17,7 +17,10 @@ Handlers raise :class:`HttpError` for refusals; anything else they raise is logg
 500, and ends only that request. More routes (the service REST API) plug in with
 :meth:`Router.add`. A response with a ``stream`` is sent with chunked transfer encoding, one chunk
 per item the stream yields (server-sent events follow telemetry this way), until the stream ends
-or the client goes away. :attr:`Router.observer`, when set, is told of every answered request.
+or the client goes away: the connection is read meanwhile, so a client that leaves an idle stream
+is noticed at once, and the connection closes after the stream. A stream that fails midway (its
+head is sent, so no 500 can be) is logged and ends that connection only. Status lines carry the
+standard reason phrase. :attr:`Router.observer`, when set, is told of every answered request.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
@@ -43,6 +47,7 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "Router",
+    "reason_phrase",
     "serve_http",
 ]
 
@@ -210,6 +215,18 @@ class Router:
         raise HttpError(404, f"no such resource: {path}")
 
 
+def reason_phrase(status: int) -> bytes:
+    """The standard reason phrase of ``status`` (``b"Not Found"``), or ``b""`` for a code it has none for.
+
+    h11 writes an empty phrase unless given one, and some clients (azure-iot-hub's msrest) report a
+    status line without one as an invalid status code.
+    """
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
 def _header_map(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     result: dict[str, str] = {}
     for name, value in headers:
@@ -259,23 +276,57 @@ class _Connection:
         ]
         if response.status >= 400 and self.h11.their_state != h11.DONE:
             headers.append(("Connection", "close"))  # the rest of the request body was not read
-        data = self.h11.send(h11.Response(status_code=response.status, headers=headers))
+        data = self.h11.send(
+            h11.Response(status_code=response.status, headers=headers, reason=reason_phrase(response.status))
+        )
         if response.body and not head_only:
             data += self.h11.send(h11.Data(data=response.body))
         data += self.h11.send(h11.EndOfMessage())
         await self.stream.send(data)
 
     async def _send_stream(self, response: HttpResponse, chunks: AsyncIterator[bytes]) -> None:
-        headers = [("Date", formatdate(usegmt=True)), ("Transfer-Encoding", "chunked"), *response.headers]
-        await self.stream.send(self.h11.send(h11.Response(status_code=response.status, headers=headers)))
+        # The client's side is read while the stream runs (to notice it leave), so a request it
+        # pipelined behind this one could not be served: the connection closes after the stream.
+        headers = [
+            ("Date", formatdate(usegmt=True)),
+            ("Transfer-Encoding", "chunked"),
+            ("Connection", "close"),
+            *response.headers,
+        ]
+        head = h11.Response(status_code=response.status, headers=headers, reason=reason_phrase(response.status))
         try:
-            async for chunk in chunks:
-                if chunk:
-                    await self.stream.send(self.h11.send(h11.Data(data=chunk)))
+            await self.stream.send(self.h11.send(head))
+            async with anyio.create_task_group() as watch:
+                watch.start_soon(self._watch_peer, watch.cancel_scope)
+                async for chunk in chunks:
+                    if chunk:
+                        await self.stream.send(self.h11.send(h11.Data(data=chunk)))
+                watch.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The watcher raises nothing: the group holds what the sending side raised, which the
+            # caller tells apart (a client gone, or a failing stream) by its type.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         finally:
             if isinstance(chunks, AsyncGenerator):
                 await chunks.aclose()
-        await self.stream.send(self.h11.send(h11.EndOfMessage()))
+        if not self.peer_closed:
+            await self.stream.send(self.h11.send(h11.EndOfMessage()))
+
+    async def _watch_peer(self, streaming: anyio.CancelScope) -> None:
+        """Wait for the client to close its side, then stop the stream being sent to it.
+
+        A stream may have nothing to send for a long while (telemetry that does not come); without
+        this, a client that went away would be noticed only at the next write.
+        """
+        try:
+            while True:
+                await self.stream.receive(_RECEIVE_SIZE)  # anything sent now is not a request we answer
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        self.peer_closed = True
+        streaming.cancel()
 
 
 async def _read_body(connection: _Connection, limit: int) -> bytes:
@@ -314,6 +365,19 @@ async def _answer(connection: _Connection, request: h11.Request, router: Router,
     if router.observer is not None:
         router.observer(HttpRequest(method, path, {}, headers, b"", {}, peer), response.status)
     await connection.send(response, head_only=method == "HEAD")
+
+
+def _address(peer: PeerInfo | None) -> str:
+    return peer.remote_address if peer is not None else "a local socket"
+
+
+def _method(request: h11.Request) -> str:
+    return request.method.decode("ascii", "replace")
+
+
+def _path(request: h11.Request) -> str:
+    # The path only: a query string can carry a SAS token (the blob endpoint's), never logged.
+    return request.target.decode("ascii", "replace").partition("?")[0]
 
 
 async def serve_http(
@@ -355,6 +419,14 @@ async def serve_http(
             logger.info("HTTP connection ended on a framing error: %s", exc)
             return None
         except TimeoutError:
+            return None
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            logger.debug("HTTP connection from %s ended: %r", _address(peer), exc)
+            return None
+        except Exception:
+            # Past the handler (a response stream failing, say): the response is already under way,
+            # so no 500 can be sent; this one connection ends and the listener serves the others.
+            logger.exception("HTTP %s %s failed while answering", _method(event), _path(event))
             return None
         if connection.h11.our_state is h11.MUST_CLOSE or connection.h11.their_state is not h11.DONE:
             return None

@@ -10,15 +10,16 @@ workload API socket per Edge device. More REST routes (the service API) are adde
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import ssl
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import anyio.abc
 
+from aioiothub.emulator import run_files
 from aioiothub.emulator.blob_store import BlobStore
 from aioiothub.emulator.edge_hub import EdgeDevice, EdgeEnvironment
 from aioiothub.emulator.edge_methods import install_edge_methods
@@ -31,6 +32,7 @@ from aioiothub.protocol.connection_string import ConnectionString
 
 __all__ = ["HttpsSurface", "public_host"]
 
+_MAX_SOCKET_PATH = 100
 _LOOPBACK = frozenset({"127.0.0.1", "::1", "0.0.0.0", "::", "localhost", ""})
 
 
@@ -50,6 +52,7 @@ class HttpsSurface:
         storage_connection_string: an external storage account to upload to instead.
         storage_container: the upload container.
         upload_sas_ttl: lifetime of the SAS handed out for each upload, in seconds.
+        state_dir: the emulator's state directory: the workload sockets go to its ``edge`` folder.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class HttpsSurface:
         storage_connection_string: str | None,
         storage_container: str,
         upload_sas_ttl: float,
+        state_dir: Path | None = None,
     ) -> None:
         if isinstance(blob_port, bool) or not isinstance(blob_port, int) or not 0 <= blob_port <= 65535:
             raise ValueError(f"blob_port must be an int between 0 and 65535, got {blob_port!r}")
@@ -82,6 +86,7 @@ class HttpsSurface:
         self.uploads.install(self.router)
         self.blob_port: int | None = None
         self._edge_devices: dict[str, EdgeDevice] = {}
+        self._state_dir = state_dir
         self._edge_directory: Path | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._trust_pem = b""
@@ -120,7 +125,7 @@ class HttpsSurface:
 
     def stop(self) -> None:
         """Forget the running state and remove the workload sockets' directory."""
-        if self._edge_directory is not None:
+        if self._edge_directory is not None and self._state_dir is None:
             shutil.rmtree(self._edge_directory, ignore_errors=True)
         self._edge_directory = None
         self._edge_devices.clear()
@@ -134,6 +139,15 @@ class HttpsSurface:
     @staticmethod
     async def _serve_blob(router: Router, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
         await serve_http(stream, peer, router)
+
+    def _workload_directory(self) -> Path:
+        if self._state_dir is not None:
+            directory = self._state_dir / "edge"
+            # A Unix socket path must fit in about 100 bytes; a deep state directory may not.
+            if len(os.fsencode(directory / "workload-0000.sock")) <= _MAX_SOCKET_PATH:
+                directory.mkdir(mode=0o700, exist_ok=True)
+                return directory
+        return run_files.temporary_directory("edge")
 
     async def read_upload(self, record: UploadRecord) -> bytes:
         """The content of an uploaded blob."""
@@ -165,7 +179,7 @@ class HttpsSurface:
         device = self._edge_devices.get(device_id)
         if device is None:
             if self._edge_directory is None:
-                self._edge_directory = Path(tempfile.mkdtemp(prefix="aioiothub-edge-"))
+                self._edge_directory = self._workload_directory()
             socket_path = self._edge_directory / f"workload-{len(self._edge_devices)}.sock"
             device = EdgeDevice(hub, device_id, socket_path, self._trust_pem)
             device.add_routes(routes)

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import os
 import ssl
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -22,6 +21,7 @@ from typing import Self
 import anyio
 import anyio.abc
 
+from aioiothub.emulator import run_files
 from aioiothub.emulator.blob_store import BlobStore
 from aioiothub.emulator.certs import (
     CertificateAuthority,
@@ -80,7 +80,8 @@ class Emulator(ManagedHub):
         policies: the shared access policies of IoT Hub's service REST API (served on the
             WebSocket port); the five standard ones with random keys when ``None``.
         state_dir: keep identities, twins, queued cloud-to-device messages and the CA in this
-            directory, and start from what it holds (:mod:`aioiothub.emulator.store`).
+            directory, and start from what it holds (:mod:`aioiothub.emulator.store`); the CA
+            file and the IoT Edge workload sockets live there too, at the same paths every start.
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class Emulator(ManagedHub):
             storage_connection_string=storage_connection_string,
             storage_container=storage_container,
             upload_sas_ttl=3600.0,
+            state_dir=store.directory if store is not None else None,
         )
         self._https.authorize_service = install_service_api(
             self._https.router, self, self._policies, self._service_scopes
@@ -153,6 +155,7 @@ class Emulator(ManagedHub):
                 trust_client_certificate(context, identity.certificate_pem)
         for certificate_pem in self.dps.trusted_certificates():
             trust_client_certificate(context, certificate_pem)
+        run_files.remove_stale()
         stack = contextlib.AsyncExitStack()
         try:
             self._ca_file = self._write_ca_file(ca_pem)
@@ -230,18 +233,18 @@ class Emulator(ManagedHub):
         trust_client_certificate(context, authority.certificate_pem)
         return context, ca_pem
 
-    @staticmethod
-    def _write_ca_file(ca_pem: bytes) -> Path:
-        descriptor, name = tempfile.mkstemp(prefix="aioiothub-emulator-ca-", suffix=".pem")
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(ca_pem)
-        return Path(name)
+    def _write_ca_file(self, ca_pem: bytes) -> Path:
+        if self._store is None:
+            return run_files.temporary_file("ca", ".pem", ca_pem)
+        # The state directory's CA is what clients trust, unless a certfile replaces it.
+        name = "ca.pem" if self._certfile is None else "server-ca.pem"
+        return run_files.state_file(self._store.directory, name, ca_pem)
 
     def _remove_ca_file(self) -> None:
-        if self._ca_file is not None:
+        if self._ca_file is not None and self._store is None:
             with contextlib.suppress(FileNotFoundError):
                 self._ca_file.unlink()
-            self._ca_file = None
+        self._ca_file = None
 
     async def _serve_connection(self, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
         await DeviceConnection(self, stream, peer).run()
@@ -295,7 +298,10 @@ class Emulator(ManagedHub):
 
     @property
     def ca_file(self) -> Path:
-        """Path of a PEM file holding :attr:`ca_pem`; it is removed when the emulator stops.
+        """Path of a PEM file holding :attr:`ca_pem`.
+
+        With ``state_dir`` it is ``ca.pem`` there (``server-ca.pem`` with a ``certfile``), the same
+        path at every start; otherwise a temporary file, removed when the emulator stops.
 
         Raises:
             RuntimeError: the emulator is not running.

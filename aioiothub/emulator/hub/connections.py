@@ -100,6 +100,7 @@ class ConnectionTable:
         key = connection.identity.key
         older = self._connections.get(key)
         self._connections[key] = connection
+        connection.identity.mark_connection_state()
         self._changed.notify()
         if older is not None and older is not connection:
             older.close("a new connection of the same identity replaced it")
@@ -117,6 +118,7 @@ class ConnectionTable:
         key = connection.identity.key
         if self._connections.get(key) is connection:
             del self._connections[key]
+            connection.identity.mark_connection_state()
             self._changed.notify()
 
     def drop(self, key: IdentityKey, reason: str) -> bool:
@@ -124,6 +126,7 @@ class ConnectionTable:
         connection = self._connections.pop(key, None)
         if connection is None:
             return False
+        connection.identity.mark_connection_state()
         self._changed.notify()
         connection.close(reason)
         return True

@@ -10,6 +10,7 @@ CONNECT, attach and detach, hand over telemetry, twin requests, method answers a
 from __future__ import annotations
 
 import datetime
+from collections.abc import AsyncGenerator
 
 from aioiothub.emulator.certs import CertificateAuthority
 from aioiothub.emulator.hub.admission import Admission, admit
@@ -20,7 +21,7 @@ from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.methods import DirectMethods
 from aioiothub.emulator.hub.queues import CloudMessage, CloudQueues
 from aioiothub.emulator.hub.registry import Registry
-from aioiothub.emulator.hub.telemetry import TelemetryStore
+from aioiothub.emulator.hub.telemetry import TelemetryRecord, TelemetryStore
 from aioiothub.emulator.hub.twins import TwinAnswer, Twins
 from aioiothub.protocol.mqtt import Connect
 from aioiothub.protocol.topics import TwinRequestTopic
@@ -163,10 +164,20 @@ class HubCore:
             ProtocolError: the topic or its property bag is malformed.
         """
         self._telemetry.store(identity, topic, body, retain=retain, enqueued_time=enqueued_time, will=will)
+        identity.mark_active(enqueued_time)
 
     def telemetry_stored(self) -> None:
         """Wake everything waiting for telemetry (after one or more :meth:`store_telemetry`)."""
         self._telemetry.stored()
+
+    def follow_telemetry(
+        self, device_id: str | None, module_id: str | None, *, idle: float
+    ) -> AsyncGenerator[TelemetryRecord | None, None]:
+        """Telemetry as it arrives (like ``telemetry_stream``), and ``None`` after ``idle`` quiet seconds.
+
+        For streams that must write something now and then to keep a connection alive.
+        """
+        return self._telemetry.follow(device_id, module_id, idle=idle)
 
     def handle_twin_request(self, identity: Identity, request: TwinRequestTopic, body: bytes) -> TwinAnswer | None:
         """Serve a twin GET or reported-properties PATCH from a device (hub role).
@@ -178,6 +189,7 @@ class HubCore:
         Raises:
             RuleViolation: :meth:`drop_on_twin_requests` asks for the connection to be dropped.
         """
+        identity.mark_active()
         return self._twins.serve(identity, request, body)
 
     def complete_method(self, identity: Identity, request_id: str, status: int, body: bytes) -> None:
@@ -185,6 +197,7 @@ class HubCore:
 
         Responses for unknown or finished requests, or from another identity, are ignored.
         """
+        identity.mark_active()
         self._methods.complete(identity, request_id, status, body)
 
     def undelivered(self, connection: Connection) -> list[CloudMessage]:
@@ -193,4 +206,5 @@ class HubCore:
 
     def complete(self, identity: Identity, message: CloudMessage) -> None:
         """Remove an acknowledged message from the identity's queue (hub role)."""
+        identity.mark_active()
         self._queues.complete(identity, message)

@@ -49,6 +49,10 @@ class Identity:
         status_updated_time: when the status last changed (UTC).
         iot_edge: whether the device is an IoT Edge device (devices only).
         managed_by: who manages the module (``managedBy``), or ``None``.
+        connection_state_updated_time: when the identity last connected or disconnected (UTC), or
+            ``None`` if it never connected.
+        last_activity_time: when the identity last connected, disconnected, sent telemetry, used
+            its twin, answered a method or completed a cloud message (UTC), or ``None``.
     """
 
     __slots__ = (
@@ -56,10 +60,12 @@ class Identity:
         "_label",
         "authentication",
         "certificate_pem",
+        "connection_state_updated_time",
         "device_id",
         "generation_id",
         "hostname",
         "iot_edge",
+        "last_activity_time",
         "managed_by",
         "model_id",
         "module_id",
@@ -103,6 +109,10 @@ class Identity:
         self.status_updated_time = datetime.datetime.now(datetime.UTC)
         self.iot_edge = False
         self.managed_by: str | None = None
+        # Not registry changes (no new revision or etag), and not persisted: IoT Hub's own
+        # bookkeeping of what the identity did.
+        self.connection_state_updated_time: datetime.datetime | None = None
+        self.last_activity_time: datetime.datetime | None = None
         self._enabled = True
         self._label = client_id(device_id, module_id)
 
@@ -120,6 +130,16 @@ class Identity:
     def enabled(self) -> bool:
         """Whether the identity may connect (see :meth:`Hub.set_device_status`)."""
         return self._enabled
+
+    def mark_active(self, moment: datetime.datetime | None = None) -> None:
+        """Record activity (telemetry, twin or method traffic) at ``moment`` (default: now)."""
+        self.last_activity_time = moment or datetime.datetime.now(datetime.UTC)
+
+    def mark_connection_state(self) -> None:
+        """Record a connect or disconnect now: both the state change and activity."""
+        now = datetime.datetime.now(datetime.UTC)
+        self.connection_state_updated_time = now
+        self.last_activity_time = now
 
     def set_enabled(self, enabled: bool) -> None:
         """Record the identity's status.

@@ -18,11 +18,12 @@ from __future__ import annotations
 import base64
 import datetime
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 
@@ -239,8 +240,19 @@ class TelemetryStore:
                     return records
                 await self._added.wait()
 
-    async def stream(self, device_id: str | None, module_id: str | None) -> AsyncGenerator[TelemetryRecord, None]:
+    def stream(self, device_id: str | None, module_id: str | None) -> AsyncGenerator[TelemetryRecord, None]:
         """Yield matching records as they arrive, starting with the next one stored."""
+        # With no idle limit ``follow`` never yields None.
+        return cast("AsyncGenerator[TelemetryRecord, None]", self.follow(device_id, module_id, idle=math.inf))
+
+    async def follow(
+        self, device_id: str | None, module_id: str | None, *, idle: float
+    ) -> AsyncGenerator[TelemetryRecord | None, None]:
+        """Like :meth:`stream`, and yield ``None`` whenever nothing arrived for ``idle`` seconds.
+
+        The idle wait is inside the generator: a consumer that instead cancelled a pending
+        ``anext()`` would end the generator, and its next ``anext()`` would raise.
+        """
         position = self._total
         while True:
             while position < self._total:
@@ -255,4 +267,7 @@ class TelemetryStore:
                 position += 1
                 if _matches(record, device_id, module_id):
                     yield record
-            await self._added.wait()
+            with anyio.move_on_after(idle) as waiting:
+                await self._added.wait()
+            if waiting.cancelled_caught:
+                yield None

@@ -210,6 +210,11 @@ async def serve_websocket(
             logger.debug("WebSocket upgrade from %s failed: %r", peer.remote_address, exc)
             await stream.aclose()
             return
+        except Exception:
+            # A bug in the HTTP side must end this connection, not the listener and its others.
+            logger.exception("connection from %s failed before the WebSocket opened", peer.remote_address)
+            await anyio.aclose_forcefully(stream)
+            return
         except BaseException:
             await anyio.aclose_forcefully(stream)
             raise

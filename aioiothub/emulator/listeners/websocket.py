@@ -8,6 +8,7 @@ bytes in binary WebSocket messages.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from http import HTTPStatus
 from typing import Any, Final
 
 import anyio
@@ -18,6 +19,7 @@ from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
+    Event,
     Ping,
     RejectConnection,
     Request,
@@ -137,6 +139,24 @@ class _UpgradeRefused(Exception):
     """The WebSocket upgrade request was answered with an HTTP error."""
 
 
+def _rejection(connection: WSConnection, event: Event) -> bytes:
+    """The bytes of a refused upgrade, with the status line's standard reason phrase.
+
+    wsproto writes ``HTTP/1.1 404 `` with no phrase, which some clients report as an invalid status.
+    """
+    data = connection.send(event)
+    status_line, separator, rest = data.partition(b"\r\n")
+    version, _, code = status_line.partition(b" ")
+    code = code.strip()
+    if not separator or not code.isdigit():
+        return data
+    try:
+        phrase = HTTPStatus(int(code)).phrase.encode("ascii")
+    except ValueError:
+        return data
+    return version + b" " + code + b" " + phrase + separator + rest
+
+
 async def _accept_websocket(
     stream: anyio.abc.ByteStream, path: str, opening: UpgradeRequest | None = None
 ) -> WebSocketByteStream:
@@ -155,7 +175,7 @@ async def _accept_websocket(
                 data = await stream.receive()
             connection.receive_data(data)
         except RemoteProtocolError as exc:
-            await stream.send(connection.send(exc.event_hint or RejectConnection(status_code=400)))
+            await stream.send(_rejection(connection, exc.event_hint or RejectConnection(status_code=400)))
             raise _UpgradeRefused(f"bad upgrade request: {exc}") from None
         for event in connection.events():
             if not isinstance(event, Request):
@@ -163,11 +183,11 @@ async def _accept_websocket(
             # Some SDKs add a query string (such as ?iothub-no-client-cert=true) to the path.
             target = event.target.partition("?")[0]
             if target != path:
-                await stream.send(connection.send(RejectConnection(status_code=404)))
+                await stream.send(_rejection(connection, RejectConnection(status_code=404)))
                 raise _UpgradeRefused(f"upgrade request for unknown path {event.target!r}")
             subprotocol = next((name for name in event.subprotocols if name in _MQTT_SUBPROTOCOLS), None)
             if subprotocol is None:
-                await stream.send(connection.send(RejectConnection(status_code=400)))
+                await stream.send(_rejection(connection, RejectConnection(status_code=400)))
                 raise _UpgradeRefused(f"upgrade request without the mqtt subprotocol: {event.subprotocols}")
             await stream.send(connection.send(AcceptConnection(subprotocol=subprotocol)))
             return WebSocketByteStream(stream, connection)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +13,19 @@ from aioiothub.emulator.hub.management import ManagedHub
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.emulator.service_api.policies import Right, SharedAccessPolicy, authorize
 
-__all__ = ["NEVER", "ServiceContext", "etag_matches", "if_match", "quoted"]
+__all__ = ["NEVER", "ServiceContext", "activity_time", "etag_matches", "if_match", "quoted"]
 
 NEVER = "0001-01-01T00:00:00Z"
 """How IoT Hub writes a time that has not happened (a device never connected)."""
+
+
+def activity_time(moment: datetime.datetime | None) -> str:
+    """A connection-state or activity time as IoT Hub writes it: ``2026-12-07T09:00:00.1234567Z``
+    (seven fractional digits, UTC), or :data:`NEVER`."""
+    if moment is None:
+        return NEVER
+    utc = moment.astimezone(datetime.UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond:06d}0Z"
 
 
 def quoted(etag: str) -> str:

@@ -31,10 +31,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-import anyio
-
 from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
-from aioiothub.emulator.hub.telemetry import TelemetryRecord
 from aioiothub.emulator.hub.values import iso_time
 from aioiothub.emulator.service_api.context import ServiceContext
 from aioiothub.emulator.service_api.errors import service_error
@@ -80,15 +77,12 @@ def _body(message: dict[str, Any]) -> bytes:
 async def _records_stream(
     context: ServiceContext, device_id: str | None, module_id: str | None, json_lines: bool
 ) -> AsyncIterator[bytes]:
-    stream = context.hub.telemetry_stream(device_id, module_id)
+    stream = context.hub.follow_telemetry(device_id, module_id, idle=_KEEPALIVE)
     try:
         yield b"" if json_lines else b": following telemetry\n\n"
-        while True:
-            record: TelemetryRecord | None = None
-            with anyio.move_on_after(_KEEPALIVE):
-                record = await anext(stream)
+        async for record in stream:
             if record is None:
-                # A comment line every so often lets a closed client be noticed by the failed write.
+                # Something now and then keeps proxies and clients with read timeouts from giving up.
                 yield b"\n" if json_lines else b": keep-alive\n\n"
                 continue
             line = json.dumps(record.as_dict(), separators=(",", ":")).encode("utf-8")

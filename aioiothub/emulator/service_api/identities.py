@@ -24,7 +24,7 @@ from typing import Any
 from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.hub.identity import Authentication, Identity
 from aioiothub.emulator.hub.values import iso_time
-from aioiothub.emulator.service_api.context import NEVER, ServiceContext, etag_matches, if_match, quoted
+from aioiothub.emulator.service_api.context import ServiceContext, activity_time, etag_matches, if_match, quoted
 from aioiothub.emulator.service_api.errors import service_error
 
 __all__ = ["identity_etag", "identity_json", "install_identities"]
@@ -52,8 +52,8 @@ def identity_json(context: ServiceContext, identity: Identity) -> dict[str, Any]
             "generationId": identity.generation_id,
             "etag": identity_etag(identity),
             "connectionState": "Connected" if connected else "Disconnected",
-            "connectionStateUpdatedTime": NEVER,
-            "lastActivityTime": NEVER,
+            "connectionStateUpdatedTime": activity_time(identity.connection_state_updated_time),
+            "lastActivityTime": activity_time(identity.last_activity_time),
             "cloudToDeviceMessageCount": hub.c2d_queue_length(identity.device_id, identity.module_id),
             "authentication": {
                 "symmetricKey": {"primaryKey": identity.primary_key, "secondaryKey": identity.secondary_key},

@@ -15,7 +15,7 @@ from typing import Any
 from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.values import iso_time
-from aioiothub.emulator.service_api.context import NEVER, ServiceContext, etag_matches, quoted
+from aioiothub.emulator.service_api.context import ServiceContext, activity_time, etag_matches, quoted
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.emulator.service_api.identities import identity_etag
 
@@ -46,7 +46,7 @@ def twin_json(context: ServiceContext, identity: Identity) -> dict[str, Any]:
             "statusReason": device.status_reason,
             "statusUpdateTime": iso_time(device.status_updated_time),
             "connectionState": "Connected" if connected else "Disconnected",
-            "lastActivityTime": NEVER,
+            "lastActivityTime": activity_time(identity.last_activity_time),
             "cloudToDeviceMessageCount": hub.c2d_queue_length(identity.device_id, identity.module_id),
             "authenticationType": _AUTHENTICATION_TYPES[identity.authentication],
             "x509Thumbprint": {"primaryThumbprint": None, "secondaryThumbprint": None},
