@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import random
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from aioiothub.message import Message
 
@@ -136,7 +137,10 @@ class ClientOptions(TypedDict, total=False):
         max_in_flight: QoS 1 messages that may wait for their acknowledgement at once; default 128.
         inbound_buffer_size: messages of each inbound kind that may wait for their consumer; default 256.
         transport: ``"aiomqtt"`` (the default: aiomqtt over paho-mqtt) or ``"native"`` (this library's
-            own MQTT on asyncio: no threads, several times faster; no SOCKS proxies).
+            own MQTT on asyncio: no threads, several times faster; no SOCKS proxies), or a transport
+            factory -- a callable building one connection from its connect parameters, such as
+            :class:`aioiothub.testing.MemoryNetwork`, which reaches an in-process emulator through
+            memory.
         liveness_timeout: seconds a PUBACK may be overdue, with nothing else heard from the hub,
             before the client probes the link with a PINGREQ; a probe unanswered for as long again
             means the link is dead and the client reconnects. Default 10.
@@ -162,7 +166,7 @@ class ClientOptions(TypedDict, total=False):
     reconnect: ReconnectPolicy | bool
     max_in_flight: int
     inbound_buffer_size: int
-    transport: str
+    transport: str | Callable[..., Any]
     liveness_timeout: float
     will: Message | None
     clean_session: bool

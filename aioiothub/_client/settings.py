@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aioiothub._auth.credentials import (
     ConnectionString,
@@ -101,9 +101,17 @@ def _reconnect_policy(reconnect: object) -> ReconnectPolicy | None:
     raise TypeError("reconnect must be True, False or a ReconnectPolicy")
 
 
-def _transport(name: str, proxy: ProxyOptions | None, websockets: bool) -> TransportFactory:
-    validate_transport_options(name, proxy=proxy, websockets=websockets)
-    return transport_factory(name)
+def _transport(choice: object, proxy: ProxyOptions | None, websockets: bool) -> TransportFactory:
+    if isinstance(choice, str):
+        validate_transport_options(choice, proxy=proxy, websockets=websockets)
+        return transport_factory(choice)
+    if callable(choice):
+        # A transport factory of the application's (aioiothub.testing.MemoryNetwork, say): it
+        # builds a connection from the same ConnectParameters the named transports get.
+        return cast(TransportFactory, choice)
+    raise TypeError(
+        f'transport must be "aiomqtt", "native" or a transport factory, not {type(choice).__name__}'
+    )
 
 
 def _will(will: object, device_id: str, module_id: str | None) -> WillMessage | None:
