@@ -38,6 +38,7 @@ from typing import Final, cast
 import anyio
 import anyio.abc
 
+from aioiothub.emulator.connection_limits import CONNECT_TIMEOUT, MAX_BYTES_BEFORE_CONNECT, WRITE_TIMEOUT
 from aioiothub.emulator.hub import CloudMessage, Identity, PersistentSubscriptions, RuleViolation
 from aioiothub.emulator.hub.core import HubCore
 from aioiothub.emulator.hub.values import now_utc
@@ -86,16 +87,6 @@ from aioiothub.protocol.topics import (
 __all__ = ["CONNECT_TIMEOUT", "MAX_BYTES_BEFORE_CONNECT", "WRITE_TIMEOUT", "DeviceConnection"]
 
 logger = logging.getLogger("aioiothub.emulator")
-
-CONNECT_TIMEOUT: Final = 10.0
-"""Seconds a new connection may take to send its CONNECT."""
-
-MAX_BYTES_BEFORE_CONNECT: Final = 64 * 1024
-"""Bytes a new connection may send before its CONNECT is complete (one with the longest SAS token is
-far smaller); beyond that only this connection is closed."""
-
-WRITE_TIMEOUT: Final = 30.0
-"""Seconds a write may wait for a client that does not read before the connection is closed."""
 
 _STREAM_ERRORS: Final = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError)
 

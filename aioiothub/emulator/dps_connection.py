@@ -30,7 +30,7 @@ import time
 import anyio
 import anyio.abc
 
-from aioiothub.emulator.device_connection import WRITE_TIMEOUT
+from aioiothub.emulator.connection_limits import WRITE_TIMEOUT
 from aioiothub.emulator.hub.dps import DpsAnswer, ProvisioningService
 from aioiothub.emulator.hub.dps_enrollments import AttestedDevice
 from aioiothub.emulator.hub.errors import RuleViolation

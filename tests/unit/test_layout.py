@@ -195,26 +195,3 @@ def test_every_public_name_reports_the_import_path_users_type() -> None:
         if not name.startswith("__") and name != "pnp"
     }
     assert {name: module for name, module in wrong.items() if module != "aioiothub"} == {}
-
-
-def test_no_chain_of_three_project_classes() -> None:
-    """Composition over inheritance: a project class derives from at most one other (exceptions aside)."""
-    bases: dict[str, list[str]] = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.ClassDef):
-                names = [base.id if isinstance(base, ast.Name) else base.attr for base in node.bases
-                         if isinstance(base, ast.Name | ast.Attribute)]
-                bases.setdefault(node.name, []).extend(names)
-
-    def is_exception(name: str, seen: frozenset[str] = frozenset()) -> bool:
-        if name in {"Exception", "BaseException", "ValueError", "TypeError", "RuntimeError", "TimeoutError"}:
-            return True
-        return name not in seen and any(is_exception(base, seen | {name}) for base in bases.get(name, ()))
-
-    def depth(name: str, seen: frozenset[str] = frozenset()) -> int:
-        project_bases = [base for base in bases.get(name, ()) if base in bases and base not in seen]
-        return 1 + max((depth(base, seen | {name}) for base in project_bases), default=0)
-
-    chains = {name: depth(name) for name in bases if not is_exception(name) and depth(name) > 2}
-    assert chains == {}

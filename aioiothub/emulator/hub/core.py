@@ -48,9 +48,10 @@ class HubCore:
             certificate_authority=certificate_authority,
             on_self_signed_certificate=lambda pem: self._trust_certificate(pem),
         )
-        self._faults = Faults()
+        self.faults = Faults()
+        """Fault injection for tests: refuse connects, fail or drop twin requests, delay PUBACKs."""
         self._connections = ConnectionTable()
-        self._twins = Twins(self._connections, self._faults)
+        self._twins = Twins(self._connections, self.faults)
         self._methods = DirectMethods(self._connections)
         self._queues = CloudQueues(self._connections)
         self._dps = ProvisioningService(
@@ -101,7 +102,7 @@ class HubCore:
         Returns:
             The decision; on acceptance the identity's ``model_id`` and ``product_info`` are updated.
         """
-        refusal = self._faults.take_connect_refusal()
+        refusal = self.faults.take_connect_refusal()
         if refusal is not None:
             return Admission(refusal, "refused by refuse_connects()")
         return admit(self._registry, connect, client_certificate_der, now=now)
@@ -139,11 +140,11 @@ class HubCore:
     @property
     def puback_delay(self) -> float:
         """The current PUBACK delay in seconds (see :meth:`delay_pubacks`)."""
-        return self._faults.puback_delay
+        return self.faults.puback_delay
 
     def subscribe_lost(self) -> bool:
         """Whether the SUBSCRIBE just received is to be ignored (see :meth:`ignore_subscribes`)."""
-        return self._faults.take_ignored_subscribe()
+        return self.faults.take_ignored_subscribe()
 
     def store_telemetry(
         self,

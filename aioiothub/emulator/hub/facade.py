@@ -236,45 +236,31 @@ class Hub(HubCore):
         """
         return self._connections.drop((device_id, module_id), "dropped by drop_connection()")
 
-    # --- fault injection ---------------------------------------------------------------------
+    # --- fault injection: the methods of hub.faults, here too -------------------------------
 
     def refuse_connects(self, count: int, return_code: int = CONNACK_SERVER_UNAVAILABLE) -> None:
-        """Answer the next ``count`` CONNECTs with CONNACK ``return_code`` (0 cancels)."""
-        self._faults.refuse_connects(count, return_code)
+        """See :meth:`Faults.refuse_connects <aioiothub.emulator.hub.faults.Faults.refuse_connects>`."""
+        self.faults.refuse_connects(count, return_code)
 
     def fail_twin_operations(self, count: int, status: int = 429) -> None:
-        """Answer the next ``count`` twin GET / reported PATCH requests with ``status`` (0 cancels).
-
-        The twin is left unchanged by a failed request.
-        """
-        self._faults.fail_twin_operations(count, status)
+        """See :meth:`Faults.fail_twin_operations <aioiothub.emulator.hub.faults.Faults.fail_twin_operations>`."""
+        self.faults.fail_twin_operations(count, status)
 
     def ignore_twin_requests(self, count: int) -> None:
-        """Leave the next ``count`` twin GET / reported PATCH requests unanswered (0 cancels).
-
-        The requests are acknowledged (PUBACK) but have no effect, as if the hub lost them.
-        """
-        self._faults.ignore_twin_requests(count)
+        """See :meth:`Faults.ignore_twin_requests <aioiothub.emulator.hub.faults.Faults.ignore_twin_requests>`."""
+        self.faults.ignore_twin_requests(count)
 
     def ignore_subscribes(self, count: int) -> None:
-        """Leave the next ``count`` SUBSCRIBE packets without a SUBACK and without effect (0 cancels).
-
-        Example:
-            >>> hub.ignore_subscribes(1)  # doctest: +SKIP
-        """
-        self._faults.ignore_subscribes(count)
+        """See :meth:`Faults.ignore_subscribes <aioiothub.emulator.hub.faults.Faults.ignore_subscribes>`."""
+        self.faults.ignore_subscribes(count)
 
     def drop_on_twin_requests(self, count: int) -> None:
-        """Close the connection instead of answering each of the next ``count`` twin requests (0 cancels).
-
-        The request has no effect and is not acknowledged; the device sees its connection drop with
-        the request in flight.
-        """
-        self._faults.drop_on_twin_requests(count)
+        """See :meth:`Faults.drop_on_twin_requests <aioiothub.emulator.hub.faults.Faults.drop_on_twin_requests>`."""
+        self.faults.drop_on_twin_requests(count)
 
     def delay_pubacks(self, seconds: float) -> None:
-        """Hold back every PUBACK by ``seconds`` (the hub's traffic shaping); 0 stops."""
-        self._faults.delay_pubacks(seconds)
+        """See :meth:`Faults.delay_pubacks <aioiothub.emulator.hub.faults.Faults.delay_pubacks>`."""
+        self.faults.delay_pubacks(seconds)
 
     # --- telemetry ---------------------------------------------------------------------------
 
@@ -464,16 +450,8 @@ class Hub(HubCore):
         """
         self._registry.lookup(device_id)
         return await self._queues.send_c2d(
-            device_id,
-            body,
-            properties=properties,
-            message_id=message_id,
-            correlation_id=correlation_id,
-            user_id=user_id,
-            content_type=content_type,
-            content_encoding=content_encoding,
-            ack=ack,
-            ttl=ttl,
+            device_id, body, properties=properties, message_id=message_id, correlation_id=correlation_id,
+            user_id=user_id, content_type=content_type, content_encoding=content_encoding, ack=ack, ttl=ttl,
         )
 
     async def send_to_input(
