@@ -20,20 +20,68 @@ Fixtures:
 * ``iothub_emulator_module`` -- the same, shared by the tests of one module.
 * ``iothub_device`` -- a device registered on ``iothub_emulator`` under a fresh id, with an
   :class:`~aioiothub.IoTHubDeviceClient` connected to it (:class:`EmulatedDevice`).
+
+Without sockets: :class:`MemoryNetwork` is a transport factory that connects clients to an
+in-process emulator through memory (no socket, no TLS), as httpx's ``MockTransport`` does for HTTP.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
 
 from aioiothub import IoTHubDeviceClient
 from aioiothub.emulator import DeviceIdentity, Emulator
+from aioiothub.transports.base import Channel, ConnectParameters, MessageHandler, Transport
+from aioiothub.transports.memory import memory_pipe
+from aioiothub.transports.native import NativeConnection
 
-__all__ = ["EmulatedDevice", "iothub_device", "iothub_emulator", "iothub_emulator_module"]
+__all__ = ["EmulatedDevice", "MemoryNetwork", "iothub_device", "iothub_emulator", "iothub_emulator_module"]
+
+
+class MemoryNetwork:
+    """Connects clients to an in-process emulator through memory: pass it as ``transport=``.
+
+    Every connection the client makes (its reconnects too) is an in-memory pipe that the emulator
+    serves as it serves a TLS connection; the host, port and TLS options are not used, and
+    authentication is by SAS (shared access key or token). Telemetry, the twin, direct methods and
+    cloud-to-device messages all work, fast and without a port, so device code can be unit-tested.
+
+    Args:
+        emulator: a running :class:`~aioiothub.emulator.Emulator` (inside its ``async with``).
+
+    Example:
+        >>> async def test_reports(emulator):
+        ...     device = emulator.add_device("dev1")
+        ...     network = MemoryNetwork(emulator)
+        ...     async with IoTHubDeviceClient.from_connection_string(
+        ...         device.connection_string, transport=network
+        ...     ) as client:
+        ...         await client.send_message({"temperature": 21.5})
+    """
+
+    def __init__(self, emulator: Emulator) -> None:
+        if not isinstance(emulator, Emulator):
+            raise TypeError(f"emulator must be an aioiothub.emulator.Emulator, not {type(emulator).__name__}")
+        self._emulator = emulator
+
+    def __repr__(self) -> str:
+        return f"<MemoryNetwork to {self._emulator.hostname}>"
+
+    def __call__(self, parameters: ConnectParameters, on_message: MessageHandler) -> Transport:
+        """One connection attempt: the native transport's MQTT over an in-memory pipe."""
+
+        def open_channel(
+            receive: Callable[[bytes], None], on_lost: Callable[[BaseException | None], None]
+        ) -> Channel:
+            channel, server_end = memory_pipe(receive, on_lost)
+            self._emulator.accept_stream(server_end)
+            return channel
+
+        return NativeConnection(parameters, on_message, open_channel=open_channel)
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,6 +249,24 @@ class Emulator(ManagedHub):
     async def _serve_connection(self, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
         await DeviceConnection(self, stream, peer).run()
 
+    def accept_stream(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve one device or DPS connection over an already open byte stream: no socket, no TLS.
+
+        The stream is served as a TLS connection is after its handshake, without a client
+        certificate (so SAS authentication only), until either side closes it or the emulator
+        stops. :class:`aioiothub.testing.MemoryNetwork` connects clients through it.
+
+        Raises:
+            RuntimeError: the emulator is not running.
+        """
+        self._running("accept_stream")
+        assert self._task_group is not None
+        self._task_group.start_soon(self._serve_memory, stream, name="aioiothub emulator memory connection")
+
+    async def _serve_memory(self, stream: anyio.abc.ByteStream) -> None:
+        async with stream:
+            await self._serve_connection(stream, PeerInfo("memory", "memory", None))
+
     def _trust_certificate(self, certificate_pem: bytes) -> None:
         if self._server_context is not None:
             trust_client_certificate(self._server_context, certificate_pem)

@@ -40,6 +40,8 @@ from aioiothub.protocol.connect import (
 )
 
 __all__ = [
+    "Channel",
+    "ChannelOpener",
     "ConnectParameters",
     "InboundPublish",
     "MessageHandler",
@@ -179,6 +181,23 @@ class TransportFactory(Protocol):
     """Builds a transport for one connection attempt; the session calls it for every (re)connect."""
 
     def __call__(self, parameters: ConnectParameters, on_message: MessageHandler) -> Transport: ...
+
+
+class Channel(Protocol):
+    """What the connection needs of the byte channel under it (the TLS channel, or a memory pipe)."""
+
+    ready: asyncio.Future[None]
+    closed: asyncio.Future[None]
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+#: Builds a channel from the connection's ``receive`` and ``on_lost`` callbacks.
+ChannelOpener = Callable[[Callable[[bytes], None], Callable[[BaseException | None], None]], Channel]
 
 
 def describe_loss(error: BaseException | None) -> tuple[LossReason, str]:

@@ -63,6 +63,8 @@ from aioiothub.protocol.mqtt import (
     encode_subscribe,
 )
 from aioiothub.transports.base import (
+    Channel,
+    ChannelOpener,
     ConnectParameters,
     InboundPublish,
     MessageHandler,
@@ -74,6 +76,7 @@ from aioiothub.transports.options import validate_transport_options
 from aioiothub.transports.secure_channel import SecureChannel, Tunnel
 
 __all__ = ["NativeConnection"]
+
 
 _log = logging.getLogger("aioiothub.transport")
 
@@ -94,21 +97,30 @@ class NativeConnection:
         parameters: where and how to connect.
         on_message: called on the event loop thread for each inbound PUBLISH. It must not raise;
             QoS 1 messages stay unacknowledged until :meth:`acknowledge` is called.
+        open_channel: builds the channel the bytes go through instead of a TLS connection to
+            ``parameters.host`` (the in-memory pipe of :class:`aioiothub.testing.MemoryNetwork`).
 
     Raises:
         ValueError: ``parameters`` asks for something this transport cannot do (a SOCKS proxy).
     """
 
-    def __init__(self, parameters: ConnectParameters, on_message: MessageHandler) -> None:
+    def __init__(
+        self,
+        parameters: ConnectParameters,
+        on_message: MessageHandler,
+        *,
+        open_channel: ChannelOpener | None = None,
+    ) -> None:
         # Clients check this when they are built; a transport built directly is checked here.
         validate_transport_options("native", proxy=parameters.proxy, websockets=parameters.websockets)
+        self._open_other_channel = open_channel
         self._parameters = parameters
         self._on_message = on_message
         self._loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[None] = self._loop.create_future()
         """Completes (with :class:`ConnectionLostError`) when the connection ends for any reason."""
         self._codec = MqttClientCodec()
-        self._channel: SecureChannel | None = None
+        self._channel: Channel | None = None
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._subscribing: dict[int, asyncio.Future[tuple[int, ...]]] = {}
         self._connack: asyncio.Future[ConnAck] | None = None
@@ -161,6 +173,10 @@ class NativeConnection:
         return self
 
     async def _open_channel(self) -> None:
+        if self._open_other_channel is not None:
+            channel = self._channel = self._open_other_channel(self._data_received, self._channel_lost)
+            await channel.ready
+            return
         parameters = self._parameters
         proxy = parameters.proxy
         tunnel = None
