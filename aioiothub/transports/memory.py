@@ -58,12 +58,26 @@ class MemoryChannel:
         """The same as :meth:`close`: memory has no half-written data to throw away."""
         self._end()
 
-    async def next_from_client(self) -> bytes:
-        """The next bytes the client sent, for the server end (``anyio.EndOfStream`` once closed)."""
+    async def next_from_client(self, max_bytes: int) -> bytes:
+        """What the client sent since the last call, about ``max_bytes`` at most (``anyio.EndOfStream`` once closed).
+
+        Everything queued is taken at once, as a socket read would: the server answers a burst with
+        one write rather than one per packet.
+        """
+        receive = self._from_client
         try:
-            return await self._from_client.receive()
+            chunks = [await receive.receive()]
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             raise anyio.EndOfStream from None
+        size = len(chunks[0])
+        while size < max_bytes:
+            try:
+                chunk = receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def release(self) -> None:
         """The server end is done reading: free what it had not read."""
@@ -95,7 +109,7 @@ class MemoryServerEnd(anyio.abc.ByteStream):
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if not self._pending:
-            self._pending = await self._channel.next_from_client()
+            self._pending = await self._channel.next_from_client(max_bytes)
         data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
         return data
 
