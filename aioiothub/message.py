@@ -8,40 +8,31 @@ changed copy.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, FrozenInstanceError, dataclass, field, fields, replace
 from datetime import UTC, datetime
+from itertools import repeat
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.limits import message_wire_size
-from aioiothub.protocol.properties import validate_application_properties
+from aioiothub.protocol.properties import (
+    SYSTEM_PROPERTY_KEYS,
+    SYSTEM_PROPERTY_ORDER,
+    validate_application_properties,
+)
 
 __all__ = ["Acknowledger", "Message"]
 
 _MAX_MESSAGE_ID_LENGTH = 128
 
-# Wire key -> attribute of every system property a message can carry.
-_WIRE_TO_ATTRIBUTE = {
-    "$.mid": "message_id",
-    "$.cid": "correlation_id",
-    "$.uid": "user_id",
-    "$.ct": "content_type",
-    "$.ce": "content_encoding",
-    "$.exp": "expiry_time",
-    "$.ctime": "creation_time",
-    "$.sub": "component",
-    "$.ifid": "interface_id",
-    "$.on": "output_name",
-    "$.to": "to",
-    "iothub-ack": "ack",
-}
-_TIME_WIRE_KEYS = frozenset({"$.exp", "$.ctime"})
-
 # Shared by every message without application properties, so building one copies nothing;
 # read-only so that no message can change it for the others.
 _NO_PROPERTIES: Mapping[str, str] = MappingProxyType({})
+# Its default factory, called for every message built without properties: a C-level callable that
+# returns that one mapping, cheaper than a lambda.
+_no_properties = repeat(_NO_PROPERTIES).__next__
 
 
 class Acknowledger(Protocol):
@@ -52,11 +43,18 @@ class Acknowledger(Protocol):
         ...
 
 
-def _check_ascii_text(value: object, argument: str) -> None:
+def _check_ascii_text(value: object, argument: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{argument} must be a str or None, not {type(value).__name__}")
     if not value.isascii():
         raise ValueError(f"{argument} must be ASCII, got {value!r}")
+    return value
+
+
+def _check_message_id(value: object, argument: str) -> None:
+    length = len(_check_ascii_text(value, argument))
+    if length > _MAX_MESSAGE_ID_LENGTH:
+        raise ValueError(f"{argument} must be at most {_MAX_MESSAGE_ID_LENGTH} characters, got {length}")
 
 
 def _check_time(value: object, argument: str) -> None:
@@ -77,6 +75,34 @@ def _parse_time(text: str, key: str) -> datetime:
         raise ProtocolError(f"message property {key} is not an ISO 8601 time: {text!r}") from None
     # The wire format is UTC; a time without an offset is read as UTC rather than local time.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@dataclass(frozen=True, slots=True)
+class _SystemProperty:
+    """How one system-property field of :class:`Message` travels: its wire key and how it is checked."""
+
+    key: str
+    check: Callable[[object, str], object] | None
+    """Run on a constructor argument that is not ``None`` (raising if it is invalid); ``None`` for
+    received-only fields."""
+    to_wire: Callable[[Any], str] | None
+    """The value's wire text, where it is not already a ``str``."""
+    from_wire: Callable[[str, str], Any] | None
+    """The value from its wire text and key, where it is not kept as a ``str``."""
+
+
+_SYSTEM = "aioiothub.system_property"
+
+
+def _system(key: str, check: Callable[[object, str], object] | None = _check_ascii_text, *, time: bool = False) -> Any:
+    # A time travels as ISO 8601 text in UTC; every other system value is text already.
+    system = (
+        _SystemProperty(key, _check_time, _format_time, _parse_time)
+        if time
+        else _SystemProperty(key, check, None, None)
+    )
+    # A field is a constructor argument exactly when it has a check: received-only ones are not.
+    return field(default=None, init=system.check is not None, metadata={_SYSTEM: system})
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -120,22 +146,22 @@ class Message:
 
     body: bytes = b""
     _: KW_ONLY
-    content_type: str | None = None
-    content_encoding: str | None = None
-    message_id: str | None = None
-    correlation_id: str | None = None
-    user_id: str | None = None
-    expiry_time: datetime | None = None
-    creation_time: datetime | None = None
-    component: str | None = None
-    interface_id: str | None = None
-    output_name: str | None = None
-    properties: Mapping[str, str] = field(default_factory=lambda: _NO_PROPERTIES)
+    content_type: str | None = _system("$.ct")
+    content_encoding: str | None = _system("$.ce")
+    message_id: str | None = _system("$.mid", _check_message_id)
+    correlation_id: str | None = _system("$.cid")
+    user_id: str | None = _system("$.uid")
+    expiry_time: datetime | None = _system("$.exp", time=True)
+    creation_time: datetime | None = _system("$.ctime", time=True)
+    component: str | None = _system("$.sub")
+    interface_id: str | None = _system("$.ifid")
+    output_name: str | None = _system("$.on")
+    properties: Mapping[str, str] = field(default_factory=_no_properties)
     input_name: str | None = field(default=None, init=False)
     """The module input a received message arrived on."""
-    ack: str | None = field(default=None, init=False)
+    ack: str | None = _system("iothub-ack", None)
     """``iothub-ack`` of a received C2D message: ``none``, ``positive``, ``negative`` or ``full``."""
-    to: str | None = field(default=None, init=False)
+    to: str | None = _system("$.to", None)
     """``$.to`` of a received cloud-to-device message."""
     _acknowledger: Acknowledger | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -169,31 +195,8 @@ class Message:
                 raise TypeError(
                     f"body must be bytes or str, not {type(body).__name__} (use Message.json() for JSON values)"
                 )
-        # Each check runs only for arguments that were given: most messages set one or two.
-        if self.content_type is not None:
-            _check_ascii_text(self.content_type, "content_type")
-        if self.content_encoding is not None:
-            _check_ascii_text(self.content_encoding, "content_encoding")
-        if self.message_id is not None:
-            _check_ascii_text(self.message_id, "message_id")
-            if len(self.message_id) > _MAX_MESSAGE_ID_LENGTH:
-                raise ValueError(
-                    f"message_id must be at most {_MAX_MESSAGE_ID_LENGTH} characters, got {len(self.message_id)}"
-                )
-        if self.correlation_id is not None:
-            _check_ascii_text(self.correlation_id, "correlation_id")
-        if self.user_id is not None:
-            _check_ascii_text(self.user_id, "user_id")
-        if self.expiry_time is not None:
-            _check_time(self.expiry_time, "expiry_time")
-        if self.creation_time is not None:
-            _check_time(self.creation_time, "creation_time")
-        if self.component is not None:
-            _check_ascii_text(self.component, "component")
-        if self.interface_id is not None:
-            _check_ascii_text(self.interface_id, "interface_id")
-        if self.output_name is not None:
-            _check_ascii_text(self.output_name, "output_name")
+        # Each system field that was given is checked (compiled from the field table below the class).
+        _check_system_arguments(self)
         properties: object = self.properties
         if properties is not _NO_PROPERTIES:
             copied = {} if properties is None else validate_application_properties(properties)  # type: ignore[arg-type]
@@ -296,11 +299,12 @@ class Message:
         values["input_name"] = input_name
         application: dict[str, str] = {}
         for key, value in properties.items():
-            attribute = _WIRE_TO_ATTRIBUTE.get(key)
-            if attribute is None:
+            system = _DECODERS.get(key)
+            if system is None:
                 application[key] = "" if value is None else value
             elif value is not None:
-                values[attribute] = _parse_time(value, key) if key in _TIME_WIRE_KEYS else value
+                name, parse = system
+                values[name] = value if parse is None else parse(value, key)
         values["properties"] = MappingProxyType(application) if application else _NO_PROPERTIES
         values["_acknowledger"] = acknowledger
         # Received messages skip the checks for outgoing ones: fill the fields directly.
@@ -380,33 +384,9 @@ class Message:
             >>> Message(b"", content_type="application/json", properties={"k": "v"}).wire_properties()
             {'$.ct': 'application/json', 'k': 'v'}
         """
-        wire: dict[str, str] = {}
-        if self.message_id is not None:
-            wire["$.mid"] = self.message_id
-        if self.correlation_id is not None:
-            wire["$.cid"] = self.correlation_id
-        if self.user_id is not None:
-            wire["$.uid"] = self.user_id
-        if self.content_type is not None:
-            wire["$.ct"] = self.content_type
-        if self.content_encoding is not None:
-            wire["$.ce"] = self.content_encoding
-        if self.expiry_time is not None:
-            wire["$.exp"] = _format_time(self.expiry_time)
-        if self.creation_time is not None:
-            wire["$.ctime"] = _format_time(self.creation_time)
-        if self.component is not None:
-            wire["$.sub"] = self.component
-        if self.interface_id is not None:
-            wire["$.ifid"] = self.interface_id
-        if self.output_name is not None:
-            wire["$.on"] = self.output_name
-        if self.to is not None:
-            wire["$.to"] = self.to
-        if self.ack is not None:
-            wire["iothub-ack"] = self.ack
-        wire.update(self.properties)
-        return wire
+        # The body is compiled from the field table at import (see _compile_system_fields) and
+        # takes this declaration's place.
+        raise NotImplementedError
 
     def wire_size(self) -> int:
         """Size counted against IoT Hub's message limit: body + system values + application names and values.
@@ -439,9 +419,59 @@ def _refuse_assignment(self: Message, name: str, value: object = None) -> None:
 type.__setattr__(Message, "__setattr__", _refuse_assignment)
 type.__setattr__(Message, "__delattr__", _refuse_assignment)
 
+# Per-class tables, built once from the field list so that no call reflects on the dataclass.
 _FIELD_NAMES = tuple(item.name for item in fields(Message))
 _INIT_FIELD_NAMES = frozenset(item.name for item in fields(Message) if item.init)
 _REPR_FIELD_NAMES = tuple(item.name for item in fields(Message) if item.repr and item.name != "body")
+_SYSTEM_FIELDS: dict[str, tuple[str, _SystemProperty]] = {
+    item.metadata[_SYSTEM].key: (item.name, item.metadata[_SYSTEM])
+    for item in fields(Message)
+    if _SYSTEM in item.metadata
+}
+# The protocol lists the system keys once; a field for a key it does not know, or a key without a
+# field, would send or receive a property that the other side files differently.
+if _SYSTEM_FIELDS.keys() != SYSTEM_PROPERTY_KEYS:
+    raise RuntimeError(f"Message system fields do not match the protocol's keys: {sorted(_SYSTEM_FIELDS)}")
+_DECODERS = {key: (name, system.from_wire) for key, (name, system) in _SYSTEM_FIELDS.items()}
+
+
+def _compile(name: str, lines: list[str], namespace: dict[str, Any]) -> Callable[[Message], Any]:
+    # The field table is turned into straight-line code once, here: it runs as fast as checks and
+    # encoding written out field by field, where a loop over the table at every call is several
+    # times slower (these run for every message sent).
+    source = f"def {name}(self):\n" + "".join(f"    {line}\n" for line in lines)
+    exec(source, namespace)
+    function: Callable[[Message], Any] = namespace[name]
+    return function
+
+
+def _compile_system_fields() -> tuple[Callable[[Message], None], Callable[[Message], dict[str, str]]]:
+    """The constructor's checks of the system fields, and :meth:`Message.wire_properties`."""
+    namespace: dict[str, Any] = {}
+    checks: list[str] = []
+    for name, system in _SYSTEM_FIELDS.values():
+        if system.check is not None:
+            namespace[f"check_{name}"] = system.check
+            checks += [f"if self.{name} is not None:", f"    check_{name}(self.{name}, {name!r})"]
+    # Sent in the protocol's order rather than the fields' (which is the constructor's and the repr's).
+    encodes = ["wire = {}"]
+    for key in SYSTEM_PROPERTY_ORDER:
+        name, system = _SYSTEM_FIELDS[key]
+        # Most fields are None: reading a set one twice is cheaper than keeping every one in a local.
+        text = f"self.{name}"
+        if system.to_wire is not None:
+            namespace[f"encode_{name}"] = system.to_wire
+            text = f"encode_{name}({text})"
+        encodes += [f"if self.{name} is not None:", f"    wire[{key!r}] = {text}"]
+    encodes += ["wire.update(self.properties)", "return wire"]
+    return _compile("check", checks, namespace), _compile("wire_properties", encodes, namespace)
+
+
+_check_system_arguments, _wire_properties = _compile_system_fields()
+_wire_properties.__doc__ = Message.wire_properties.__doc__
+_wire_properties.__qualname__ = Message.wire_properties.__qualname__
+_wire_properties.__module__ = __name__
+type.__setattr__(Message, "wire_properties", _wire_properties)
 
 
 def encode_json(value: Any) -> bytes:

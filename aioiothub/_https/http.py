@@ -41,7 +41,6 @@ __all__ = [
     "HTTPS_PORT",
     "HttpSettings",
     "HubHttp",
-    "check_text",
     "proxy_url",
     "raise_for_status",
     "storage_ssl_context",
@@ -255,13 +254,3 @@ class HubHttp:
         if not response.content:
             return None
         return load_json_payload(response.content, f"the answer to {what}")
-
-
-def check_text(value: object, argument: str) -> str:
-    """Return ``value`` if it is a non-empty string, else raise naming ``argument``."""
-    if not isinstance(value, str):
-        raise TypeError(f"{argument} must be a str, not {type(value).__name__}")
-    if not value:
-        raise ValueError(f"{argument} must not be empty")
-    return value
-

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any, Final
 from urllib.parse import quote_plus
 
-from aioiothub._https.http import HttpSettings, HubHttp, check_text
+from aioiothub._https.http import HttpSettings, HubHttp
 from aioiothub._session.methods import MethodResult, encode_method_payload
 from aioiothub.exceptions import ProtocolError, ServiceError
 from aioiothub.protocol.connect import validate_identity
+from aioiothub.protocol.sas import check_text
 
 __all__ = ["invoke_method"]
 

@@ -33,7 +33,6 @@ import httpx
 from aioiothub._https.http import (
     HttpSettings,
     HubHttp,
-    check_text,
     proxy_url,
     raise_for_status,
     storage_ssl_context,
@@ -42,6 +41,7 @@ from aioiothub._https.http import (
 from aioiothub.exceptions import ConnectError, ConnectionLostError, ProtocolError, ServiceError, unwrap_group
 from aioiothub.options import ReconnectPolicy, require_positive_int
 from aioiothub.protocol.blob import STORAGE_VERSION, blob_url, block_id, block_list_xml
+from aioiothub.protocol.sas import check_text
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",

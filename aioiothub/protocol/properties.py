@@ -16,6 +16,7 @@ from aioiothub.exceptions import ProtocolError
 
 __all__ = [
     "SYSTEM_PROPERTY_KEYS",
+    "SYSTEM_PROPERTY_ORDER",
     "decode_property_bag",
     "encode_property_bag",
     "quote_component",
@@ -23,22 +24,23 @@ __all__ = [
     "validate_application_properties",
 ]
 
-SYSTEM_PROPERTY_KEYS: frozenset[str] = frozenset(
-    {
-        "$.mid",
-        "$.cid",
-        "$.uid",
-        "$.ct",
-        "$.ce",
-        "$.exp",
-        "$.ctime",
-        "$.sub",
-        "$.ifid",
-        "$.on",
-        "$.to",
-        "iothub-ack",
-    }
+SYSTEM_PROPERTY_ORDER: tuple[str, ...] = (
+    "$.mid",
+    "$.cid",
+    "$.uid",
+    "$.ct",
+    "$.ce",
+    "$.exp",
+    "$.ctime",
+    "$.sub",
+    "$.ifid",
+    "$.on",
+    "$.to",
+    "iothub-ack",
 )
+"""The system property keys in the order a message's property bag carries them."""
+
+SYSTEM_PROPERTY_KEYS: frozenset[str] = frozenset(SYSTEM_PROPERTY_ORDER)
 """Decoded names of the system properties IoT Hub recognises in a property bag."""
 
 _UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"

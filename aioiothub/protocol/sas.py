@@ -23,6 +23,7 @@ from aioiothub.exceptions import CredentialError
 
 __all__ = [
     "SasToken",
+    "check_text",
     "decode_key",
     "derive_device_key",
     "device_resource_uri",
@@ -138,7 +139,13 @@ def string_to_sign(encoded_resource: str, expiry: int) -> str:
     return f"{encoded_resource}\n{expiry}"
 
 
-def _check_text(value: object, argument: str) -> str:
+def check_text(value: object, argument: str) -> str:
+    """Return ``value`` if it is a non-empty string, else raise naming ``argument``.
+
+    Raises:
+        TypeError: ``value`` is not a ``str``.
+        ValueError: ``value`` is empty.
+    """
     if not isinstance(value, str):
         raise TypeError(f"{argument} must be a str, not {type(value).__name__}")
     if not value:
@@ -175,7 +182,7 @@ def generate_sas_token(resource_uri: str, key: str, expiry: int, policy_name: st
         TypeError, ValueError: an argument has the wrong type or is empty / negative.
         CredentialError: the key is not valid base64.
     """
-    _check_text(resource_uri, "resource_uri")
+    check_text(resource_uri, "resource_uri")
     if not resource_uri.strip("/"):
         # A scope of slashes names nothing; verify_sas_token would never accept it.
         raise ValueError(f"resource_uri must name a resource, not {resource_uri!r}")
@@ -184,7 +191,7 @@ def generate_sas_token(resource_uri: str, key: str, expiry: int, policy_name: st
     if expiry < 0:
         raise ValueError(f"expiry must not be negative, got {expiry}")
     if policy_name is not None:
-        _check_text(policy_name, "policy_name")
+        check_text(policy_name, "policy_name")
     encoded_resource = quote(resource_uri, safe="")
     signature = sign(key, string_to_sign(encoded_resource, expiry))
     token = f"{_PREFIX}sr={encoded_resource}&sig={quote(signature, safe='')}&se={expiry}"
@@ -338,7 +345,7 @@ def derive_device_key(group_key: str, registration_id: str) -> str:
     Raises:
         CredentialError: ``group_key`` is not valid base64.
     """
-    _check_text(registration_id, "registration_id")
+    check_text(registration_id, "registration_id")
     return sign(group_key, registration_id)
 
 
@@ -349,11 +356,11 @@ def device_resource_uri(hostname: str, device_id: str, module_id: str | None = N
         >>> device_resource_uri("myhub.azure-devices.net", "dev1", "mod1")
         'myhub.azure-devices.net/devices/dev1/modules/mod1'
     """
-    _check_text(hostname, "hostname")
-    _check_text(device_id, "device_id")
+    check_text(hostname, "hostname")
+    check_text(device_id, "device_id")
     if module_id is None:
         return f"{hostname}/devices/{device_id}"
-    _check_text(module_id, "module_id")
+    check_text(module_id, "module_id")
     return f"{hostname}/devices/{device_id}/modules/{module_id}"
 
 
@@ -364,6 +371,6 @@ def dps_resource_uri(id_scope: str, registration_id: str) -> str:
         >>> dps_resource_uri("0neFEEDC0DE", "myRegistrationId")
         '0neFEEDC0DE/registrations/myRegistrationId'
     """
-    _check_text(id_scope, "id_scope")
-    _check_text(registration_id, "registration_id")
+    check_text(id_scope, "id_scope")
+    check_text(registration_id, "registration_id")
     return f"{id_scope}/registrations/{registration_id}"

@@ -7,12 +7,12 @@ from typing import Literal
 
 from aioiothub.protocol.topics.fields import (
     check_request_id,
-    check_status,
     mismatch,
     optional_integer,
+    parse_response_topic,
     query,
     required_text,
-    split_status,
+    response_topic,
 )
 
 __all__ = [
@@ -138,10 +138,9 @@ def dps_response_topic(status: int, request_id: str, retry_after: int | None = N
     Raises:
         TypeError, ValueError: an argument is of the wrong type, empty or negative.
     """
-    text = f"$dps/registrations/res/{check_status(status)}/?$rid={check_request_id(request_id)}"
-    if retry_after is None:
-        return text
-    return f"{text}&retry-after={check_status(retry_after, 'retry_after')}"
+    return response_topic(
+        _DPS_RESPONSE, status, request_id, key="retry-after", value=retry_after, argument="retry_after"
+    )
 
 
 def parse_dps_response_topic(topic: str) -> DpsResponseTopic:
@@ -156,11 +155,5 @@ def parse_dps_response_topic(topic: str) -> DpsResponseTopic:
     Raises:
         ProtocolError: the topic is not a DPS response, or its status, ``$rid`` or ``retry-after`` is bad.
     """
-    if not topic.startswith(_DPS_RESPONSE):
-        raise mismatch(topic, "DPS response")
-    status, parameters = split_status(topic[len(_DPS_RESPONSE) :], topic, "DPS response")
-    return DpsResponseTopic(
-        status=status,
-        request_id=required_text(parameters, "$rid", topic),
-        retry_after=optional_integer(parameters, "retry-after", topic),
-    )
+    status, request_id, parameters = parse_response_topic(topic, _DPS_RESPONSE, "DPS response")
+    return DpsResponseTopic(status, request_id, optional_integer(parameters, "retry-after", topic))

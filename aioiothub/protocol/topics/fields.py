@@ -122,9 +122,24 @@ def strip_trailing_slash(bag: str) -> str:
     return bag[:-1] if bag.endswith("/") else bag
 
 
-def split_status(remainder: str, topic: str, what: str) -> tuple[int, dict[str, str | None]]:
-    status_text, separator, rest = remainder.partition("/")
+def response_topic(
+    prefix: str, status: int, request_id: str, *, key: str = "", value: int | None = None, argument: str = ""
+) -> str:
+    """``{prefix}{status}/?$rid={request_id}``, the shape every response topic has, then ``&{key}={value}``
+    when ``value`` is not ``None`` (checked as the caller's ``argument``)."""
+    text = f"{prefix}{check_status(status)}/?$rid={check_request_id(request_id)}"
+    if value is None:
+        return text
+    return f"{text}&{key}={check_status(value, argument)}"
+
+
+def parse_response_topic(topic: str, prefix: str, what: str) -> tuple[int, str, dict[str, str | None]]:
+    """The status, ``$rid`` and query parameters of a response topic built by :func:`response_topic`."""
+    if not topic.startswith(prefix):
+        raise mismatch(topic, what)
+    status_text, separator, rest = topic[len(prefix) :].partition("/")
     if not separator:
         raise mismatch(topic, what)
     status = _parse_integer(status_text, "status", topic)
-    return status, query(rest, topic, what)
+    parameters = query(rest, topic, what)
+    return status, required_text(parameters, "$rid", topic), parameters

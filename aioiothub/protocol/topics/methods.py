@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from aioiothub.protocol.topics.fields import (
     check_request_id,
     check_segment,
-    check_status,
     mismatch,
+    parse_response_topic,
     query,
     required_text,
-    split_status,
+    response_topic,
 )
 
 __all__ = [
@@ -126,7 +126,7 @@ def method_response_topic(status: int, request_id: str) -> str:
     Raises:
         TypeError, ValueError: an argument is of the wrong type, empty or negative.
     """
-    return f"$iothub/methods/res/{check_status(status)}/?$rid={check_request_id(request_id)}"
+    return response_topic(_METHOD_RESPONSE, status, request_id)
 
 
 def parse_method_response_topic(topic: str) -> MethodResponseTopic:
@@ -141,7 +141,5 @@ def parse_method_response_topic(topic: str) -> MethodResponseTopic:
     Raises:
         ProtocolError: the topic is not a method response, or its status or ``$rid`` is bad.
     """
-    if not topic.startswith(_METHOD_RESPONSE):
-        raise mismatch(topic, "method response")
-    status, parameters = split_status(topic[len(_METHOD_RESPONSE) :], topic, "method response")
-    return MethodResponseTopic(status=status, request_id=required_text(parameters, "$rid", topic))
+    status, request_id, _ = parse_response_topic(topic, _METHOD_RESPONSE, "method response")
+    return MethodResponseTopic(status, request_id)

@@ -10,9 +10,10 @@ from aioiothub.protocol.topics.fields import (
     check_status,
     mismatch,
     optional_integer,
+    parse_response_topic,
     query,
     required_text,
-    split_status,
+    response_topic,
 )
 
 __all__ = [
@@ -152,10 +153,7 @@ def twin_response_topic(status: int, request_id: str, version: int | None = None
     Raises:
         TypeError, ValueError: an argument is of the wrong type, empty or negative.
     """
-    text = f"$iothub/twin/res/{check_status(status)}/?$rid={check_request_id(request_id)}"
-    if version is None:
-        return text
-    return f"{text}&$version={check_status(version, 'version')}"
+    return response_topic(_TWIN_RESPONSE, status, request_id, key="$version", value=version, argument="version")
 
 
 def parse_twin_response_topic(topic: str) -> TwinResponseTopic:
@@ -170,14 +168,8 @@ def parse_twin_response_topic(topic: str) -> TwinResponseTopic:
     Raises:
         ProtocolError: the topic is not a twin response, or its status, ``$rid`` or ``$version`` is bad.
     """
-    if not topic.startswith(_TWIN_RESPONSE):
-        raise mismatch(topic, "twin response")
-    status, parameters = split_status(topic[len(_TWIN_RESPONSE) :], topic, "twin response")
-    return TwinResponseTopic(
-        status=status,
-        request_id=required_text(parameters, "$rid", topic),
-        version=optional_integer(parameters, "$version", topic),
-    )
+    status, request_id, parameters = parse_response_topic(topic, _TWIN_RESPONSE, "twin response")
+    return TwinResponseTopic(status, request_id, optional_integer(parameters, "$version", topic))
 
 
 def twin_desired_topic(version: int) -> str:
