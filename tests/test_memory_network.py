@@ -50,10 +50,12 @@ async def test_telemetry_twin_methods_and_cloud_messages_work_through_memory(hub
                 await request.respond(200, {"delay": request.payload["delay"]})
 
         patches: list[dict[str, object]] = []
+        patched = anyio.Event()
 
         async def follow() -> None:
             async for patch in client.desired_property_patches():
                 patches.append(patch)
+                patched.set()
 
         tasks.start_soon(serve)
         tasks.start_soon(follow)
@@ -64,8 +66,7 @@ async def test_telemetry_twin_methods_and_cloud_messages_work_through_memory(hub
         await hub.wait_subscribed("memory-1", TWIN_DESIRED_SUBSCRIPTION, timeout=STEP)
         version = await hub.update_desired("memory-1", {"interval": 5})
         with anyio.fail_after(STEP):
-            while not patches:  # noqa: ASYNC110 - the follow task appends
-                await anyio.sleep(0.01)
+            await patched.wait()
         assert patches[-1]["interval"] == 5
         assert patches[-1]["$version"] == version
 

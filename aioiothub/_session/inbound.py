@@ -93,7 +93,8 @@ class Buffer(Generic[T]):
                 item = await receive.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return
-            self._made_room()
+            if self._room is not None:  # a producer waits for room (the desired resync): rarely
+                self._made_room()
             yield item
 
     def close(self) -> None:

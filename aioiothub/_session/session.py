@@ -67,6 +67,7 @@ class HubSession:
         self.protocol = self.supervisor.protocol
         self.errors = self.supervisor.errors
         self.clock = self.supervisor.clock
+        self._in_flight = self.supervisor.in_flight  # read on every send
         self._window = asyncio.Semaphore(settings.max_in_flight)
         self._resync_running = False
         self._dispatcher = Dispatcher(
@@ -155,7 +156,7 @@ class HubSession:
                     acknowledged = connection.publish(topic, payload, qos, retain=retain)
                     sent = True
                     if qos:
-                        self.supervisor.in_flight.add(acknowledged)
+                        self._in_flight.add(acknowledged)
                     await acknowledged
                     return
                 except ConnectionLostError:
@@ -170,7 +171,7 @@ class HubSession:
                             acknowledged = connection.publish(topic, payload, qos, retain=retain)
                             sent = True
                             if qos:
-                                self.supervisor.in_flight.add(acknowledged)
+                                self._in_flight.add(acknowledged)
                             await acknowledged
                         except ConnectionLostError:
                             continue
