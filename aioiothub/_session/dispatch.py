@@ -119,6 +119,10 @@ class Dispatcher:
             self._read_desired_again()
 
     def _on_method_request(self, event: MethodInvoked, connection: Transport) -> None:
+        routed = self._streams.methods.route(event.name)
+        if routed is None:
+            self.method_not_handled(event.name, event.request_id, connection)
+            return
         request = MethodRequest(
             name=event.name,
             payload=event.payload,
@@ -127,10 +131,6 @@ class Dispatcher:
             command=event.command,
             responder=self._respond_to_method,
         )
-        routed = self._streams.methods.route(event.name)
-        if routed is None:
-            self.method_not_handled(event.name, event.request_id, connection)
-            return
         if routed[1].offer(request):
             return
         self._errors.report(ConsumerFellBehind("method_requests", 1, routed[0]))
