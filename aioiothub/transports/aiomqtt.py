@@ -10,6 +10,12 @@ An :class:`MqttConnection` is one network connection: entering it connects (TLS 
 waits for CONNACK; leaving it disconnects. aiomqtt owns the socket, its registration with the event
 loop, keep-alive pings, CONNECT/CONNACK and SUBSCRIBE/SUBACK, all through its public API.
 
+The client role's rules are :class:`~aioiothub.protocol.mqtt.ClientSession`'s, as for the native
+transport; paho frames the packets and picks their ids, so this module feeds the session events
+("CONNACK with this code", "PUBLISH sent as mid N", "PUBACK for N", "a message arrived") and does
+what it answers: the session keeps the publish futures by packet id, maps a refused CONNACK to the
+library's exception, refuses QoS 2 both ways and says when a PUBACK may go out.
+
 Three things aiomqtt's public API cannot do, so this module reaches the paho client aiomqtt wraps
 (``aiomqtt.Client._client``); ``tests/client/test_transport_hooks.py`` fails loudly if that changes:
 
@@ -18,9 +24,11 @@ Three things aiomqtt's public API cannot do, so this module reaches the paho cli
   only once a consumer took it (at-least-once, as IoT Hub intends).
 * **Publishes that fail the moment the connection drops.** aiomqtt's ``publish`` waits for its
   PUBACK until a timeout even when the socket is already gone, and scans every pending call on each
-  publish. Here each QoS 1 publish is a future keyed by packet id, resolved from paho's
+  publish. Here each QoS 1 publish is a future the session keeps by packet id, resolved from paho's
   ``on_publish`` and failed with :class:`ConnectionLostError` from ``on_disconnect``, so the client
   can re-send it on the next connection at once.
+* **The CONNACK as it arrives.** paho's ``on_connect`` (chained to aiomqtt's) tells the session,
+  before paho hands over any message that came in the same read.
 * **Inbound dispatch without a queue hop.** paho's ``on_message`` hands each PUBLISH straight to
   the caller's handler on the event loop thread.
 * **One write per event-loop turn.** aiomqtt registers a socket writer through
@@ -58,11 +66,17 @@ import paho.mqtt.client as paho
 from aioiothub.exceptions import ConnectError, ConnectionLostError, LossReason
 from aioiothub.options import ProxyOptions
 from aioiothub.protocol.connect import WEBSOCKET_PATH
+from aioiothub.protocol.mqtt import (
+    ClientSession,
+    ConnectionRefused,
+    SessionState,
+    check_publish_qos,
+    connack_refused,
+)
 from aioiothub.transports.base import (
     ConnectParameters,
     InboundPublish,
     MessageHandler,
-    connack_refused,
     describe_loss,
     fail_waiters,
 )
@@ -121,8 +135,8 @@ def _read_error(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _connack_return_code(error: aiomqtt.MqttCodeError) -> int | None:
-    code = error.rc
+def _connack_return_code(code: object) -> int | None:
+    # paho reports a CONNACK's code as a ReasonCode (MQTT 5 naming) or, from older paths, an int.
     if isinstance(code, int):
         return code
     if code is None:
@@ -142,12 +156,15 @@ class MqttConnection:
     def __init__(self, parameters: ConnectParameters, on_message: MessageHandler) -> None:
         self._parameters = parameters
         self._on_message = on_message
-        self._pending: dict[int, asyncio.Future[None]] = {}
         self._loop = asyncio.get_running_loop()
         require_selector_event_loop(self._loop)
         self.lost: asyncio.Future[None] = self._loop.create_future()
         """Completes (with :class:`ConnectionLostError`) when the connection ends for any reason."""
-        self._last_received = self._loop.time()
+        # paho keeps the keep-alive itself: the session's keep-alive deadlines are not used here.
+        self._session: ClientSession[asyncio.Future[None]] = ClientSession(
+            keepalive=parameters.keepalive, ping_timeout=parameters.connect_timeout, now=self._loop.time()
+        )
+        self._refusal: ConnectionRefused | None = None
         will = parameters.will
         self._client = aiomqtt.Client(
             parameters.host,
@@ -170,6 +187,8 @@ class MqttConnection:
         self._paho.manual_ack_set(True)
         self._paho.on_message = self._handle_message
         self._paho.on_publish = self._handle_puback
+        self._aiomqtt_on_connect = self._paho.on_connect
+        self._paho.on_connect = self._handle_connack
         self._aiomqtt_on_disconnect = self._paho.on_disconnect
         self._paho.on_disconnect = self._handle_disconnect
         self._paho.on_socket_register_write = self._handle_register_write
@@ -198,6 +217,8 @@ class MqttConnection:
         # and the replaced one's exception must still be read and counted as the loss it is.
         watched = self._client._disconnected
         watched.add_done_callback(self._aiomqtt_disconnected)
+        if self._session.state is SessionState.IDLE:  # a second entry fails in aiomqtt, as it always did
+            self._session.connect_sent()
         try:
             # paho connects in a worker thread that cannot be interrupted: shielding (bounded by
             # the connect timeout) lets a cancelled connect finish and then be closed, instead of
@@ -206,7 +227,8 @@ class MqttConnection:
                 await self._client.__aenter__()
         except aiomqtt.exceptions.MqttConnectError as exc:
             self._mark_lost("the hub refused the connection")
-            raise connack_refused(_connack_return_code(exc)) from None
+            refusal = self._refusal
+            raise (refusal.error if refusal is not None else connack_refused(_connack_return_code(exc.rc))) from None
         except aiomqtt.MqttError as exc:
             self._mark_lost("could not connect")
             raise ConnectError(f"could not connect to {self._parameters.host}: {exc}") from None
@@ -215,7 +237,7 @@ class MqttConnection:
             self._force_close()
             raise
         self._entered = True
-        self._last_received = self._loop.time()
+        self._session.last_received = self._loop.time()
         if anyio.current_effective_deadline() == -math.inf:
             await self.__aexit__(None, None, None)
             await anyio.lowlevel.checkpoint()
@@ -249,7 +271,7 @@ class MqttConnection:
     @property
     def last_received(self) -> float:
         """``loop.time()`` when the last packet arrived from the hub."""
-        return self._last_received
+        return self._session.last_received
 
     def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> asyncio.Future[None]:
         """Send a PUBLISH; the returned future completes on PUBACK (at once for QoS 0).
@@ -257,7 +279,9 @@ class MqttConnection:
         Raises:
             ConnectionLostError: the connection is already gone (the future fails with it when the
                 connection drops before the PUBACK).
+            ValueError: ``qos`` is not 0 or 1 (IoT Hub closes the connection on QoS 2).
         """
+        check_publish_qos(qos)
         if self.lost.done():
             raise ConnectionLostError("not connected")
         info = self._paho.publish(topic, payload, qos, retain)
@@ -270,7 +294,7 @@ class MqttConnection:
         if qos == 0:
             future.set_result(None)
         else:
-            self._pending[info.mid] = future
+            self._session.publish_sent(info.mid, future)
         return future
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
@@ -295,12 +319,12 @@ class MqttConnection:
             granted = subscribing.result()
         except aiomqtt.MqttError as exc:
             raise ConnectionLostError(f"subscribe failed: {exc}") from None
-        self._last_received = self._loop.time()
+        self._session.last_received = self._loop.time()
         return [code if isinstance(code, int) else int(code.value) for code in granted]
 
     def acknowledge(self, message: InboundPublish) -> None:
         """Send the PUBACK for a QoS 1 message (nothing for QoS 0 or once the connection is gone)."""
-        if message.qos == 1 and not self.lost.done():
+        if self._session.may_acknowledge(message.qos):
             self._paho.ack(message.packet_id, 1)
 
     def ping(self) -> None:
@@ -322,7 +346,14 @@ class MqttConnection:
             _log.warning("dropped a message whose topic is not UTF-8: %r", message._topic)
             self._paho.ack(message.mid, message.qos)
             return
-        self._last_received = self._loop.time()
+        self._session.last_received = self._loop.time()
+        violation = self._session.message_received(topic, message.qos)
+        if violation is not None:
+            self._mark_lost(violation.reason, violation.error, LossReason.PROTOCOL_ERROR)
+            # paho holds its callback lock while calling on_message and closing the socket takes
+            # it again: the socket is closed on the next turn of the loop.
+            self._loop.call_soon(self._force_close)
+            return
         try:
             self._on_message(InboundPublish(topic, bytes(message.payload), message.qos, message.mid))
         except Exception:
@@ -366,12 +397,24 @@ class MqttConnection:
         return data
 
     def _handle_pingresp(self) -> Any:
-        self._last_received = self._loop.time()
+        self._session.last_received = self._loop.time()
         return self._paho_handle_pingresp()
 
+    def _handle_connack(self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, *args: Any) -> None:
+        try:
+            if self._aiomqtt_on_connect is not None:
+                self._aiomqtt_on_connect(client, userdata, flags, reason_code, *args)
+        finally:
+            # paho may report one CONNACK twice (aiomqtt guards against it too): the first counts.
+            if self._session.state is SessionState.CONNECTING:
+                code = 0 if reason_code == 0 else _connack_return_code(reason_code)
+                outcome = self._session.connack_received(code, bool(getattr(flags, "session_present", False)))
+                if isinstance(outcome, ConnectionRefused):
+                    self._refusal = outcome
+
     def _handle_puback(self, client: paho.Client, userdata: Any, mid: int, *args: Any) -> None:
-        self._last_received = self._loop.time()
-        future = self._pending.pop(mid, None)
+        self._session.last_received = self._loop.time()
+        future = self._session.puback_received(mid)
         if future is not None and not future.done():
             future.set_result(None)
 
@@ -435,8 +478,7 @@ class MqttConnection:
             self._writer_fd = None
 
     def _mark_lost(self, reason: str, cause: BaseException | None = None, loss: LossReason | None = None) -> None:
-        pending, self._pending = self._pending, {}
-        fail_waiters((self.lost, *pending.values()), reason, cause, loss=loss)
+        fail_waiters((self.lost, *self._session.connection_lost()), reason, cause, loss=loss)
 
     def _force_close(self) -> None:
         # paho's own close runs aiomqtt's socket-close hook, which unregisters the socket from the

@@ -6,7 +6,9 @@ implementations sit behind this seam: :mod:`aioiothub.transports.aiomqtt` (aiomq
 the default) and the native one built on :mod:`aioiothub.protocol.mqtt`.
 
 Every error a transport raises is one of :mod:`aioiothub.exceptions`: :class:`ConnectError` or
-:class:`AuthenticationError` from entering it, :class:`ConnectionLostError` from anything done on a
+:class:`AuthenticationError` from entering it (a refused CONNACK is mapped by
+:func:`aioiothub.protocol.mqtt.connack_refused`, the client-role rules both transports share live in
+:class:`aioiothub.protocol.mqtt.ClientSession`), :class:`ConnectionLostError` from anything done on a
 connection that is gone. Nothing from the library underneath escapes.
 
 Publish acknowledgements and the "connection lost" signal are :class:`asyncio.Future` objects
@@ -23,21 +25,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from aioiothub.exceptions import (
-    AuthenticationError,
-    ConnectError,
-    ConnectionLostError,
-    DeviceDisabledError,
-    LossReason,
-    ProtocolError,
-)
+from aioiothub.exceptions import ConnectionLostError, LossReason, ProtocolError
 from aioiothub.options import ProxyOptions
-from aioiothub.protocol.connect import (
-    CONNACK_BAD_CREDENTIALS,
-    CONNACK_NOT_AUTHORIZED,
-    CONNACK_REASONS,
-    CONNACK_SERVER_UNAVAILABLE,
-)
 
 __all__ = [
     "Channel",
@@ -48,7 +37,6 @@ __all__ = [
     "Transport",
     "TransportFactory",
     "WillMessage",
-    "connack_refused",
     "describe_loss",
     "fail_waiters",
 ]
@@ -219,25 +207,6 @@ def describe_loss(error: BaseException | None) -> tuple[LossReason, str]:
     if isinstance(error, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
         return LossReason.RESET, f"the connection was reset: {error}"
     return LossReason.RESET, f"the connection failed: {type(error).__name__}: {error}"
-
-
-def connack_refused(code: int | None) -> ConnectError:
-    """The error for a CONNACK that refused the connection with return code ``code``.
-
-    CONNACK 3 ("server unavailable") is what IoT Hub answers a disabled device: the error says so
-    (:class:`DeviceDisabledError`), where a bare "server unavailable" would send the user looking
-    at the network.
-    """
-    reason = CONNACK_REASONS.get(code, "unknown reason") if code is not None else "unknown reason"
-    if code in (CONNACK_BAD_CREDENTIALS, CONNACK_NOT_AUTHORIZED):
-        return AuthenticationError(f"the hub refused the credentials (CONNACK {code}: {reason})", return_code=code)
-    if code == CONNACK_SERVER_UNAVAILABLE:
-        return DeviceDisabledError(
-            f"the hub refused the connection (CONNACK {code}: {reason}): the device may be disabled in "
-            "the hub (IoT Hub answers a disabled device, or a module of one, this way)",
-            return_code=code,
-        )
-    return ConnectError(f"the hub refused the connection (CONNACK {code}: {reason})", return_code=code)
 
 
 def fail_waiters(

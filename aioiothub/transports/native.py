@@ -11,22 +11,29 @@ Entering connects: ``loop.create_connection`` (host names are resolved by the lo
 ``getaddrinfo``, off the event loop), the channel's handshakes, then CONNECT and CONNACK, all
 within ``connect_timeout``. Cancelling at any point aborts the socket: nothing is left behind.
 
-Received bytes go straight from the channel into :class:`~aioiothub.protocol.mqtt.MqttClientCodec`
-and each packet is acted on at once, on the event loop thread:
+The MQTT client role -- packet ids, the publishes and subscribes waiting for their
+acknowledgement, CONNACK and SUBACK, the QoS and acknowledgement rules, the keep-alive arithmetic
+-- is :class:`~aioiothub.protocol.mqtt.ClientSession`, which turns requests into bytes and received
+bytes into events; this module moves those bytes and keeps the asyncio side (futures, timers,
+write batching). Received bytes go straight from the channel into the session and each event is
+acted on at once, on the event loop thread:
 
-* PUBACK resolves the publish future kept under its packet identifier (no scan of other messages);
+* a PUBACK comes back as the publish future the session kept under its packet identifier (no
+  scan of other messages), and is resolved;
 * PUBLISH goes to the ``on_message`` handler; a QoS 1 one is acknowledged only when
   :meth:`NativeConnection.acknowledge` is called, once the application has taken the message;
-* SUBACK resolves the waiting :meth:`~NativeConnection.subscribe`; PINGRESP clears the ping deadline.
+* SUBACK resolves the waiting :meth:`~NativeConnection.subscribe`; a protocol violation ends the
+  connection with a :class:`~aioiothub.ProtocolError` as its cause.
 
 Writes are batched per event-loop turn: the first packet of a turn leaves at once (a lone request
 waits for nothing), and every other packet queued in that turn leaves with the others in one TLS
 record and one ``send()`` at the start of the next turn. When a burst of PUBACKs wakes a hundred
 publishing tasks, their hundred PUBLISHes cost two writes, not a hundred.
 
-Keep-alive: a timer per connection sends PINGREQ when nothing was sent or received for
-``keepalive`` seconds; a PINGRESP must then arrive within ``connect_timeout`` (at most the
-keep-alive), or the connection is dropped as dead. Malformed bytes from the server end the
+Keep-alive: a timer per connection, set to when the session says the keep-alive next needs
+looking at, sends PINGREQ when nothing was sent or received for ``keepalive`` seconds; a PINGRESP
+must then arrive within ``connect_timeout`` (at most the keep-alive), or the connection is dropped
+as dead. Malformed bytes from the server end the
 connection with a :class:`~aioiothub.ProtocolError` as the cause of the loss; they never escape
 into the event loop.
 """
@@ -37,30 +44,23 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
 import anyio
 
-from aioiothub.exceptions import ConnectError, ConnectionLostError, LossReason, ProtocolError
-from aioiothub.protocol.connect import (
-    CONNACK_ACCEPTED,
-    WEBSOCKET_PORT,
-)
+from aioiothub.exceptions import ConnectError, ConnectionLostError, LossReason
+from aioiothub.protocol.connect import WEBSOCKET_PORT
 from aioiothub.protocol.mqtt import (
-    ConnAck,
-    MalformedPacket,
-    MqttClientCodec,
-    PingResp,
-    PubAck,
+    ClientSession,
+    ConnectionAccepted,
+    ConnectionRefused,
+    LinkDead,
+    PingDue,
+    ProtocolViolation,
     Publish,
-    SubAck,
-    UnsubAck,
+    SubscribeAcknowledged,
     Will,
-    encode_connect,
-    encode_disconnect,
-    encode_pingreq,
-    encode_publish,
-    encode_subscribe,
+    check_publish_qos,
 )
 from aioiothub.transports.base import (
     Channel,
@@ -68,7 +68,6 @@ from aioiothub.transports.base import (
     ConnectParameters,
     InboundPublish,
     MessageHandler,
-    connack_refused,
     describe_loss,
     fail_waiters,
 )
@@ -82,12 +81,7 @@ _log = logging.getLogger("aioiothub.transport")
 
 #: How long leaving waits for DISCONNECT and the TLS close to go out before dropping the socket.
 _DISCONNECT_TIMEOUT: Final = 2.0
-_MAX_PACKET_ID: Final = 0xFFFF
 _KEEPALIVE: Final = LossReason.KEEPALIVE_TIMEOUT
-
-
-def _puback(packet_id: int) -> bytes:
-    return bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF))
 
 
 class NativeConnection:
@@ -119,18 +113,16 @@ class NativeConnection:
         self._loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[None] = self._loop.create_future()
         """Completes (with :class:`ConnectionLostError`) when the connection ends for any reason."""
-        self._codec = MqttClientCodec()
+        # Every future the session keeps for us is one of the loop's own: the receive loop tells an
+        # acknowledged publish from an event by this type.
+        self._future_type: type[asyncio.Future[Any]] = type(self.lost)
+        self._session: ClientSession[asyncio.Future[Any]] = ClientSession(
+            keepalive=parameters.keepalive, ping_timeout=parameters.connect_timeout, now=self._loop.time()
+        )
         self._channel: Channel | None = None
-        self._pending: dict[int, asyncio.Future[None]] = {}
-        self._subscribing: dict[int, asyncio.Future[tuple[int, ...]]] = {}
-        self._connack: asyncio.Future[ConnAck] | None = None
-        self._next_packet_id = 1
+        self._connack: asyncio.Future[ConnectionAccepted | ConnectionRefused] | None = None
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
-        now = self._loop.time()
-        self._last_received = now
-        self._last_sent = now
-        self._ping_deadline: float | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._entered = False
         self._used = False
@@ -165,9 +157,9 @@ class NativeConnection:
         except BaseException:
             self._fail_connect("connecting was interrupted")
             raise
-        if connack.return_code != CONNACK_ACCEPTED:
+        if isinstance(connack, ConnectionRefused):
             self._fail_connect("the hub refused the connection")
-            raise connack_refused(connack.return_code)
+            raise connack.error
         self._entered = True
         self._arm_keepalive()
         return self
@@ -201,16 +193,15 @@ class NativeConnection:
         await self._loop.create_connection(lambda: channel, host, port)
         await channel.ready
 
-    async def _exchange_connect(self) -> ConnAck:
+    async def _exchange_connect(self) -> ConnectionAccepted | ConnectionRefused:
         parameters = self._parameters
         will = parameters.will
         self._connack = self._loop.create_future()
         self._queue(
-            encode_connect(
+            self._session.send_connect(
                 parameters.client_id,
                 parameters.username,
                 parameters.password,
-                parameters.keepalive,
                 parameters.clean_session,
                 Will(will.topic, will.payload, will.qos, will.retain) if will is not None else None,
             )
@@ -238,7 +229,7 @@ class NativeConnection:
         channel = self._channel
         assert channel is not None
         if not self.lost.done():
-            self._queue(encode_disconnect())
+            self._queue(self._session.send_disconnect())
             self._flush()
             channel.close()
         self._mark_lost("the connection was closed", None, LossReason.CLOSED)
@@ -257,7 +248,7 @@ class NativeConnection:
     @property
     def last_received(self) -> float:
         """``loop.time()`` when the last bytes arrived from the hub."""
-        return self._last_received
+        return self._session.last_received
 
     def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> asyncio.Future[None]:
         """Send a PUBLISH; the returned future completes on PUBACK (at once for QoS 0).
@@ -268,18 +259,15 @@ class NativeConnection:
             ValueError: the topic or payload is invalid for MQTT, or ``qos`` is not 0 or 1 (IoT Hub
                 closes the connection on QoS 2).
         """
-        if qos != 0 and qos != 1:
-            raise ValueError(f"qos must be 0 or 1, not {qos!r}")
-        if not self._entered or self.lost.done():
+        if not self._entered:
+            check_publish_qos(qos)
             raise ConnectionLostError("not connected")
-        future = self._loop.create_future()
+        # The session checks the QoS and that the connection is up, and keeps the future of a
+        # QoS 1 publish until its PUBACK.
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue(self._session.send_publish(topic, payload, qos, retain, future))
         if qos == 0:
-            self._queue(encode_publish(topic, payload, 0, None, retain))
             future.set_result(None)
-            return future
-        packet_id = self._allocate_packet_id()
-        self._queue(encode_publish(topic, payload, qos, packet_id, retain))
-        self._pending[packet_id] = future
         return future
 
     async def subscribe(self, filters: Sequence[tuple[str, int]]) -> list[int]:
@@ -288,12 +276,12 @@ class NativeConnection:
         Raises:
             ConnectionLostError: the connection is gone, or no SUBACK came within the connect timeout.
         """
-        if not self._entered or self.lost.done():
+        if not self._entered:
             raise ConnectionLostError("not connected")
-        packet_id = self._allocate_packet_id()
-        packet = encode_subscribe(packet_id, filters)
         future: asyncio.Future[tuple[int, ...]] = self._loop.create_future()
-        self._subscribing[packet_id] = future
+        # A SUBACK whose return codes do not match the filters ends the connection (the session
+        # reports it as a protocol violation), which fails this future.
+        packet_id, packet = self._session.send_subscribe(filters, future)
         self._queue(packet)
         timeout = self._parameters.connect_timeout
         try:
@@ -302,19 +290,16 @@ class NativeConnection:
         except TimeoutError:
             raise ConnectionLostError(f"no SUBACK within {timeout} s") from None
         finally:
-            self._subscribing.pop(packet_id, None)
-        if len(granted) != len(filters):
-            error = ProtocolError(f"SUBACK has {len(granted)} return codes for {len(filters)} filters")
-            self._lose(str(error), error)
-            raise ConnectionLostError(str(error)) from error
+            self._session.subscribe_abandoned(packet_id)
         return list(granted)
 
     def acknowledge(self, message: InboundPublish) -> None:
         """Send the PUBACK of a QoS 1 message (nothing for QoS 0, or once the connection is gone)."""
-        # Messages that came with the CONNACK (a resumed session's queue) may be taken before the
-        # connect has returned: an accepted CONNACK is enough.
-        if message.qos == 1 and not self.lost.done() and self._connack is not None and self._connack.done():
-            self._queue(_puback(message.packet_id))
+        # The session's rule: after an accepted CONNACK (messages that came with it may be taken
+        # before the connect has returned) and before the connection ended.
+        packet = self._session.send_puback(message.qos, message.packet_id)
+        if packet is not None:
+            self._queue(packet)
 
     def ping(self) -> None:
         """Send a PINGREQ now; the connection is dropped when no PINGRESP follows in time."""
@@ -329,17 +314,6 @@ class NativeConnection:
 
     # --- sending --------------------------------------------------------------------------------------
 
-    def _allocate_packet_id(self) -> int:
-        packet_id = self._next_packet_id
-        pending, subscribing = self._pending, self._subscribing
-        if packet_id in pending or packet_id in subscribing:
-            if len(pending) + len(subscribing) >= _MAX_PACKET_ID:
-                raise ConnectionLostError("every MQTT packet identifier is waiting for its acknowledgement")
-            while packet_id in pending or packet_id in subscribing:
-                packet_id = packet_id % _MAX_PACKET_ID + 1
-        self._next_packet_id = packet_id % _MAX_PACKET_ID + 1
-        return packet_id
-
     def _queue(self, packet: bytes) -> None:
         if self._flush_scheduled:
             self._outbox.append(packet)
@@ -350,7 +324,7 @@ class NativeConnection:
         self._loop.call_soon(self._flush)
         channel = self._channel
         if channel is not None:
-            self._last_sent = self._loop.time()
+            self._session.last_sent = self._loop.time()
             channel.send(packet)
 
     def _flush(self) -> None:
@@ -362,109 +336,77 @@ class NativeConnection:
         outbox.clear()
         channel = self._channel
         if channel is not None:
-            self._last_sent = self._loop.time()
+            self._session.last_sent = self._loop.time()
             channel.send(data)
 
     # --- keep-alive -----------------------------------------------------------------------------------
 
     def _arm_keepalive(self) -> None:
-        keepalive = self._parameters.keepalive
-        if keepalive > 0:
-            self._keepalive_timer = self._loop.call_at(self._loop.time() + keepalive, self._keepalive_due)
+        due = self._session.first_keepalive_check(self._loop.time())
+        if due is not None:
+            self._keepalive_timer = self._loop.call_at(due, self._keepalive_due)
 
     def _send_ping(self) -> None:
-        if self._ping_deadline is None:
-            wait = self._parameters.connect_timeout
-            if self._parameters.keepalive > 0:
-                wait = min(wait, self._parameters.keepalive)
-            self._ping_deadline = self._loop.time() + wait
-            self._reschedule_keepalive()
-        self._queue(encode_pingreq())
+        packet = self._session.send_pingreq(self._loop.time())
+        self._reschedule_keepalive()
+        self._queue(packet)
 
     def _reschedule_keepalive(self) -> None:
-        keepalive = self._parameters.keepalive
-        if self._ping_deadline is not None:
-            due = self._ping_deadline  # while a ping is out, only its answer (or its absence) matters
-        elif keepalive > 0:
-            due = min(self._last_sent, self._last_received) + keepalive
-        else:
-            due = float("inf")
+        due = self._session.next_keepalive_check()
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
-        if due != float("inf"):
+        if due is not None:
             self._keepalive_timer = self._loop.call_at(due, self._keepalive_due)
 
     def _keepalive_due(self) -> None:
         self._keepalive_timer = None
         if not self.connected:
             return
-        now = self._loop.time()
-        deadline = self._ping_deadline
-        if deadline is not None and now >= deadline:
-            waited = self._parameters.connect_timeout
-            if self._parameters.keepalive > 0:
-                waited = min(waited, self._parameters.keepalive)
-            self._mark_lost(f"keep-alive timeout: no PINGRESP within {waited} s of PINGREQ", None, _KEEPALIVE)
+        action = self._session.check_keepalive(self._loop.time())
+        if type(action) is LinkDead:
+            self._mark_lost(action.reason, None, _KEEPALIVE)
             if self._channel is not None:
                 self._channel.abort()
             return
-        if deadline is None and now - min(self._last_sent, self._last_received) >= self._parameters.keepalive:
-            self._send_ping()
-            return
         self._reschedule_keepalive()
+        if type(action) is PingDue:
+            self._queue(action.data)
 
     # --- receiving ----------------------------------------------------------------------------------
 
     def _data_received(self, data: bytes) -> None:
-        self._last_received = self._loop.time()
-        try:
-            packets = self._codec.feed(data)
-        except MalformedPacket as exc:
-            self._handle_packets(exc.packets_before)
-            self._lose(f"the hub sent malformed data: {exc.reason}", exc)
-            return
-        self._handle_packets(packets)
-
-    def _handle_packets(self, packets: Sequence[object]) -> None:
-        pending = self._pending
-        for packet in packets:
-            kind = type(packet)
-            if kind is PubAck:
-                future = pending.pop(packet.packet_id, None)  # type: ignore[attr-defined]
-                if future is not None and not future.done():
-                    future.set_result(None)
-            elif kind is Publish:
-                self._handle_publish(packet)  # type: ignore[arg-type]
-            elif kind is PingResp:
-                self._ping_deadline = None
-            elif kind is SubAck:
-                waiter = self._subscribing.get(packet.packet_id)  # type: ignore[attr-defined]
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(packet.granted)  # type: ignore[attr-defined]
-            elif kind is ConnAck:
+        events = self._session.receive_data(data, self._loop.time())
+        future_type = self._future_type
+        lost = self.lost
+        remaining = iter(events)
+        for event in remaining:
+            kind = type(event)
+            if kind is future_type:  # the PUBACK of a publish in flight
+                if not event.done():  # type: ignore[union-attr]
+                    event.set_result(None)  # type: ignore[union-attr]
+                # Resolving a future runs none of its callbacks yet, so it cannot have ended the
+                # connection: the check below is skipped on the per-message path.
+                continue
+            if kind is Publish:
+                self._handle_publish(event)  # type: ignore[arg-type]
+            elif kind is SubscribeAcknowledged:
+                waiter: asyncio.Future[Any] = event.token  # type: ignore[union-attr,assignment]
+                if not waiter.done():
+                    waiter.set_result(event.granted)  # type: ignore[union-attr]
+            elif kind is ProtocolViolation:
+                self._lose(event.reason, event.error)  # type: ignore[union-attr]
+                return
+            elif kind is ConnectionAccepted or kind is ConnectionRefused:
                 connack = self._connack
-                if connack is None or connack.done() or self._entered:
-                    error = ProtocolError("the hub sent a second CONNACK")
-                    self._lose(str(error), error)
-                    return
-                connack.set_result(packet)  # type: ignore[arg-type]
-            elif kind is UnsubAck:
-                pass  # this transport never unsubscribes; a stray UNSUBACK is harmless
-            if self.lost.done():
+                if connack is not None and not connack.done():
+                    connack.set_result(event)  # type: ignore[arg-type]
+            if lost.done():
+                # The session already handed over the futures of PUBACKs later in this read; they
+                # fail with the connection, as every other publish still in flight does.
+                fail_waiters((event for event in remaining if type(event) is future_type), str(lost.exception()))
                 return
 
     def _handle_publish(self, packet: Publish) -> None:
-        if packet.qos == 2:
-            error = ProtocolError(f"the hub sent a QoS 2 PUBLISH to {packet.topic!r}; it was never asked for one")
-            self._lose(str(error), error)
-            return
-        connack = self._connack
-        if connack is None or not connack.done():
-            # A PUBLISH in the same read as the CONNACK (a resumed session's queued messages) is
-            # fine: the CONNACK was handled first.
-            error = ProtocolError("the hub sent a PUBLISH before CONNACK")
-            self._lose(str(error), error)
-            return
         message = InboundPublish(packet.topic, packet.payload, packet.qos, packet.packet_id or 0)
         try:
             self._on_message(message)
@@ -488,5 +430,4 @@ class NativeConnection:
             self._keepalive_timer.cancel()
             self._keepalive_timer = None
         self._outbox.clear()
-        pending, self._pending = self._pending, {}
-        fail_waiters((*pending.values(), *self._subscribing.values()), reason)
+        fail_waiters(self._session.connection_lost(), reason)
