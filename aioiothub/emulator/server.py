@@ -29,12 +29,12 @@ from aioiothub.emulator.certs import (
     server_ssl_context,
     trust_client_certificate,
 )
-from aioiothub.emulator.device_connection import DeviceConnection
 from aioiothub.emulator.edge_hub import EdgeEnvironment
 from aioiothub.emulator.file_upload import UploadRecord
 from aioiothub.emulator.https_surface import HttpsSurface, public_host
 from aioiothub.emulator.hub.management import ManagedHub
 from aioiothub.emulator.listeners import PeerInfo, serve_tls, serve_websocket
+from aioiothub.emulator.mqtt import serve_mqtt
 from aioiothub.emulator.service_api import (
     SharedAccessPolicy,
     generated_policies,
@@ -47,6 +47,9 @@ from aioiothub.protocol.connect import WEBSOCKET_PORT
 __all__ = ["Emulator"]
 
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+# An in-memory connection is served as a TLS one whose client presented no certificate.
+_MEMORY_PEER = PeerInfo(remote_address="memory", transport="tls", client_certificate_der=None)
 
 
 class Emulator(ManagedHub):
@@ -247,7 +250,24 @@ class Emulator(ManagedHub):
         self._ca_file = None
 
     async def _serve_connection(self, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
-        await DeviceConnection(self, stream, peer).run()
+        await serve_mqtt(self, stream, peer)
+
+    async def serve_stream(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve one MQTT connection, device or DPS, over an already open byte stream of raw MQTT.
+
+        The stream is served exactly as a TLS connection is once its handshake is done, only without
+        a socket, TLS or a client certificate: identities authenticate with SAS tokens. Returns when
+        the connection ends, having closed the stream; whatever the client did, it returns normally.
+        The emulator need not be running (nothing here needs its listeners).
+
+        Example:
+            >>> client_side, server_side = memory_stream_pair()  # doctest: +SKIP
+            >>> task_group.start_soon(hub.serve_stream, server_side)  # doctest: +SKIP
+
+        Args:
+            stream: the connection's byte stream, e.g. one end of an in-memory pair.
+        """
+        await serve_mqtt(self, stream, _MEMORY_PEER)
 
     def _trust_certificate(self, certificate_pem: bytes) -> None:
         if self._server_context is not None:

@@ -2,7 +2,7 @@
 
 :class:`HubCore` builds one of each part -- registry, faults, connection table, telemetry store,
 twins, direct methods, cloud queues -- and gives a device connection
-(:class:`~aioiothub.emulator.device_connection.DeviceConnection`) the few calls it needs: admit a
+(:class:`~aioiothub.emulator.mqtt.device.DeviceHandler`) the few calls it needs: admit a
 CONNECT, attach and detach, hand over telemetry, twin requests, method answers and PUBACKs.
 :class:`~aioiothub.emulator.hub.facade.Hub` adds the service-side API on top.
 """
