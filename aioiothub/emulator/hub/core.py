@@ -78,6 +78,24 @@ class HubCore:
         self._twins.add(identity.key)
         self._queues.add(identity.key)
 
+    def identity(self, device_id: str, module_id: str | None = None) -> Identity:
+        """Return a registered device or module.
+
+        Raises:
+            ValueError: no such identity.
+        """
+        return self._registry.lookup(device_id, module_id)
+
+    def identities(self) -> list[Identity]:
+        """Every registered device and module, in registration order."""
+        return self._registry.identities()
+
+    @property
+    def faults(self) -> Faults:
+        """Fault injection: refused connects, failed, ignored or dropped twin requests, lost
+        SUBSCRIBEs, slow PUBACKs (``hub.refuse_connects(...)`` and the like forward here)."""
+        return self._faults
+
     @property
     def dps(self) -> ProvisioningService:
         """The Device Provisioning Service on the hub's listeners: enrollments and registrations."""

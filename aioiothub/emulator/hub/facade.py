@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from aioiothub.emulator.hub.core import HubCore
-from aioiothub.emulator.hub.identity import Authentication, DeviceIdentity, Identity, ModuleIdentity
+from aioiothub.emulator.hub.identity import Authentication, DeviceIdentity, ModuleIdentity
 from aioiothub.emulator.hub.methods import MethodResult
 from aioiothub.emulator.hub.queues import DEFAULT_C2D_TTL, AckMode
 from aioiothub.emulator.hub.telemetry import TelemetryRecord
@@ -122,18 +122,6 @@ class Hub(HubCore):
         self._provision(identity)
         return identity
 
-    def identity(self, device_id: str, module_id: str | None = None) -> Identity:
-        """Return a registered device or module.
-
-        Raises:
-            ValueError: no such identity.
-        """
-        return self._registry.lookup(device_id, module_id)
-
-    def identities(self) -> list[Identity]:
-        """Every registered device and module, in registration order."""
-        return self._registry.identities()
-
     def set_device_status(self, device_id: str, *, enabled: bool) -> None:
         """Enable or disable a device; disabling closes its connections and those of its modules.
 
@@ -236,44 +224,30 @@ class Hub(HubCore):
         """
         return self._connections.drop((device_id, module_id), "dropped by drop_connection()")
 
-    # --- fault injection ---------------------------------------------------------------------
+    # --- fault injection (the calls forward to hub.faults, which documents them) ---------------
 
     def refuse_connects(self, count: int, return_code: int = CONNACK_SERVER_UNAVAILABLE) -> None:
-        """Answer the next ``count`` CONNECTs with CONNACK ``return_code`` (0 cancels)."""
+        """Answer the next ``count`` CONNECTs with CONNACK ``return_code`` (as ``hub.faults.refuse_connects``)."""
         self._faults.refuse_connects(count, return_code)
 
     def fail_twin_operations(self, count: int, status: int = 429) -> None:
-        """Answer the next ``count`` twin GET / reported PATCH requests with ``status`` (0 cancels).
-
-        The twin is left unchanged by a failed request.
-        """
+        """Answer the next ``count`` twin requests with ``status`` (as ``hub.faults.fail_twin_operations``)."""
         self._faults.fail_twin_operations(count, status)
 
     def ignore_twin_requests(self, count: int) -> None:
-        """Leave the next ``count`` twin GET / reported PATCH requests unanswered (0 cancels).
-
-        The requests are acknowledged (PUBACK) but have no effect, as if the hub lost them.
-        """
+        """Leave the next ``count`` twin requests unanswered (as ``hub.faults.ignore_twin_requests``)."""
         self._faults.ignore_twin_requests(count)
 
     def ignore_subscribes(self, count: int) -> None:
-        """Leave the next ``count`` SUBSCRIBE packets without a SUBACK and without effect (0 cancels).
-
-        Example:
-            >>> hub.ignore_subscribes(1)  # doctest: +SKIP
-        """
+        """Leave the next ``count`` SUBSCRIBEs without effect (as ``hub.faults.ignore_subscribes``)."""
         self._faults.ignore_subscribes(count)
 
     def drop_on_twin_requests(self, count: int) -> None:
-        """Close the connection instead of answering each of the next ``count`` twin requests (0 cancels).
-
-        The request has no effect and is not acknowledged; the device sees its connection drop with
-        the request in flight.
-        """
+        """Drop the connection on the next ``count`` twin requests (as ``hub.faults.drop_on_twin_requests``)."""
         self._faults.drop_on_twin_requests(count)
 
     def delay_pubacks(self, seconds: float) -> None:
-        """Hold back every PUBACK by ``seconds`` (the hub's traffic shaping); 0 stops."""
+        """Hold back every PUBACK by ``seconds``; 0 stops (as ``hub.faults.delay_pubacks``)."""
         self._faults.delay_pubacks(seconds)
 
     # --- telemetry ---------------------------------------------------------------------------

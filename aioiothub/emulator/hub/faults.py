@@ -45,7 +45,7 @@ _IGNORE = TwinFault("ignore")
 
 
 class Faults:
-    """The faults armed on one hub (see :class:`~aioiothub.emulator.Hub` for the public calls)."""
+    """The faults armed on one hub: ``hub.faults`` (the hub's own fault calls forward here)."""
 
     __slots__ = (
         "_dropping_twin_requests",
@@ -70,8 +70,12 @@ class Faults:
 
     # --- CONNECT -----------------------------------------------------------------------------------
 
-    def refuse_connects(self, count: int, return_code: int) -> None:
-        """Arm: answer the next ``count`` CONNECTs with CONNACK ``return_code``."""
+    def refuse_connects(self, count: int, return_code: int = CONNACK_SERVER_UNAVAILABLE) -> None:
+        """Answer the next ``count`` CONNECTs with CONNACK ``return_code`` (0 cancels).
+
+        Example:
+            >>> hub.faults.refuse_connects(2)  # doctest: +SKIP
+        """
         check_count(count, "count")
         _check_between(return_code, "return_code", "a refusing CONNACK code", 1, 5)
         self._refused_connects = count
@@ -86,20 +90,30 @@ class Faults:
 
     # --- twin requests -----------------------------------------------------------------------------
 
-    def fail_twin_operations(self, count: int, status: int) -> None:
-        """Arm: answer the next ``count`` twin requests with ``status``."""
+    def fail_twin_operations(self, count: int, status: int = 429) -> None:
+        """Answer the next ``count`` twin GET / reported PATCH requests with ``status`` (0 cancels).
+
+        The twin is left unchanged by a failed request.
+        """
         check_count(count, "count")
         _check_between(status, "status", "an error status", 300, 599)
         self._failed_twin_operations = count
         self._twin_failure_status = status
 
     def ignore_twin_requests(self, count: int) -> None:
-        """Arm: leave the next ``count`` twin requests unanswered."""
+        """Leave the next ``count`` twin GET / reported PATCH requests unanswered (0 cancels).
+
+        The requests are acknowledged (PUBACK) but have no effect, as if the hub lost them.
+        """
         check_count(count, "count")
         self._ignored_twin_requests = count
 
     def drop_on_twin_requests(self, count: int) -> None:
-        """Arm: close the connection instead of answering each of the next ``count`` twin requests."""
+        """Close the connection instead of answering each of the next ``count`` twin requests (0 cancels).
+
+        The request has no effect and is not acknowledged; the device sees its connection drop with
+        the request in flight.
+        """
         check_count(count, "count")
         self._dropping_twin_requests = count
 
@@ -119,7 +133,11 @@ class Faults:
     # --- subscriptions -----------------------------------------------------------------------------
 
     def ignore_subscribes(self, count: int) -> None:
-        """Arm: leave the next ``count`` SUBSCRIBE packets without a SUBACK (and without effect)."""
+        """Leave the next ``count`` SUBSCRIBE packets without a SUBACK and without effect (0 cancels).
+
+        Example:
+            >>> hub.faults.ignore_subscribes(1)  # doctest: +SKIP
+        """
         check_count(count, "count")
         self._ignored_subscribes = count
 
@@ -133,7 +151,7 @@ class Faults:
     # --- PUBACKs -----------------------------------------------------------------------------------
 
     def delay_pubacks(self, seconds: float) -> None:
-        """Set the PUBACK delay; 0 stops delaying."""
+        """Hold back every PUBACK by ``seconds`` (the hub's traffic shaping); 0 stops."""
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
             raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
         self._puback_delay = float(seconds)
