@@ -29,12 +29,12 @@ from aioiothub.emulator.certs import (
     server_ssl_context,
     trust_client_certificate,
 )
-from aioiothub.emulator.device_connection import DeviceConnection
 from aioiothub.emulator.edge_hub import EdgeEnvironment
 from aioiothub.emulator.file_upload import UploadRecord
 from aioiothub.emulator.https_surface import HttpsSurface, public_host
 from aioiothub.emulator.hub.management import ManagedHub
 from aioiothub.emulator.listeners import PeerInfo, serve_tls, serve_websocket
+from aioiothub.emulator.mqtt import serve_mqtt
 from aioiothub.emulator.service_api import (
     SharedAccessPolicy,
     generated_policies,
@@ -47,6 +47,9 @@ from aioiothub.protocol.connect import WEBSOCKET_PORT
 __all__ = ["Emulator"]
 
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+# An in-memory connection is served as a TLS one whose client presented no certificate.
+_MEMORY_PEER = PeerInfo(remote_address="memory", transport="memory", client_certificate_der=None)
 
 
 class Emulator(ManagedHub):
@@ -247,25 +250,39 @@ class Emulator(ManagedHub):
         self._ca_file = None
 
     async def _serve_connection(self, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
-        await DeviceConnection(self, stream, peer).run()
+        await serve_mqtt(self, stream, peer)
+
+    async def serve_stream(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve one MQTT connection, device or DPS, over an already open byte stream of raw MQTT.
+
+        The stream is served exactly as a TLS connection is once its handshake is done, only without
+        a socket, TLS or a client certificate: identities authenticate with SAS tokens. Returns when
+        the connection ends, having closed the stream; whatever the client did, it returns normally.
+        The emulator need not be running (nothing here needs its listeners).
+
+        Example:
+            >>> task_group.start_soon(hub.serve_stream, server_side)  # doctest: +SKIP
+
+        :class:`aioiothub.testing.MemoryNetwork` is built on this (through :meth:`accept_stream`).
+
+        Args:
+            stream: the connection's byte stream, e.g. one end of an in-memory pair.
+        """
+        await serve_mqtt(self, stream, _MEMORY_PEER)
 
     def accept_stream(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one device or DPS connection over an already open byte stream: no socket, no TLS.
 
-        The stream is served as a TLS connection is after its handshake, without a client
-        certificate (so SAS authentication only), until either side closes it or the emulator
-        stops. :class:`aioiothub.testing.MemoryNetwork` connects clients through it.
+        :meth:`serve_stream` in the running emulator's task group, for callers that cannot await:
+        the stream is served until either side closes it or the emulator stops.
+        :class:`aioiothub.testing.MemoryNetwork` connects clients through it.
 
         Raises:
             RuntimeError: the emulator is not running.
         """
         self._running("accept_stream")
         assert self._task_group is not None
-        self._task_group.start_soon(self._serve_memory, stream, name="aioiothub emulator memory connection")
-
-    async def _serve_memory(self, stream: anyio.abc.ByteStream) -> None:
-        async with stream:
-            await self._serve_connection(stream, PeerInfo("memory", "memory", None))
+        self._task_group.start_soon(self.serve_stream, stream, name="aioiothub emulator memory connection")
 
     def _trust_certificate(self, certificate_pem: bytes) -> None:
         if self._server_context is not None:

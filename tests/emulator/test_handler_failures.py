@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from aioiothub.emulator import Emulator, https_surface
-from aioiothub.emulator.dps_connection import DpsConnection
 from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
+from aioiothub.emulator.mqtt.dps import DpsHandler as DpsConnection
 from aioiothub.protocol.connect import dps_username
 from aioiothub.protocol.mqtt import encode_publish
 from aioiothub.protocol.topics import DPS_RESPONSE_SUBSCRIPTION

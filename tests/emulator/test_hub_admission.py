@@ -165,6 +165,16 @@ def test_refuse_connects_answers_the_next_n_connects_with_the_given_code(hub: Hu
     assert codes == [3, 3, 0]
 
 
+def test_faults_are_grouped_under_hub_faults_and_the_hub_calls_forward_there(hub: Hub) -> None:
+    device = hub.identity("dev1")
+    hub.faults.refuse_connects(1)
+    assert hub.admit(_connect(device, _token(device)), None, now=NOW).return_code == 3
+    hub.delay_pubacks(0.5)
+    assert hub.faults.puback_delay == hub.puback_delay == 0.5
+    hub.faults.delay_pubacks(0)
+    assert hub.puback_delay == 0.0
+
+
 def test_x509_thumbprint_device(hub: Hub) -> None:
     device = hub.add_device("cert1", authentication="x509")
     assert device.certificate_pem is not None

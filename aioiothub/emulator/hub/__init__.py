@@ -16,7 +16,7 @@
 ``facade``             :class:`Hub`, the service-side API
 =====================  ==========================================================================
 
-Live MQTT connections (:class:`~aioiothub.emulator.device_connection.DeviceConnection`) call into
+Live MQTT connections (:class:`~aioiothub.emulator.mqtt.device.DeviceHandler`) call into
 the hub; the hub reaches a connection only through the small :class:`Connection` protocol, so
 nothing here reads or writes bytes. Waiting (for telemetry, for a connection) never polls.
 """

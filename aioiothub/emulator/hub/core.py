@@ -2,7 +2,7 @@
 
 :class:`HubCore` builds one of each part -- registry, faults, connection table, telemetry store,
 twins, direct methods, cloud queues -- and gives a device connection
-(:class:`~aioiothub.emulator.device_connection.DeviceConnection`) the few calls it needs: admit a
+(:class:`~aioiothub.emulator.mqtt.device.DeviceHandler`) the few calls it needs: admit a
 CONNECT, attach and detach, hand over telemetry, twin requests, method answers and PUBACKs.
 :class:`~aioiothub.emulator.hub.facade.Hub` adds the service-side API on top.
 """
@@ -78,6 +78,18 @@ class HubCore:
         """Give a newly registered identity its place in every part that keeps state per identity."""
         self._twins.add(identity.key)
         self._queues.add(identity.key)
+
+    def identity(self, device_id: str, module_id: str | None = None) -> Identity:
+        """Return a registered device or module.
+
+        Raises:
+            ValueError: no such identity.
+        """
+        return self._registry.lookup(device_id, module_id)
+
+    def identities(self) -> list[Identity]:
+        """Every registered device and module, in registration order."""
+        return self._registry.identities()
 
     @property
     def dps(self) -> ProvisioningService:

@@ -5,7 +5,7 @@ Theory of operation
 DPS shares the hub's listeners: a CONNECT whose username is
 ``{idScope}/registrations/{registrationId}/api-version=...`` is a DPS connection
 (:meth:`ProvisioningService.claims`), served by
-:class:`~aioiothub.emulator.dps_connection.DpsConnection`, which asks this part three things:
+:class:`~aioiothub.emulator.mqtt.dps.DpsHandler`, which asks this part three things:
 
 * :meth:`~ProvisioningService.admit` -- may this registration id connect? The id scope must be this
   service's and the client id the registration id; then :func:`~.dps_enrollments.attest` checks the

@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from aioiothub.emulator.hub.core import HubCore
-from aioiothub.emulator.hub.identity import Authentication, DeviceIdentity, Identity, ModuleIdentity
+from aioiothub.emulator.hub.identity import Authentication, DeviceIdentity, ModuleIdentity
 from aioiothub.emulator.hub.methods import MethodResult
 from aioiothub.emulator.hub.queues import DEFAULT_C2D_TTL, AckMode
 from aioiothub.emulator.hub.telemetry import TelemetryRecord
@@ -121,18 +121,6 @@ class Hub(HubCore):
         )
         self._provision(identity)
         return identity
-
-    def identity(self, device_id: str, module_id: str | None = None) -> Identity:
-        """Return a registered device or module.
-
-        Raises:
-            ValueError: no such identity.
-        """
-        return self._registry.lookup(device_id, module_id)
-
-    def identities(self) -> list[Identity]:
-        """Every registered device and module, in registration order."""
-        return self._registry.identities()
 
     def set_device_status(self, device_id: str, *, enabled: bool) -> None:
         """Enable or disable a device; disabling closes its connections and those of its modules.

@@ -45,7 +45,7 @@ _IGNORE = TwinFault("ignore")
 
 
 class Faults:
-    """The faults armed on one hub, reached as ``hub.faults`` (the hub's methods of the same names forward here)."""
+    """The faults armed on one hub: ``hub.faults`` (the hub's own fault calls forward here)."""
 
     __slots__ = (
         "_dropping_twin_requests",
@@ -74,7 +74,7 @@ class Faults:
         """Answer the next ``count`` CONNECTs with CONNACK ``return_code`` (0 cancels).
 
         Example:
-            >>> hub.faults.refuse_connects(2, return_code=3)  # doctest: +SKIP
+            >>> hub.faults.refuse_connects(2)  # doctest: +SKIP
         """
         check_count(count, "count")
         _check_between(return_code, "return_code", "a refusing CONNACK code", 1, 5)
@@ -133,7 +133,11 @@ class Faults:
     # --- subscriptions -----------------------------------------------------------------------------
 
     def ignore_subscribes(self, count: int) -> None:
-        """Leave the next ``count`` SUBSCRIBE packets without a SUBACK and without effect (0 cancels)."""
+        """Leave the next ``count`` SUBSCRIBE packets without a SUBACK and without effect (0 cancels).
+
+        Example:
+            >>> hub.faults.ignore_subscribes(1)  # doctest: +SKIP
+        """
         check_count(count, "count")
         self._ignored_subscribes = count
 

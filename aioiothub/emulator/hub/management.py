@@ -15,7 +15,7 @@ from aioiothub.emulator.hub.facade import Hub
 from aioiothub.emulator.hub.identity import Identity, IdentityKey
 from aioiothub.emulator.hub.observer import StateObserver
 from aioiothub.emulator.hub.queues import CloudMessage, FeedbackRecord
-from aioiothub.emulator.hub.registry import _check_key, _check_thumbprint
+from aioiothub.emulator.hub.values import check_key, check_thumbprint
 
 __all__ = ["ManagedHub", "RestoredState"]
 
@@ -82,8 +82,8 @@ class ManagedHub(Hub):
             raise ValueError(f"{identity.label} uses {identity.authentication}, not certificate thumbprints")
         for argument, value in (("primary_key", primary_key), ("secondary_key", secondary_key)):
             if value:
-                _check_key(value, argument)
-        prints = frozenset(_check_thumbprint(value) for value in thumbprints) if thumbprints is not None else None
+                check_key(value, argument)
+        prints = frozenset(check_thumbprint(value) for value in thumbprints) if thumbprints is not None else None
         if primary_key:
             identity.primary_key = primary_key
         if secondary_key:

@@ -28,9 +28,8 @@ from aioiothub.emulator.hub.identity import (
     ModuleIdentity,
 )
 from aioiothub.emulator.hub.observer import NO_OBSERVER, StateObserver
-from aioiothub.exceptions import CredentialError
+from aioiothub.emulator.hub.values import check_key, check_thumbprint
 from aioiothub.protocol.connect import client_id, validate_identity
-from aioiothub.protocol.sas import decode_key
 
 __all__ = ["Registry"]
 
@@ -39,21 +38,6 @@ _IdentityT = TypeVar("_IdentityT", bound=Identity)
 
 def _new_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-
-
-def _check_key(key: str, argument: str) -> None:
-    try:
-        decode_key(key)
-    except CredentialError as exc:
-        raise ValueError(f"{argument}: {exc}") from None
-
-
-def _check_thumbprint(value: object) -> str:
-    if not isinstance(value, str) or not value or any(c not in "0123456789abcdefABCDEF" for c in value):
-        raise ValueError(f"thumbprints: {value!r} is not a hexadecimal certificate thumbprint")
-    if len(value) not in (40, 64):
-        raise ValueError(f"thumbprints: {value!r} is neither a SHA-1 (40) nor a SHA-256 (64) hex digest")
-    return value.upper()
 
 
 class Registry:
@@ -173,7 +157,7 @@ class Registry:
         if authentication == "sas":
             for argument, value in (("primary_key", primary_key), ("secondary_key", secondary_key)):
                 if value is not None:
-                    _check_key(value, argument)
+                    check_key(value, argument)
             identity = kind(
                 hostname=self._hostname,
                 device_id=device_id,
@@ -183,7 +167,7 @@ class Registry:
                 secondary_key=secondary_key or _new_key(),
             )
         elif thumbprints is not None:
-            prints = frozenset(_check_thumbprint(value) for value in thumbprints)
+            prints = frozenset(check_thumbprint(value) for value in thumbprints)
             if not prints:
                 raise ValueError("thumbprints: give at least one certificate thumbprint")
             identity = kind(

@@ -10,7 +10,19 @@ from typing import Any, Final
 
 import anyio
 
-__all__ = ["Broadcast", "check_count", "check_ttl", "iso_time", "json_bytes", "now_utc"]
+from aioiothub.exceptions import CredentialError
+from aioiothub.protocol.sas import decode_key
+
+__all__ = [
+    "Broadcast",
+    "check_count",
+    "check_key",
+    "check_thumbprint",
+    "check_ttl",
+    "iso_time",
+    "json_bytes",
+    "now_utc",
+]
 
 _JSON_SEPARATORS: Final = (",", ":")
 
@@ -68,3 +80,24 @@ class Broadcast:
         if self._event is None:
             self._event = anyio.Event()
         await self._event.wait()
+
+
+def check_key(key: str, argument: str) -> None:
+    """Raise :class:`ValueError` naming ``argument`` unless ``key`` is a base64 shared access key."""
+    try:
+        decode_key(key)
+    except CredentialError as exc:
+        raise ValueError(f"{argument}: {exc}") from None
+
+
+def check_thumbprint(value: object) -> str:
+    """A certificate thumbprint (SHA-1 or SHA-256, hex) in upper case, as the registry keeps it.
+
+    Raises:
+        ValueError: ``value`` is not one.
+    """
+    if not isinstance(value, str) or not value or any(c not in "0123456789abcdefABCDEF" for c in value):
+        raise ValueError(f"thumbprints: {value!r} is not a hexadecimal certificate thumbprint")
+    if len(value) not in (40, 64):
+        raise ValueError(f"thumbprints: {value!r} is neither a SHA-1 (40) nor a SHA-256 (64) hex digest")
+    return value.upper()

@@ -12,17 +12,15 @@ import asyncio
 import logging
 import socket
 import ssl
-import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import anyio
 import anyio.abc
-from anyio.streams.tls import TLSAttribute
 
 from aioiothub.emulator.listeners.handlers import ConnectionHandler, HttpHandler, PeerInfo, UpgradeRequest
-from aioiothub.emulator.listeners.tls import HANDSHAKE_TIMEOUT, _format_address, _TLSByteStream, _TLSConnection
-from aioiothub.emulator.listeners.websocket import _accept_websocket, _UpgradeRefused
+from aioiothub.emulator.listeners.tls import HANDSHAKE_TIMEOUT, accept_tls_connections, peer_info
+from aioiothub.emulator.listeners.websocket import UpgradeRefused, accept_websocket
 from aioiothub.protocol.connect import WEBSOCKET_PATH
 
 __all__ = ["serve_tls", "serve_websocket"]
@@ -61,14 +59,6 @@ async def _bind_sockets(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-def _peer_info(stream: _TLSByteStream, kind: Literal["tls", "websocket"]) -> PeerInfo:
-    return PeerInfo(
-        remote_address=_format_address(stream.extra(anyio.abc.SocketAttribute.remote_address)),
-        transport=kind,
-        client_certificate_der=stream.extra(TLSAttribute.peer_certificate_binary),
-    )
-
-
 async def _run_handler(handler: ConnectionHandler, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
     try:
         await handler(stream, peer)
@@ -81,7 +71,7 @@ async def _run_handler(handler: ConnectionHandler, stream: anyio.abc.ByteStream,
 
 
 async def _serve(
-    on_connection: Callable[[_TLSByteStream], Coroutine[Any, Any, None]],
+    on_connection: Callable[[anyio.abc.ByteStream], Coroutine[Any, Any, None]],
     host: str,
     port: int,
     ssl_context: ssl.SSLContext,
@@ -93,43 +83,8 @@ async def _serve(
         raise ValueError(f"port must be between 0 and 65535, got {port}")
     if not isinstance(ssl_context, ssl.SSLContext):
         raise TypeError(f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}")
-    loop = asyncio.get_running_loop()
     sockets = await _bind_sockets(host, port)
-    servers: list[asyncio.Server] = []
-    # Every connection, so that the ones still in their handshake at shutdown are torn down too (the
-    # others are closed by their handler tasks); the transports keep them alive until then.
-    connections: weakref.WeakSet[_TLSConnection] = weakref.WeakSet()
-    accepting = True
-    async with anyio.create_task_group() as task_group:
-
-        def established(connection: _TLSConnection) -> None:
-            # Runs in a protocol callback; after shutdown began there is no task group to join.
-            if not accepting:
-                connection.close()
-                return
-            task_group.start_soon(
-                on_connection, _TLSByteStream(connection), name=f"mqtt connection {connection.remote_address}"
-            )
-
-        def new_connection() -> _TLSConnection:
-            connection = _TLSConnection(ssl_context, established)
-            connections.add(connection)
-            return connection
-
-        try:
-            for sock in sockets:
-                servers.append(await loop.create_server(new_connection, sock=sock, backlog=_BACKLOG))
-            task_status.started(sockets[0].getsockname()[1])
-            await anyio.sleep_forever()
-        finally:
-            accepting = False
-            for server in servers:
-                server.close()
-            for sock in sockets:
-                sock.close()
-            for connection in list(connections):
-                connection.abort_handshake()
-            task_group.cancel_scope.cancel()
+    await accept_tls_connections(on_connection, sockets, ssl_context, backlog=_BACKLOG, task_status=task_status)
 
 
 async def serve_tls(
@@ -153,8 +108,8 @@ async def serve_tls(
         OSError: the address cannot be bound.
     """
 
-    async def on_connection(stream: _TLSByteStream) -> None:
-        await _run_handler(handler, stream, _peer_info(stream, "tls"))
+    async def on_connection(stream: anyio.abc.ByteStream) -> None:
+        await _run_handler(handler, stream, peer_info(stream, "tls"))
 
     await _serve(on_connection, host, port, ssl_context, task_status)
 
@@ -189,8 +144,8 @@ async def serve_websocket(
         OSError: the address cannot be bound.
     """
 
-    async def on_connection(stream: _TLSByteStream) -> None:
-        peer = _peer_info(stream, "websocket")
+    async def on_connection(stream: anyio.abc.ByteStream) -> None:
+        peer = peer_info(stream, "websocket")
         opening: UpgradeRequest | None = None
         try:
             if http_handler is not None:
@@ -199,9 +154,9 @@ async def serve_websocket(
                     await stream.aclose()
                     return
             with anyio.fail_after(HANDSHAKE_TIMEOUT):
-                websocket = await _accept_websocket(stream, path, opening)
+                websocket = await accept_websocket(stream, path, opening)
         except (
-            _UpgradeRefused,
+            UpgradeRefused,
             TimeoutError,
             anyio.EndOfStream,
             anyio.BrokenResourceError,

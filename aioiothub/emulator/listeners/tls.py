@@ -16,16 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+import weakref
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Final, Literal
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 from anyio.streams.tls import TLSAttribute
 
-__all__ = ["HANDSHAKE_TIMEOUT"]
+from aioiothub.emulator.listeners.handlers import PeerInfo
+
+__all__ = ["HANDSHAKE_TIMEOUT", "accept_tls_connections", "peer_info"]
 
 # One logger for every listener module, so that logging is configured for all of them under one name.
 logger = logging.getLogger("aioiothub.emulator.listeners")
@@ -323,3 +327,64 @@ class _TLSByteStream(anyio.abc.ByteStream):
             TLSAttribute.tls_version: ssl_object.version,
             TLSAttribute.server_side: lambda: True,
         }
+
+
+def peer_info(stream: anyio.abc.ByteStream, kind: Literal["tls", "websocket"]) -> PeerInfo:
+    """What a handler is told about the client of a TLS stream this module opened."""
+    return PeerInfo(
+        remote_address=_format_address(stream.extra(anyio.abc.SocketAttribute.remote_address)),
+        transport=kind,
+        client_certificate_der=stream.extra(TLSAttribute.peer_certificate_binary),
+    )
+
+
+async def accept_tls_connections(
+    on_connection: Callable[[anyio.abc.ByteStream], Coroutine[Any, Any, None]],
+    sockets: list[socket.socket],
+    ssl_context: ssl.SSLContext,
+    *,
+    backlog: int,
+    task_status: anyio.abc.TaskStatus[int],
+) -> None:
+    """Accept TLS connections on bound ``sockets`` until cancelled; ``on_connection`` runs for each
+    one, in a task of its own, once its handshake has completed.
+
+    ``task_status`` receives the first socket's port once listening. On cancellation the sockets are
+    closed and every connection still in its handshake is aborted.
+    """
+    loop = asyncio.get_running_loop()
+    servers: list[asyncio.Server] = []
+    # Every connection, so that the ones still in their handshake at shutdown are torn down too (the
+    # others are closed by their handler tasks); the transports keep them alive until then.
+    connections: weakref.WeakSet[_TLSConnection] = weakref.WeakSet()
+    accepting = True
+    async with anyio.create_task_group() as task_group:
+
+        def established(connection: _TLSConnection) -> None:
+            # Runs in a protocol callback; after shutdown began there is no task group to join.
+            if not accepting:
+                connection.close()
+                return
+            task_group.start_soon(
+                on_connection, _TLSByteStream(connection), name=f"mqtt connection {connection.remote_address}"
+            )
+
+        def new_connection() -> _TLSConnection:
+            connection = _TLSConnection(ssl_context, established)
+            connections.add(connection)
+            return connection
+
+        try:
+            for sock in sockets:
+                servers.append(await loop.create_server(new_connection, sock=sock, backlog=backlog))
+            task_status.started(sockets[0].getsockname()[1])
+            await anyio.sleep_forever()
+        finally:
+            accepting = False
+            for server in servers:
+                server.close()
+            for sock in sockets:
+                sock.close()
+            for connection in list(connections):
+                connection.abort_handshake()
+            task_group.cancel_scope.cancel()

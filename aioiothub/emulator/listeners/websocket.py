@@ -1,6 +1,6 @@
 """The WebSocket side of the listeners: the server's answer to the upgrade request, and the byte stream after it.
 
-``_accept_websocket`` reads (or is handed) the HTTP upgrade request, checks its path and MQTT
+``accept_websocket`` reads (or is handed) the HTTP upgrade request, checks its path and MQTT
 subprotocol and answers it with ``wsproto``; :class:`WebSocketByteStream` then carries the MQTT
 bytes in binary WebSocket messages.
 """
@@ -28,11 +28,13 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from aioiothub.emulator.listeners.handlers import UpgradeRequest
-from aioiothub.emulator.listeners.tls import _CLOSE_TIMEOUT
 
-__all__ = ["WebSocketByteStream"]
+__all__ = ["UpgradeRefused", "WebSocketByteStream", "accept_websocket"]
 
 _MQTT_SUBPROTOCOLS: Final = ("mqtt", "MQTT")
+# How long a closing WebSocket waits to send its close frame before closing the TLS stream under it
+# (which has a grace period of its own for close_notify).
+_CLOSE_TIMEOUT: Final = 2.0
 
 
 class WebSocketByteStream(anyio.abc.ByteStream):
@@ -135,7 +137,7 @@ class WebSocketByteStream(anyio.abc.ByteStream):
         return self._transport.extra_attributes
 
 
-class _UpgradeRefused(Exception):
+class UpgradeRefused(Exception):
     """The WebSocket upgrade request was answered with an HTTP error."""
 
 
@@ -157,13 +159,13 @@ def _rejection(connection: WSConnection, event: Event) -> bytes:
     return version + b" " + code + b" " + phrase + separator + rest
 
 
-async def _accept_websocket(
+async def accept_websocket(
     stream: anyio.abc.ByteStream, path: str, opening: UpgradeRequest | None = None
 ) -> WebSocketByteStream:
     """Answer the HTTP upgrade on ``stream`` (already read when ``opening`` is given).
 
     Raises:
-        _UpgradeRefused: after refusing the upgrade.
+        UpgradeRefused: after refusing the upgrade.
     """
     connection = WSConnection(ConnectionType.SERVER)
     while True:
@@ -176,7 +178,7 @@ async def _accept_websocket(
             connection.receive_data(data)
         except RemoteProtocolError as exc:
             await stream.send(_rejection(connection, exc.event_hint or RejectConnection(status_code=400)))
-            raise _UpgradeRefused(f"bad upgrade request: {exc}") from None
+            raise UpgradeRefused(f"bad upgrade request: {exc}") from None
         for event in connection.events():
             if not isinstance(event, Request):
                 continue
@@ -184,10 +186,10 @@ async def _accept_websocket(
             target = event.target.partition("?")[0]
             if target != path:
                 await stream.send(_rejection(connection, RejectConnection(status_code=404)))
-                raise _UpgradeRefused(f"upgrade request for unknown path {event.target!r}")
+                raise UpgradeRefused(f"upgrade request for unknown path {event.target!r}")
             subprotocol = next((name for name in event.subprotocols if name in _MQTT_SUBPROTOCOLS), None)
             if subprotocol is None:
                 await stream.send(_rejection(connection, RejectConnection(status_code=400)))
-                raise _UpgradeRefused(f"upgrade request without the mqtt subprotocol: {event.subprotocols}")
+                raise UpgradeRefused(f"upgrade request without the mqtt subprotocol: {event.subprotocols}")
             await stream.send(connection.send(AcceptConnection(subprotocol=subprotocol)))
             return WebSocketByteStream(stream, connection)

@@ -1,62 +1,45 @@
-"""One device's MQTT connection to the emulated hub: reads packets, applies the hub's rules, writes answers.
+"""IoT Hub's rules for one device or module MQTT connection (hub role), behind the server loop.
 
 Theory of operation
 -------------------
-:meth:`DeviceConnection.run` owns the connection from the first byte to the close. It waits for a
-CONNECT -- at most :data:`CONNECT_TIMEOUT` seconds and :data:`MAX_BYTES_BEFORE_CONNECT` bytes, so a
-slow or bloated opening cannot hold resources for long -- asks :meth:`Hub.admit
-<aioiothub.emulator.Hub.admit>` for a decision, answers CONNACK and registers itself with the hub.
-Then it loops: receive a chunk, let :class:`MqttServerCodec` turn it into packets, handle every
-packet synchronously while collecting the answers (PUBACKs, SUBACKs, twin responses, queued cloud
-messages) in one buffer, and write that buffer with a single ``send``. One write per received chunk
-rather than per packet is what keeps a telemetry flood cheap.
+:class:`~aioiothub.emulator.mqtt.connection.MqttConnection` reads the CONNECT and, for a username
+that is not a DPS one, hands it to :meth:`DeviceHandler.open`, which asks :meth:`Hub.admit
+<aioiothub.emulator.Hub.admit>` for a decision, checks the will, and on acceptance registers itself
+with the hub (it is the hub's :class:`~aioiothub.emulator.hub.Connection`) and appends the CONNACK and
+any queued cloud messages. From then on the loop hands it each received chunk's packets:
+:meth:`~DeviceHandler.handle` handles them synchronously, in order, appending the answers (PUBACKs,
+SUBACKs, twin responses, cloud messages) to the loop's buffer -- no await and no object per packet
+beyond the answers themselves, which is what carries a telemetry flood.
 
-Deadlines are cancel scopes, not timers or polling: one scope carries the keep-alive deadline
-(1.5 x the client's keep-alive, moved forward on every chunk) and the SAS token's expiry, whichever
-is sooner; an outer scope lets anything else (a newer connection of the same identity, a disabled
-device, :meth:`~aioiothub.emulator.Hub.drop_connection`, the emulator shutting down) end the
-connection with :meth:`DeviceConnection.close`. The hub takes the connection out of its table before
-calling it, and :meth:`~DeviceConnection.close` refuses every later hub-side write at once, so nothing
-the hub sends after that goes into a connection that is on its way out.
-
-Anything the device does wrong -- a malformed packet, a topic it may not use, QoS 2, an oversize
-message -- ends only this connection, with the reason logged at INFO on ``aioiothub.emulator``.
-Writes that come from the hub side (desired-property patches, method requests, cloud messages) share
-a lock with the connection's own writes, so packets never interleave on the stream.
+The hub reaches the device through :meth:`~DeviceHandler.publish`,
+:meth:`~DeviceHandler.deliver_queued` and :meth:`~DeviceHandler.close`; the loop's write lock keeps
+those packets from interleaving with the connection's own. When the connection ends,
+:meth:`~DeviceHandler.release` unregisters it, makes its in-flight messages deliverable again and
+publishes the will unless the device sent DISCONNECT.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import math
-import ssl
 import time
-from typing import Final, cast
 
 import anyio
-import anyio.abc
 
-from aioiothub.emulator.connection_limits import CONNECT_TIMEOUT, MAX_BYTES_BEFORE_CONNECT, WRITE_TIMEOUT
-from aioiothub.emulator.hub import CloudMessage, Identity, PersistentSubscriptions, RuleViolation
-from aioiothub.emulator.hub.core import HubCore
+from aioiothub.emulator.hub import CloudMessage, Hub, Identity, PersistentSubscriptions, RuleViolation
 from aioiothub.emulator.hub.values import now_utc
-from aioiothub.emulator.listeners import PeerInfo
+from aioiothub.emulator.mqtt.connection import MqttConnection
 from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.connect import (
     CONNACK_ACCEPTED,
     CONNACK_NOT_AUTHORIZED,
-    CONNACK_UNACCEPTABLE_PROTOCOL,
     MAX_KEEPALIVE,
 )
 from aioiothub.protocol.limits import MAX_SUBSCRIPTIONS
 from aioiothub.protocol.mqtt import (
-    DEFAULT_MAX_PACKET_SIZE,
     Connect,
     Disconnect,
-    MalformedPacket,
-    MqttServerCodec,
     Packet,
     PingReq,
     PubAck,
@@ -84,53 +67,40 @@ from aioiothub.protocol.topics import (
     twin_response_topic,
 )
 
-__all__ = ["CONNECT_TIMEOUT", "MAX_BYTES_BEFORE_CONNECT", "WRITE_TIMEOUT", "DeviceConnection"]
+__all__ = ["DeviceHandler"]
 
 logger = logging.getLogger("aioiothub.emulator")
 
-_STREAM_ERRORS: Final = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, ssl.SSLError)
 
-
-class DeviceConnection:
-    """One device or module connection: the hub's rules applied to an MQTT byte stream.
+class DeviceHandler:
+    """One device or module connection: the hub's rules applied to what the loop reads.
 
     Args:
         hub: the hub the connection belongs to.
-        stream: the connection's byte stream (TLS or WebSocket already unwrapped).
-        peer: who is connected.
+        connection: the connection's server loop (its stream, writes and close).
     """
 
     __slots__ = (
         "_allowed",
-        "_close_reason",
-        "_closed",
         "_cloud_filter",
-        "_codec",
+        "_connection",
         "_disconnected",
         "_granted",
         "_hub",
         "_identity",
         "_inflight",
-        "_keepalive",
         "_next_packet_id",
         "_peer",
-        "_scope",
-        "_send_lock",
-        "_stream",
         "_telemetry_prefix",
-        "_token_deadline",
         "_will",
+        "keepalive",
+        "token_deadline",
     )
 
-    def __init__(self, hub: HubCore, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
+    def __init__(self, hub: Hub, connection: MqttConnection) -> None:
         self._hub = hub
-        self._stream = stream
-        self._peer = peer
-        self._codec = MqttServerCodec(max_packet_size=DEFAULT_MAX_PACKET_SIZE)
-        self._scope = anyio.CancelScope()
-        self._send_lock = anyio.Lock(fast_acquire=True)  # no extra loop turn per flush
-        self._close_reason: str | None = None
-        self._closed = False
+        self._connection = connection
+        self._peer = connection.peer
         self._disconnected = False
         self._identity: Identity | None = None
         self._granted = PersistentSubscriptions(persistent=False)
@@ -139,8 +109,8 @@ class DeviceConnection:
         self._telemetry_prefix = ""
         self._inflight: dict[int, CloudMessage] = {}
         self._next_packet_id = 0
-        self._keepalive = math.inf
-        self._token_deadline = math.inf
+        self.keepalive = math.inf
+        self.token_deadline = math.inf
         self._will: Connect | None = None
 
     # --- what the hub uses (aioiothub.emulator.hub.Connection) -------------------------------
@@ -157,115 +127,59 @@ class DeviceConnection:
 
     async def publish(self, topic: str, payload: bytes) -> bool:
         """Send a QoS 0 PUBLISH from the hub side; ``False`` when the connection is gone."""
-        return await self._write(encode_publish(topic, payload, 0))
+        return await self._connection.write(encode_publish(topic, payload, 0))
 
     async def deliver_queued(self) -> None:
         """Send every queued cloud message not yet delivered on this connection."""
-        if not self._closed:
+        if not self._connection.closed:
             data = self._cloud_packets()
             if data:
-                await self._write(data)
+                await self._connection.write(data)
 
     def close(self, reason: str) -> None:
         """End the connection without DISCONNECT (the will is published); ``reason`` is logged.
 
         The hub stops routing to it and hub-side writes are refused from now on; the socket closes
-        once :meth:`run` has unwound.
+        once the loop has unwound.
         """
-        if self._close_reason is None:
-            self._close_reason = reason
-        self._closed = True
-        if self._identity is not None:
-            self._hub.detach(self)
-        self._scope.cancel()
+        self._connection.close(reason)
 
-    # --- the connection's life -----------------------------------------------------------------
+    # --- what the loop uses (aioiothub.emulator.mqtt.connection.PacketHandler) ----------------
 
-    async def run(self) -> None:
-        """Serve the connection until it ends; returns normally whatever the client did."""
-        reason = "the connection ended"
-        try:
-            with self._scope:
-                reason = await self._serve()
-        except MalformedPacket as exc:
-            reason = f"malformed packet: {exc.reason}"
-        except ProtocolError as exc:
-            reason = f"protocol violation: {exc}"
-        except RuleViolation as exc:
-            reason = exc.reason
-        except anyio.EndOfStream:
-            reason = "the client closed the connection without DISCONNECT"
-        except _STREAM_ERRORS as exc:
-            reason = f"connection lost ({type(exc).__name__})"
-        except Exception:
-            logger.exception("%s: unexpected error; closing the connection", self._label())
-            reason = "internal error"
-        finally:
-            self._closed = True
-            if self._close_reason is not None:
-                reason = self._close_reason
-            self._release()
-            # A graceful close lets a refusing CONNACK reach the client before the socket goes.
-            with contextlib.suppress(*_STREAM_ERRORS):
-                await self._stream.aclose()
-        logger.info("%s: connection closed: %s", self._label(), reason)
-
-    async def _serve(self) -> str:
-        connect, rest = await self._receive_connect()
-        if connect.protocol_level != 4:
-            await self._stream.send(encode_connack(False, CONNACK_UNACCEPTABLE_PROTOCOL))
-            return f"refused CONNACK {CONNACK_UNACCEPTABLE_PROTOCOL}: IoT Hub speaks only MQTT 3.1.1"
-        if self._hub.dps.claims(connect.username):
-            # Imported here: the DPS connection reuses this module's constants.
-            from aioiothub.emulator.dps_connection import DpsConnection
-
-            return await DpsConnection(self._hub.dps, self._stream, self._peer, self._codec).serve(connect, rest)
+    async def open(self, connect: Connect, out: bytearray) -> str | None:
+        """Decide on the CONNECT; on acceptance register with the hub (see the module docstring)."""
         admission = self._hub.admit(connect, self._peer.client_certificate_der, now=time.time())
         identity = admission.identity
         if admission.return_code or identity is None:
-            await self._stream.send(encode_connack(False, admission.return_code))
+            out += encode_connack(False, admission.return_code)
             return f"refused CONNACK {admission.return_code}: {admission.reason}"
         self._prepare(identity)
         if connect.will is not None and not self._valid_will(connect):
-            await self._stream.send(encode_connack(False, CONNACK_NOT_AUTHORIZED))
+            out += encode_connack(False, CONNACK_NOT_AUTHORIZED)
             return f"refused CONNACK {CONNACK_NOT_AUTHORIZED}: will topic {connect.will.topic!r} is not allowed"
         if connect.keepalive:
-            self._keepalive = 1.5 * min(connect.keepalive, MAX_KEEPALIVE)
+            self.keepalive = 1.5 * min(connect.keepalive, MAX_KEEPALIVE)
         if admission.token_expiry is not None:
-            self._token_deadline = anyio.current_time() + (admission.token_expiry - time.time())
+            self.token_deadline = anyio.current_time() + (admission.token_expiry - time.time())
         self._identity = identity
         self._will = connect if connect.will is not None else None
         self._granted, session_present = self._hub.attach(self, clean_session=connect.clean_session)
-        out = bytearray(encode_connack(session_present, CONNACK_ACCEPTED))
+        out += encode_connack(session_present, CONNACK_ACCEPTED)
         out += self._cloud_packets()
-        disconnect, acknowledged = self._handle(rest, out)
-        await self._flush(out, acknowledged=acknowledged)
-        if disconnect:
-            return "the client sent DISCONNECT"
-        return await self._loop()
+        return None
 
-    async def _receive_connect(self) -> tuple[Connect, list[Packet]]:
-        packets: list[Packet] = []
-        # Reading no more than is left of the allowance keeps a bloated opening out of memory.
-        allowance = MAX_BYTES_BEFORE_CONNECT
-        with anyio.move_on_after(CONNECT_TIMEOUT):
-            while not packets:
-                if not allowance:
-                    raise RuleViolation(f"more than {MAX_BYTES_BEFORE_CONNECT} bytes before a complete CONNECT")
-                data = await self._stream.receive(allowance)
-                allowance -= len(data)
-                try:
-                    packets = self._codec.feed(data)
-                except MalformedPacket as exc:
-                    if exc.return_code is not None and not exc.packets_before:
-                        await self._stream.send(encode_connack(False, exc.return_code))
-                    raise
-        if not packets:
-            raise RuleViolation(f"no CONNECT within {CONNECT_TIMEOUT:g} s")
-        first = packets[0]
-        if not isinstance(first, Connect):
-            raise RuleViolation(f"first packet is {type(first).__name__}, not CONNECT")
-        return first, packets[1:]
+    async def handle(self, packets: list[Packet], out: bytearray) -> tuple[bool, bool]:
+        """Handle received packets in order, appending the answers to ``out`` (see :meth:`_handle`)."""
+        return self._handle(packets, out)
+
+    def ended(self, why: str) -> str:
+        """How the log states the end: the reason as it is (the label names the identity)."""
+        return why
+
+    def detach(self) -> None:
+        """The connection is closing: the hub stops routing to it."""
+        if self._identity is not None:
+            self._hub.detach(self)
 
     def _prepare(self, identity: Identity) -> None:
         device_id, module_id = identity.device_id, identity.module_id
@@ -287,34 +201,6 @@ class DeviceConnection:
         except ProtocolError:
             return False
         return True
-
-    async def _loop(self) -> str:
-        receive = self._stream.receive
-        feed = self._codec.feed
-        keepalive = self._keepalive
-        with anyio.CancelScope(deadline=min(anyio.current_time() + keepalive, self._token_deadline)) as deadline:
-            while True:
-                data = await receive()
-                try:
-                    packets = feed(data)
-                except MalformedPacket as exc:
-                    # Act on the valid packets that came first, as a real broker would have.
-                    out = bytearray()
-                    _, acknowledged = self._handle(cast("list[Packet]", list(exc.packets_before)), out)
-                    if out:
-                        await self._flush(out, acknowledged=acknowledged)
-                    raise
-                if keepalive != math.inf:
-                    deadline.deadline = min(anyio.current_time() + keepalive, self._token_deadline)
-                out = bytearray()
-                disconnect, acknowledged = self._handle(packets, out)
-                if out:
-                    await self._flush(out, acknowledged=acknowledged)
-                if disconnect:
-                    return "the client sent DISCONNECT"
-        if anyio.current_time() >= self._token_deadline:
-            return "the SAS token expired"
-        return f"no packet within 1.5 x keep-alive ({keepalive:g} s)"
 
     # --- packet handling (synchronous; answers go into ``out``) ------------------------------
 
@@ -357,7 +243,7 @@ class DeviceConnection:
                         response = parse_method_response_topic(topic)
                         hub.complete_method(identity, response.request_id, response.status, packet.payload)
                     else:
-                        raise RuleViolation(f"PUBLISH to {topic!r} is not allowed for {self._label()}")
+                        raise RuleViolation(f"PUBLISH to {topic!r} is not allowed for {self.label()}")
                 elif type(packet) is PubAck:
                     message = self._inflight.pop(packet.packet_id, None)
                     if message is not None:
@@ -387,7 +273,7 @@ class DeviceConnection:
         request = parse_twin_request_topic(packet.topic)
         if TWIN_RESPONSE_SUBSCRIPTION not in self._granted.subscriptions:
             # IoT Hub answers twin requests only on a connection subscribed to the responses.
-            logger.info("%s: twin request ignored: not subscribed to %s", self._label(), TWIN_RESPONSE_SUBSCRIPTION)
+            logger.info("%s: twin request ignored: not subscribed to %s", self.label(), TWIN_RESPONSE_SUBSCRIPTION)
             return
         answer = self._hub.handle_twin_request(self.identity, request, packet.payload)
         if answer is not None:
@@ -401,7 +287,7 @@ class DeviceConnection:
         granted: list[int] = []
         for topic_filter, qos in packet.filters:
             if topic_filter not in self._allowed:
-                raise RuleViolation(f"SUBSCRIBE to {topic_filter!r} is not allowed for {self._label()}")
+                raise RuleViolation(f"SUBSCRIBE to {topic_filter!r} is not allowed for {self.label()}")
             # IoT Hub does not do QoS 2: it grants QoS 1 instead.
             subscriptions[topic_filter] = granted_qos = min(qos, 1)
             granted.append(granted_qos)
@@ -415,7 +301,7 @@ class DeviceConnection:
     def _cloud_packets(self) -> bytes:
         """PUBLISH packets for the queued cloud messages not yet delivered on this connection."""
         qos = self._granted.subscriptions.get(self._cloud_filter)
-        if qos is None or self._closed:
+        if qos is None or self._connection.closed:
             return b""
         hub = self._hub
         parts: list[bytes] = []
@@ -439,34 +325,7 @@ class DeviceConnection:
             if self._next_packet_id not in self._inflight:
                 return self._next_packet_id
 
-    # --- writing and closing ---------------------------------------------------------------------
-
-    async def _flush(self, out: bytearray, *, acknowledged: bool) -> None:
-        delay = self._hub.puback_delay
-        async with self._send_lock:
-            if delay and acknowledged:
-                await anyio.sleep(delay)
-            await self._send(out)
-
-    async def _write(self, data: bytes) -> bool:
-        if self._closed:
-            return False
-        try:
-            async with self._send_lock:
-                return await self._send(data)
-        except _STREAM_ERRORS as exc:
-            self.close(f"write failed ({type(exc).__name__})")
-            return False
-
-    async def _send(self, data: bytes | bytearray) -> bool:
-        with anyio.move_on_after(WRITE_TIMEOUT) as scope:
-            await self._stream.send(bytes(data))
-        if scope.cancelled_caught:
-            self.close(f"the client read nothing for {WRITE_TIMEOUT:g} s")
-            return False
-        return True
-
-    def _release(self) -> None:
+    def release(self) -> None:
         """Unregister from the hub, make in-flight messages deliverable again, publish the will."""
         identity = self._identity
         if identity is None:
@@ -485,11 +344,12 @@ class DeviceConnection:
                     identity, will.topic, will.payload, retain=will.retain, enqueued_time=enqueued, will=True
                 )
             except (RuleViolation, ProtocolError) as exc:
-                logger.info("%s: will message dropped: %s", self._label(), exc)
+                logger.info("%s: will message dropped: %s", self.label(), exc)
             else:
                 hub.telemetry_stored()
 
-    def _label(self) -> str:
+    def label(self) -> str:
+        """Who is connected, for the log: the identity once admitted, and the peer."""
         peer = f"{self._peer.transport} {self._peer.remote_address}"
         identity = self._identity
         if identity is None:
