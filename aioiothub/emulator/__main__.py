@@ -34,7 +34,6 @@ from aioiothub.emulator.config import ConfigError, EmulatorConfig, load_config
 from aioiothub.emulator.hub.dps_enrollments import EnrollmentGroup
 from aioiothub.emulator.server import Emulator
 from aioiothub.emulator.service_api import SharedAccessPolicy, development_policies, generated_policies
-from aioiothub.emulator.traffic import TrafficLoggingEmulator
 from aioiothub.protocol.connect import MQTT_PORT, WEBSOCKET_PATH, WEBSOCKET_PORT
 from aioiothub.protocol.sas import derive_device_key
 
@@ -127,6 +126,10 @@ def _port_is_free(host: str, port: int) -> OSError | None:
             except OSError as exc:
                 return exc
     return None
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
 
 
 def _choose_port(requested: int | None, default: int, host: str, what: str) -> int:
@@ -229,13 +232,14 @@ async def _run(arguments: argparse.Namespace) -> None:
     if not arguments.no_websocket:
         websocket_port = _choose_port(arguments.websocket_port, DEFAULT_WEBSOCKET_PORT, arguments.host, "WebSocket")
     policies = _policies(arguments, config)
-    hub = (TrafficLoggingEmulator if arguments.log_traffic else Emulator)(
+    hub = Emulator(
         hostname=config.hostname or arguments.hostname,
         host=arguments.host,
         port=port,
         websocket_port=websocket_port,
         policies=policies,
         state_dir=arguments.state_dir,
+        log_traffic=_print_line if arguments.log_traffic else None,
     )
     # A state directory that holds identities is the truth: the config's identities seed only a new one.
     await config.apply(hub, identities=not hub.identities())

@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.hub.identity import Authentication
-from aioiothub.emulator.hub.management import ManagedHub
+from aioiothub.emulator.hub.management import update_identity
 from aioiothub.emulator.service_api import SharedAccessPolicy, generated_policies
 
 __all__ = ["ConfigError", "EmulatorConfig", "IdentityConfig", "load_config"]
@@ -77,7 +78,7 @@ class EmulatorConfig:
     policies: tuple[SharedAccessPolicy, ...] = ()
     enrollment_groups: tuple[Mapping[str, Any], ...] = ()
 
-    async def apply(self, hub: ManagedHub, *, identities: bool = True) -> list[IdentityConfig]:
+    async def apply(self, hub: Hub, *, identities: bool = True) -> list[IdentityConfig]:
         """Register the identities that ``hub`` does not know yet, and the enrollment groups.
 
         Args:
@@ -106,7 +107,7 @@ class EmulatorConfig:
                 }
                 if entry.module_id is None:
                     hub.add_device(entry.device_id, **options)
-                    hub.update_identity(entry.device_id, enabled=entry.enabled, iot_edge=entry.iot_edge)
+                    update_identity(hub.core, entry.device_id, enabled=entry.enabled, iot_edge=entry.iot_edge)
                 else:
                     hub.add_module(entry.device_id, entry.module_id, **options)
                 if entry.tags or entry.desired:

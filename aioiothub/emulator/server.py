@@ -13,7 +13,7 @@ import contextlib
 import functools
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -32,7 +32,8 @@ from aioiothub.emulator.certs import (
 from aioiothub.emulator.edge_hub import EdgeEnvironment
 from aioiothub.emulator.file_upload import UploadRecord
 from aioiothub.emulator.https_surface import HttpsSurface, public_host
-from aioiothub.emulator.hub.management import ManagedHub
+from aioiothub.emulator.hub import Hub
+from aioiothub.emulator.hub.management import restore_state
 from aioiothub.emulator.listeners import PeerInfo, serve_tls, serve_websocket
 from aioiothub.emulator.mqtt import serve_mqtt
 from aioiothub.emulator.service_api import (
@@ -42,6 +43,7 @@ from aioiothub.emulator.service_api import (
     policy_connection_string,
 )
 from aioiothub.emulator.store import StateStore, load_certificate_authority
+from aioiothub.emulator.traffic import TrafficLog
 from aioiothub.protocol.connect import WEBSOCKET_PORT
 
 __all__ = ["Emulator"]
@@ -52,7 +54,7 @@ _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 _MEMORY_PEER = PeerInfo(remote_address="memory", transport="memory", client_certificate_der=None)
 
 
-class Emulator(ManagedHub):
+class Emulator(Hub):
     """A local Azure IoT Hub: MQTT over TLS (and WebSocket), with the hub's rules and a service API.
 
     Example:
@@ -85,6 +87,8 @@ class Emulator(ManagedHub):
         state_dir: keep identities, twins, queued cloud-to-device messages and the CA in this
             directory, and start from what it holds (:mod:`aioiothub.emulator.store`); the CA
             file and the IoT Edge workload sockets live there too, at the same paths every start.
+        log_traffic: write one line per MQTT or HTTP operation served to this (``--log-traffic``;
+            :mod:`aioiothub.emulator.traffic`); never a key, token or signature.
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class Emulator(ManagedHub):
         certificate_authority: CertificateAuthority | None = None,
         policies: Sequence[SharedAccessPolicy] | None = None,
         state_dir: str | os.PathLike[str] | None = None,
+        log_traffic: Callable[[str], None] | None = None,
     ) -> None:
         store = StateStore(state_dir) if state_dir is not None else None
         if store is not None and certificate_authority is None:
@@ -112,7 +117,7 @@ class Emulator(ManagedHub):
         )
         self._store = store
         if store is not None:
-            self.restore_state(store.load(self.hostname), store)
+            restore_state(self.core, store.load(self.hostname), store)
         self._policies = list(policies) if policies is not None else generated_policies()
         if len({policy.name for policy in self._policies}) != len(self._policies):
             raise ValueError("policies: two policies have the same name")
@@ -127,6 +132,9 @@ class Emulator(ManagedHub):
         self._https.authorize_service = install_service_api(
             self._https.router, self, self._policies, self._service_scopes
         )
+        if log_traffic is not None:
+            traffic = self.core.traffic = TrafficLog(log_traffic)
+            self._https.router.observer = traffic.http_answered
         for argument, value in (("port", port), ("websocket_port", websocket_port)):
             if value is None and argument == "websocket_port":
                 continue
@@ -165,7 +173,7 @@ class Emulator(ManagedHub):
             stack.callback(self._remove_ca_file)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._task_group.cancel_scope.cancel)
-            stack.callback(self._close_all, "the emulator is shutting down")
+            stack.callback(self.core.close_all, "the emulator is shutting down")
             self._server_context = context
             self._ca_pem = ca_pem
             self._port = await self._task_group.start(

@@ -7,7 +7,7 @@ with a state directory. The registry, the twins and the cloud queues report each
 making it, and the store writes it in a transaction of its own (SQLite from the standard library, in
 WAL mode), so a killed process loses at most the change being written. At start-up
 :meth:`StateStore.load` reads everything back for
-:meth:`~aioiothub.emulator.hub.management.ManagedHub.restore_state`; queued messages whose time to
+:func:`~aioiothub.emulator.hub.management.restore_state`; queued messages whose time to
 live ran out while the emulator was stopped are dropped then.
 
 The directory also keeps the emulator's CA (``ca.pem``, ``ca.key.pem``), so devices that trust it
@@ -122,7 +122,7 @@ class StateStore:
 
     Example:
         >>> store = StateStore(Path("state"))  # doctest: +SKIP
-        >>> hub.restore_state(store.load(hub.hostname), store)  # doctest: +SKIP
+        >>> restore_state(hub.core, store.load(hub.hostname), store)  # doctest: +SKIP
 
     Args:
         directory: the state directory; created when missing.
@@ -159,7 +159,7 @@ class StateStore:
     # --- reading ------------------------------------------------------------------------------
 
     def load(self, hostname: str) -> RestoredState:
-        """Everything kept, for :meth:`ManagedHub.restore_state`; expired messages are deleted."""
+        """Everything kept, for :func:`~aioiothub.emulator.hub.management.restore_state`; expired ones deleted."""
         identities = [
             _identity(hostname, device_id, module_id or None, json.loads(data))
             for device_id, module_id, data in self._db.execute(

@@ -308,7 +308,7 @@ async def test_cloud_messages_carry_the_hubs_fields_and_complete_only_when_taken
         await round_trips(client)
         connection = hub.connection(device_id)
         assert connection is not None
-        assert hub.undelivered(connection) == [], "the hub has delivered the second message"
+        assert hub.core.undelivered(connection) == [], "the hub has delivered the second message"
         assert hub.c2d_queue_length(device_id) == 1, (
             "the message was completed before the application took it"
         )

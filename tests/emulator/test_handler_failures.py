@@ -109,7 +109,7 @@ async def test_a_failing_device_connection_is_closed_and_the_next_one_served(
 ) -> None:
     device = hub.add_device("dev1")
     password = sas_password(hub, device)
-    monkeypatch.setattr(hub, "admit", fail_once(hub.admit))
+    monkeypatch.setattr(hub.core, "admit", fail_once(hub.core.admit))
     async with raw_connection(hub) as client:
         with pytest.raises(anyio.EndOfStream):
             await client.connect("dev1", f"{hub.hostname}/dev1/?api-version=2021-04-12", password)

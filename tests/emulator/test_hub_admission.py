@@ -61,7 +61,7 @@ def hub() -> Hub:
 def test_primary_and_secondary_keys_are_accepted(hub: Hub) -> None:
     device = hub.identity("dev1")
     for key in (device.primary_key, device.secondary_key):
-        admission = hub.admit(_connect(device, _token(device, key=key)), None, now=NOW)
+        admission = hub.core.admit(_connect(device, _token(device, key=key)), None, now=NOW)
         assert admission.return_code == 0, admission.reason
         assert admission.identity is device
         assert admission.token_expiry == int(NOW + 3600)
@@ -69,7 +69,7 @@ def test_primary_and_secondary_keys_are_accepted(hub: Hub) -> None:
 
 def test_module_token_is_accepted(hub: Hub) -> None:
     module = hub.identity("dev1", "mod1")
-    admission = hub.admit(_connect(module, _token(module)), None, now=NOW)
+    admission = hub.core.admit(_connect(module, _token(module)), None, now=NOW)
     assert admission.return_code == 0, admission.reason
     assert admission.identity is module
 
@@ -121,7 +121,7 @@ def test_refusals(hub: Hub, case: str, expected_code: int, reason: str) -> None:
     elif case == "unknown device":
         ghost = Hub(hostname=HOST).add_device("ghost")
         connect = _connect(ghost, _token(ghost))
-    admission = hub.admit(connect, None, now=NOW)
+    admission = hub.core.admit(connect, None, now=NOW)
     assert admission.return_code == expected_code
     assert admission.identity is None
     assert reason in admission.reason
@@ -130,14 +130,14 @@ def test_refusals(hub: Hub, case: str, expected_code: int, reason: str) -> None:
 def test_reasons_never_contain_the_signature(hub: Hub) -> None:
     device = hub.identity("dev1")
     token = _token(device, expiry=NOW - 10)
-    admission = hub.admit(_connect(device, token), None, now=NOW)
+    admission = hub.core.admit(_connect(device, token), None, now=NOW)
     signature = token.split("sig=")[1].split("&")[0]
     assert signature not in admission.reason
 
 
 def test_module_client_id_must_match_the_module_username(hub: Hub) -> None:
     module = hub.identity("dev1", "mod1")
-    admission = hub.admit(_connect(module, _token(module), client="dev1"), None, now=NOW)
+    admission = hub.core.admit(_connect(module, _token(module), client="dev1"), None, now=NOW)
     assert admission.return_code == 2
 
 
@@ -145,14 +145,14 @@ def test_disabled_device_and_its_modules_get_code_3(hub: Hub) -> None:
     hub.set_device_status("dev1", enabled=False)
     device = hub.identity("dev1")
     module = hub.identity("dev1", "mod1")
-    assert hub.admit(_connect(device, _token(device)), None, now=NOW).return_code == 3
-    assert hub.admit(_connect(module, _token(module)), None, now=NOW).return_code == 3
+    assert hub.core.admit(_connect(device, _token(device)), None, now=NOW).return_code == 3
+    assert hub.core.admit(_connect(module, _token(module)), None, now=NOW).return_code == 3
 
 
 def test_model_id_and_product_info_are_recorded_on_the_identity(hub: Hub) -> None:
     device = hub.identity("dev1")
     user = username(HOST, "dev1", product_info="azsdk-c/1.6.0", model_id="dtmi:com:example:Thermostat;1")
-    admission = hub.admit(_connect(device, _token(device), user=user), None, now=NOW)
+    admission = hub.core.admit(_connect(device, _token(device), user=user), None, now=NOW)
     assert admission.return_code == 0, admission.reason
     assert device.model_id == "dtmi:com:example:Thermostat;1"
     assert device.product_info == "azsdk-c/1.6.0"
@@ -161,62 +161,64 @@ def test_model_id_and_product_info_are_recorded_on_the_identity(hub: Hub) -> Non
 def test_refuse_connects_answers_the_next_n_connects_with_the_given_code(hub: Hub) -> None:
     device = hub.identity("dev1")
     hub.refuse_connects(2, return_code=3)
-    codes = [hub.admit(_connect(device, _token(device)), None, now=NOW).return_code for _ in range(3)]
+    codes = [hub.core.admit(_connect(device, _token(device)), None, now=NOW).return_code for _ in range(3)]
     assert codes == [3, 3, 0]
 
 
 def test_faults_are_grouped_under_hub_faults_and_the_hub_calls_forward_there(hub: Hub) -> None:
     device = hub.identity("dev1")
     hub.faults.refuse_connects(1)
-    assert hub.admit(_connect(device, _token(device)), None, now=NOW).return_code == 3
+    assert hub.core.admit(_connect(device, _token(device)), None, now=NOW).return_code == 3
     hub.delay_pubacks(0.5)
-    assert hub.faults.puback_delay == hub.puback_delay == 0.5
+    assert hub.faults.puback_delay == hub.core.puback_delay == 0.5
     hub.faults.delay_pubacks(0)
-    assert hub.puback_delay == 0.0
+    assert hub.core.puback_delay == 0.0
 
 
 def test_x509_thumbprint_device(hub: Hub) -> None:
     device = hub.add_device("cert1", authentication="x509")
     assert device.certificate_pem is not None
-    accepted = hub.admit(_connect(device, None), _der(device.certificate_pem), now=NOW)
+    accepted = hub.core.admit(_connect(device, None), _der(device.certificate_pem), now=NOW)
     assert accepted.return_code == 0, accepted.reason
     assert accepted.token_expiry is None
     other_pem, _ = generate_self_signed_certificate("cert1")
-    refused = hub.admit(_connect(device, None), _der(other_pem), now=NOW)
+    refused = hub.core.admit(_connect(device, None), _der(other_pem), now=NOW)
     assert (refused.return_code, "thumbprint" in refused.reason) == (5, True)
-    no_certificate = hub.admit(_connect(device, None), None, now=NOW)
+    no_certificate = hub.core.admit(_connect(device, None), None, now=NOW)
     assert no_certificate.return_code == 5
-    with_password = hub.admit(_connect(device, "SharedAccessSignature sr=x"), _der(device.certificate_pem), now=NOW)
+    with_password = hub.core.admit(
+        _connect(device, "SharedAccessSignature sr=x"), _der(device.certificate_pem), now=NOW
+    )
     assert with_password.return_code == 5
 
 
 def test_x509_ca_device_needs_the_hub_ca_and_its_own_common_name(hub: Hub) -> None:
     device = hub.add_device("cert2", authentication="x509_ca")
     assert device.certificate_pem is not None
-    assert hub.admit(_connect(device, None), _der(device.certificate_pem), now=NOW).return_code == 0
+    assert hub.core.admit(_connect(device, None), _der(device.certificate_pem), now=NOW).return_code == 0
     wrong_name, _ = hub.certificate_authority.issue_client_certificate("someone-else")
-    refused = hub.admit(_connect(device, None), _der(wrong_name), now=NOW)
+    refused = hub.core.admit(_connect(device, None), _der(wrong_name), now=NOW)
     assert (refused.return_code, "common name" in refused.reason) == (5, True)
     foreign, _ = CertificateAuthority.generate().issue_client_certificate("cert2")
-    refused = hub.admit(_connect(device, None), _der(foreign), now=NOW)
+    refused = hub.core.admit(_connect(device, None), _der(foreign), now=NOW)
     assert (refused.return_code, "not issued by the hub CA" in refused.reason) == (5, True)
 
 
 def test_x509_ca_module_certificate_names_device_and_module(hub: Hub) -> None:
     module = hub.add_module("dev1", "cam", authentication="x509_ca")
     assert module.certificate_pem is not None
-    assert hub.admit(_connect(module, None), _der(module.certificate_pem), now=NOW).return_code == 0
+    assert hub.core.admit(_connect(module, None), _der(module.certificate_pem), now=NOW).return_code == 0
 
 
 def test_sas_device_presenting_a_certificate_still_needs_its_token(hub: Hub) -> None:
     device = hub.identity("dev1")
     pem, _ = generate_self_signed_certificate("dev1")
-    assert hub.admit(_connect(device, None), _der(pem), now=NOW).return_code == 5
-    assert hub.admit(_connect(device, _token(device)), _der(pem), now=NOW).return_code == 0
+    assert hub.core.admit(_connect(device, None), _der(pem), now=NOW).return_code == 5
+    assert hub.core.admit(_connect(device, _token(device)), _der(pem), now=NOW).return_code == 0
 
 
 def test_real_clock_tokens_work() -> None:
     hub = Hub(hostname=HOST)
     device = hub.add_device("dev1")
-    admission = hub.admit(_connect(device, _token(device, expiry=time.time() + 60)), None, now=time.time())
+    admission = hub.core.admit(_connect(device, _token(device, expiry=time.time() + 60)), None, now=time.time())
     assert admission.return_code == 0

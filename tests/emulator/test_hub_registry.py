@@ -243,7 +243,7 @@ def test_fault_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="seconds"):
         hub.delay_pubacks(-1)
     hub.delay_pubacks(0.25)
-    assert hub.puback_delay == 0.25
+    assert hub.core.puback_delay == 0.25
 
 
 @pytest.mark.anyio

@@ -195,3 +195,28 @@ def test_every_public_name_reports_the_import_path_users_type() -> None:
         if not name.startswith("__") and name != "pnp"
     }
     assert {name: module for name, module in wrong.items() if module != "aioiothub"} == {}
+
+
+def _project_bases() -> dict[str, list[str]]:
+    """Each project class (by name) and the project classes it names as bases, from the source."""
+    classes: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                names = [base.id if isinstance(base, ast.Name) else getattr(base, "attr", "") for base in node.bases]
+                classes.setdefault(node.name, []).extend(names)
+    return {name: [base for base in bases if base in classes] for name, bases in classes.items()}
+
+
+def _is_exception(name: str, bases: dict[str, list[str]]) -> bool:
+    return name.endswith(("Error", "Exception")) or any(_is_exception(base, bases) for base in bases[name])
+
+
+def test_no_chain_of_three_project_classes_exceptions_aside() -> None:
+    bases = _project_bases()
+
+    def depth(name: str) -> int:
+        return 1 + max((depth(base) for base in bases[name]), default=0)
+
+    deep = {name: depth(name) for name in bases if not _is_exception(name, bases) and depth(name) > 2}
+    assert deep == {}

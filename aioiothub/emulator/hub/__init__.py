@@ -13,11 +13,13 @@
 ``faults``             fault injection: refused connects, failed or lost twin requests, slow PUBACKs
 ``dps``                the Device Provisioning Service: enrollments, registrations, assignments
 ``core``               the parts wired together, and the calls a device connection makes into them
-``facade``             :class:`Hub`, the service-side API
+``facade``             :class:`Hub`, the service-side API, holding its ``core``
+``management``         deleting and updating identities, loading a store (for the service REST API)
+``traffic_observer``   what a traffic log is told of each operation (``--log-traffic``)
 =====================  ==========================================================================
 
 Live MQTT connections (:class:`~aioiothub.emulator.mqtt.device.DeviceHandler`) call into
-the hub; the hub reaches a connection only through the small :class:`Connection` protocol, so
+the hub's ``core``; the hub reaches a connection only through the small :class:`Connection` protocol, so
 nothing here reads or writes bytes. Waiting (for telemetry, for a connection) never polls.
 """
 

@@ -4,13 +4,15 @@
 twins, direct methods, cloud queues -- and gives a device connection
 (:class:`~aioiothub.emulator.mqtt.device.DeviceHandler`) the few calls it needs: admit a
 CONNECT, attach and detach, hand over telemetry, twin requests, method answers and PUBACKs.
-:class:`~aioiothub.emulator.hub.facade.Hub` adds the service-side API on top.
+:class:`~aioiothub.emulator.hub.facade.Hub` holds one as ``hub.core`` and puts the service-side API
+in front of it. A :class:`~aioiothub.emulator.hub.observer.TrafficObserver` set as :attr:`HubCore.traffic`
+hears of each of these calls (``--log-traffic``); without one nothing is reported.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from aioiothub.emulator.certs import CertificateAuthority
 from aioiothub.emulator.hub.admission import Admission, admit
@@ -22,6 +24,7 @@ from aioiothub.emulator.hub.methods import DirectMethods
 from aioiothub.emulator.hub.queues import CloudMessage, CloudQueues
 from aioiothub.emulator.hub.registry import Registry
 from aioiothub.emulator.hub.telemetry import TelemetryRecord, TelemetryStore
+from aioiothub.emulator.hub.traffic_observer import TrafficObserver
 from aioiothub.emulator.hub.twins import TwinAnswer, Twins
 from aioiothub.protocol.mqtt import Connect
 from aioiothub.protocol.topics import TwinRequestTopic
@@ -30,7 +33,15 @@ __all__ = ["HubCore"]
 
 
 class HubCore:
-    """The parts of one emulated hub and the calls its device connections make (see :class:`Hub`)."""
+    """The parts of one emulated hub and the calls its device connections make (see the module docstring).
+
+    Args:
+        hostname: the hub's host name.
+        telemetry_limit: how many telemetry messages to keep.
+        certificate_authority: the CA that issues ``"x509_ca"`` certificates.
+        trust_certificate: called with a self-signed client certificate when one is registered (the
+            running emulator adds it to what its TLS listeners trust).
+    """
 
     def __init__(
         self,
@@ -38,63 +49,42 @@ class HubCore:
         hostname: str = "localhost",
         telemetry_limit: int = 100_000,
         certificate_authority: CertificateAuthority | None = None,
+        trust_certificate: Callable[[bytes], None] = lambda pem: None,
     ) -> None:
         if not isinstance(hostname, str) or not hostname or "/" in hostname or not hostname.isascii():
             raise ValueError(f"hostname must be a non-empty ASCII host name, got {hostname!r}")
-        self._telemetry = TelemetryStore(telemetry_limit)
-        # Bound late, so that a subclass's _trust_certificate (the running emulator's) is the one called.
-        self._registry = Registry(
+        self.telemetry = TelemetryStore(telemetry_limit)
+        self.registry = Registry(
             hostname=hostname,
             certificate_authority=certificate_authority,
-            on_self_signed_certificate=lambda pem: self._trust_certificate(pem),
+            on_self_signed_certificate=trust_certificate,
         )
         self.faults = Faults()
-        """Fault injection for tests: refuse connects, fail or drop twin requests, delay PUBACKs."""
-        self._connections = ConnectionTable()
-        self._twins = Twins(self._connections, self.faults)
-        self._methods = DirectMethods(self._connections)
-        self._queues = CloudQueues(self._connections)
-        self._dps = ProvisioningService(
-            registry=self._registry,
-            twins=self._twins,
-            provision=self._provision,
-            trust_certificate=lambda pem: self._trust_certificate(pem),
+        self.connections = ConnectionTable()
+        self.twins = Twins(self.connections, self.faults)
+        self.methods = DirectMethods(self.connections)
+        self.queues = CloudQueues(self.connections)
+        self.dps = ProvisioningService(
+            registry=self.registry, twins=self.twins, provision=self.provision, trust_certificate=trust_certificate
         )
+        self.traffic: TrafficObserver | None = None
+        """Told of every call below when set (``--log-traffic``)."""
 
-    @property
-    def hostname(self) -> str:
-        """The hub's host name (``HostName`` in connection strings)."""
-        return self._registry.hostname
+    def report_service_call(self, device_id: str, module_id: str | None, what: str) -> None:
+        """Tell the traffic observer, if any, what the service side just did to an identity."""
+        if self.traffic is not None:
+            self.traffic.service_call(device_id if module_id is None else f"{device_id}/{module_id}", what)
 
-    @property
-    def certificate_authority(self) -> CertificateAuthority:
-        """The CA that issues certificates for ``"x509_ca"`` identities."""
-        return self._registry.certificate_authority
-
-    def _trust_certificate(self, certificate_pem: bytes) -> None:
-        """Hook: a self-signed client certificate was registered (the emulator trusts it for TLS)."""
-
-    def _provision(self, identity: Identity) -> None:
+    def provision(self, identity: Identity) -> None:
         """Give a newly registered identity its place in every part that keeps state per identity."""
-        self._twins.add(identity.key)
-        self._queues.add(identity.key)
+        self.twins.add(identity.key)
+        self.queues.add(identity.key)
 
-    def identity(self, device_id: str, module_id: str | None = None) -> Identity:
-        """Return a registered device or module.
-
-        Raises:
-            ValueError: no such identity.
-        """
-        return self._registry.lookup(device_id, module_id)
-
-    def identities(self) -> list[Identity]:
-        """Every registered device and module, in registration order."""
-        return self._registry.identities()
-
-    @property
-    def dps(self) -> ProvisioningService:
-        """The Device Provisioning Service on the hub's listeners: enrollments and registrations."""
-        return self._dps
+    def set_device_status(self, device_id: str, *, enabled: bool) -> None:
+        """Enable or disable a device; disabling closes its connections and those of its modules."""
+        self.registry.set_device_status(device_id, enabled=enabled)
+        if not enabled:
+            self.connections.drop_device(device_id, f"device {device_id!r} was disabled")
 
     # --- connections (hub role) ------------------------------------------------------------
 
@@ -115,9 +105,14 @@ class HubCore:
             The decision; on acceptance the identity's ``model_id`` and ``product_info`` are updated.
         """
         refusal = self.faults.take_connect_refusal()
-        if refusal is not None:
-            return Admission(refusal, "refused by refuse_connects()")
-        return admit(self._registry, connect, client_certificate_der, now=now)
+        admission = (
+            Admission(refusal, "refused by refuse_connects()")
+            if refusal is not None
+            else admit(self.registry, connect, client_certificate_der, now=now)
+        )
+        if self.traffic is not None and admission.return_code:
+            self.traffic.connect_refused(connect, admission)
+        return admission
 
     def attach(self, connection: Connection, *, clean_session: bool) -> tuple[PersistentSubscriptions, bool]:
         """Register an accepted connection, replacing (closing) an older one of the same identity (hub role).
@@ -130,22 +125,24 @@ class HubCore:
             ``(subscriptions, session present)``: the subscriptions to use and whether they were
             resumed from an earlier CleanSession=0 connection.
         """
-        return self._connections.attach(connection, clean_session=clean_session)
+        subscriptions, resumed = self.connections.attach(connection, clean_session=clean_session)
+        if self.traffic is not None:
+            self.traffic.connected(connection, resumed=resumed)
+        return subscriptions, resumed
 
     def detach(self, connection: Connection) -> None:
         """Forget a closed connection (a no-op when the hub already did; hub role)."""
-        self._connections.detach(connection)
-
-    def connection(self, device_id: str, module_id: str | None = None) -> Connection | None:
-        """The live connection of an identity, or ``None``."""
-        return self._connections.get((device_id, module_id))
+        if self.traffic is not None and self.connections.get(connection.identity.key) is connection:
+            self.traffic.disconnected(connection)
+        self.connections.detach(connection)
 
     def subscriptions_changed(self) -> None:
         """Wake :meth:`wait_subscribed` callers (a connection subscribed or unsubscribed; hub role)."""
-        self._connections.subscriptions_changed()
+        self.connections.subscriptions_changed()
 
-    def _close_all(self, reason: str) -> None:
-        self._connections.drop_all(reason)
+    def close_all(self, reason: str) -> None:
+        """Close every connection (the emulator is shutting down)."""
+        self.connections.drop_all(reason)
 
     # --- what a connection hands over (hub role) -------------------------------------------
 
@@ -176,12 +173,14 @@ class HubCore:
             RuleViolation: the topic belongs to another identity or the message is over 256 KiB.
             ProtocolError: the topic or its property bag is malformed.
         """
-        self._telemetry.store(identity, topic, body, retain=retain, enqueued_time=enqueued_time, will=will)
+        self.telemetry.store(identity, topic, body, retain=retain, enqueued_time=enqueued_time, will=will)
         identity.mark_active(enqueued_time)
+        if self.traffic is not None:
+            self.traffic.device_message(identity, body, will=will)
 
     def telemetry_stored(self) -> None:
         """Wake everything waiting for telemetry (after one or more :meth:`store_telemetry`)."""
-        self._telemetry.stored()
+        self.telemetry.stored()
 
     def follow_telemetry(
         self, device_id: str | None, module_id: str | None, *, idle: float
@@ -190,7 +189,7 @@ class HubCore:
 
         For streams that must write something now and then to keep a connection alive.
         """
-        return self._telemetry.follow(device_id, module_id, idle=idle)
+        return self.telemetry.follow(device_id, module_id, idle=idle)
 
     def handle_twin_request(self, identity: Identity, request: TwinRequestTopic, body: bytes) -> TwinAnswer | None:
         """Serve a twin GET or reported-properties PATCH from a device (hub role).
@@ -203,7 +202,10 @@ class HubCore:
             RuleViolation: :meth:`drop_on_twin_requests` asks for the connection to be dropped.
         """
         identity.mark_active()
-        return self._twins.serve(identity, request, body)
+        answer = self.twins.serve(identity, request, body)
+        if self.traffic is not None:
+            self.traffic.twin_request(identity, request, body, answer)
+        return answer
 
     def complete_method(self, identity: Identity, request_id: str, status: int, body: bytes) -> None:
         """Deliver a device's method response to the waiting caller (hub role).
@@ -211,13 +213,17 @@ class HubCore:
         Responses for unknown or finished requests, or from another identity, are ignored.
         """
         identity.mark_active()
-        self._methods.complete(identity, request_id, status, body)
+        if self.traffic is not None:
+            self.traffic.method_answered(identity, request_id, status, body)
+        self.methods.complete(identity, request_id, status, body)
 
     def undelivered(self, connection: Connection) -> list[CloudMessage]:
         """The queued messages of the connection's identity not yet delivered on it (hub role)."""
-        return self._queues.undelivered(connection)
+        return self.queues.undelivered(connection)
 
     def complete(self, identity: Identity, message: CloudMessage) -> None:
         """Remove an acknowledged message from the identity's queue (hub role)."""
         identity.mark_active()
-        self._queues.complete(identity, message)
+        if self.traffic is not None:
+            self.traffic.acknowledged(identity, message)
+        self.queues.complete(identity, message)

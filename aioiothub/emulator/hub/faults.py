@@ -13,13 +13,16 @@ twin requests ask :class:`Faults` what to do.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, Self, overload
 
 from aioiothub.emulator.hub.values import check_count
 from aioiothub.protocol.connect import CONNACK_SERVER_UNAVAILABLE
 
-__all__ = ["Faults", "TwinFault"]
+__all__ = ["ArmsFault", "Faults", "TwinFault"]
+
+_P = ParamSpec("_P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,3 +163,32 @@ class Faults:
     def puback_delay(self) -> float:
         """The current PUBACK delay in seconds."""
         return self._puback_delay
+
+
+class _HasFaults(Protocol):
+    faults: Faults
+
+
+class ArmsFault(Generic[_P]):
+    """A hub method that arms the fault of the same name: ``hub.delay_pubacks(0.5)`` is
+    ``hub.faults.delay_pubacks(0.5)``, documented on :class:`Faults`."""
+
+    def __init__(self, arm: Callable[Concatenate[Faults, _P], None]) -> None:
+        self._arm = arm
+        self.__doc__ = arm.__doc__
+
+    @overload
+    def __get__(self, hub: None, owner: type[Any]) -> Self: ...
+
+    @overload
+    def __get__(self, hub: _HasFaults, owner: type[Any]) -> Callable[_P, None]: ...
+
+    def __get__(self, hub: _HasFaults | None, owner: type[Any]) -> Self | Callable[_P, None]:
+        if hub is None:
+            return self
+        arm, faults = self._arm, hub.faults
+
+        def armed(*args: _P.args, **kwargs: _P.kwargs) -> None:
+            arm(faults, *args, **kwargs)
+
+        return armed

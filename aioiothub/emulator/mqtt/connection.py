@@ -41,7 +41,7 @@ from typing import Final, Protocol, cast
 import anyio
 import anyio.abc
 
-from aioiothub.emulator.hub import Hub
+from aioiothub.emulator.hub.core import HubCore
 from aioiothub.emulator.hub.errors import RuleViolation
 from aioiothub.emulator.listeners import PeerInfo
 from aioiothub.exceptions import ProtocolError
@@ -131,7 +131,7 @@ class MqttConnection:
     """One MQTT connection to the emulator, device or DPS (see the module docstring).
 
     Args:
-        hub: the hub the connection belongs to.
+        hub: the core of the hub the connection belongs to.
         stream: the connection's byte stream of raw MQTT (TLS or WebSocket already unwrapped).
         peer: who is connected.
         handler_for: picks the handler once the CONNECT is read.
@@ -150,7 +150,7 @@ class MqttConnection:
         "stream",
     )
 
-    def __init__(self, hub: Hub, stream: anyio.abc.ByteStream, peer: PeerInfo, handler_for: HandlerFactory) -> None:
+    def __init__(self, hub: HubCore, stream: anyio.abc.ByteStream, peer: PeerInfo, handler_for: HandlerFactory) -> None:
         self._hub = hub
         self._handler_for = handler_for
         self.stream = stream

@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 :class:`~aioiothub.emulator.mqtt.connection.MqttConnection` reads the CONNECT and, for a username
-that is not a DPS one, hands it to :meth:`DeviceHandler.open`, which asks :meth:`Hub.admit
-<aioiothub.emulator.Hub.admit>` for a decision, checks the will, and on acceptance registers itself
+that is not a DPS one, hands it to :meth:`DeviceHandler.open`, which asks :meth:`HubCore.admit
+<aioiothub.emulator.hub.core.HubCore.admit>` for a decision, checks the will, and on acceptance registers itself
 with the hub (it is the hub's :class:`~aioiothub.emulator.hub.Connection`) and appends the CONNACK and
 any queued cloud messages. From then on the loop hands it each received chunk's packets:
 :meth:`~DeviceHandler.handle` handles them synchronously, in order, appending the answers (PUBACKs,
@@ -27,7 +27,8 @@ import time
 
 import anyio
 
-from aioiothub.emulator.hub import CloudMessage, Hub, Identity, PersistentSubscriptions, RuleViolation
+from aioiothub.emulator.hub import CloudMessage, Identity, PersistentSubscriptions, RuleViolation
+from aioiothub.emulator.hub.core import HubCore
 from aioiothub.emulator.hub.values import now_utc
 from aioiothub.emulator.mqtt.connection import MqttConnection
 from aioiothub.exceptions import ProtocolError
@@ -76,7 +77,7 @@ class DeviceHandler:
     """One device or module connection: the hub's rules applied to what the loop reads.
 
     Args:
-        hub: the hub the connection belongs to.
+        hub: the core of the hub the connection belongs to.
         connection: the connection's server loop (its stream, writes and close).
     """
 
@@ -97,7 +98,7 @@ class DeviceHandler:
         "token_deadline",
     )
 
-    def __init__(self, hub: Hub, connection: MqttConnection) -> None:
+    def __init__(self, hub: HubCore, connection: MqttConnection) -> None:
         self._hub = hub
         self._connection = connection
         self._peer = connection.peer

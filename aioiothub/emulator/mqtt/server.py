@@ -25,6 +25,6 @@ async def serve_mqtt(hub: Hub, stream: anyio.abc.ByteStream, peer: PeerInfo) -> 
     def handler_for(connection: MqttConnection, connect: Connect) -> PacketHandler:
         if hub.dps.claims(connect.username):
             return DpsHandler(hub.dps, connection)
-        return DeviceHandler(hub, connection)
+        return DeviceHandler(hub.core, connection)
 
-    await MqttConnection(hub, stream, peer, handler_for).run()
+    await MqttConnection(hub.core, stream, peer, handler_for).run()

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from aioiothub.emulator.https import HttpRequest, Router
-from aioiothub.emulator.hub.management import ManagedHub
+from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.service_api.context import ServiceContext
 from aioiothub.emulator.service_api.emulator_routes import install_emulator_routes
 from aioiothub.emulator.service_api.identities import install_identities
@@ -49,7 +49,7 @@ __all__ = [
 
 def install_service_api(
     router: Router,
-    hub: ManagedHub,
+    hub: Hub,
     policies: Sequence[SharedAccessPolicy],
     scopes: Callable[[], Sequence[str]],
 ) -> Callable[[HttpRequest], SharedAccessPolicy]:

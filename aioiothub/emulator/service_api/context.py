@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aioiothub.emulator.https import HttpRequest
+from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.hub.identity import Identity
-from aioiothub.emulator.hub.management import ManagedHub
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.emulator.service_api.policies import Right, SharedAccessPolicy, authorize
 
@@ -55,7 +55,7 @@ class ServiceContext:
         scopes: returns the host names a token's ``sr`` may name (the port is known once listening).
     """
 
-    hub: ManagedHub
+    hub: Hub
     policies: Sequence[SharedAccessPolicy]
     scopes: Callable[[], Sequence[str]]
 

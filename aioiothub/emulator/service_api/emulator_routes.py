@@ -77,7 +77,7 @@ def _body(message: dict[str, Any]) -> bytes:
 async def _records_stream(
     context: ServiceContext, device_id: str | None, module_id: str | None, json_lines: bool
 ) -> AsyncIterator[bytes]:
-    stream = context.hub.follow_telemetry(device_id, module_id, idle=_KEEPALIVE)
+    stream = context.hub.core.follow_telemetry(device_id, module_id, idle=_KEEPALIVE)
     try:
         yield b"" if json_lines else b": following telemetry\n\n"
         async for record in stream:

@@ -23,6 +23,7 @@ from typing import Any
 
 from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.hub.identity import Authentication, Identity
+from aioiothub.emulator.hub.management import remove_identity, update_identity
 from aioiothub.emulator.hub.values import iso_time
 from aioiothub.emulator.service_api.context import ServiceContext, activity_time, etag_matches, if_match, quoted
 from aioiothub.emulator.service_api.errors import service_error
@@ -161,7 +162,7 @@ def install_identities(router: Router, context: ServiceContext) -> None:
                 identity.iot_edge = bool(_text(body, "capabilities", "iotEdge"))
                 identity.managed_by = body.get("managedBy") if module_id is not None else None
                 identity.status_reason = body.get("statusReason")
-                hub.update_identity(device_id, module_id, enabled=False if enabled is False else None)
+                update_identity(hub.core, device_id, module_id, enabled=False if enabled is False else None)
                 return _answer(context, identity)
             if if_match(request) is None:
                 name = "DeviceAlreadyExists" if module_id is None else "ModuleAlreadyExistsOnDevice"
@@ -170,7 +171,8 @@ def install_identities(router: Router, context: ServiceContext) -> None:
                 raise service_error(412, "PreconditionFailed", f"the etag of {current.label} has changed")
             if authentication != current.authentication:
                 raise service_error(400, "ArgumentInvalid", "the authentication type of an identity cannot change")
-            identity = hub.update_identity(
+            identity = update_identity(
+                hub.core,
                 device_id,
                 module_id,
                 enabled=enabled if module_id is None else None,
@@ -194,7 +196,7 @@ def install_identities(router: Router, context: ServiceContext) -> None:
         identity = context.identity(request.params["device_id"], request.params.get("module_id"))
         if not etag_matches(request, identity_etag(identity)):
             raise service_error(412, "PreconditionFailed", f"the etag of {identity.label} has changed")
-        hub.remove_identity(identity.device_id, identity.module_id)
+        remove_identity(hub.core, identity.device_id, identity.module_id)
         return HttpResponse(204)
 
     async def list_devices(request: HttpRequest) -> HttpResponse:
