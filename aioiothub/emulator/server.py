@@ -22,27 +22,27 @@ import anyio
 import anyio.abc
 
 from aioiothub.emulator import run_files
-from aioiothub.emulator.blob_store import BlobStore
 from aioiothub.emulator.certs import (
     CertificateAuthority,
     client_ssl_context,
     server_ssl_context,
     trust_client_certificate,
 )
-from aioiothub.emulator.edge_hub import EdgeEnvironment
-from aioiothub.emulator.file_upload import UploadRecord
-from aioiothub.emulator.https_surface import HttpsSurface, public_host
+from aioiothub.emulator.edge.edge_hub import EdgeEnvironment
 from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.hub.management import restore_state
 from aioiothub.emulator.listeners import PeerInfo, serve_tls, serve_websocket
 from aioiothub.emulator.mqtt import serve_mqtt
+from aioiothub.emulator.rest.file_upload import UploadRecord
+from aioiothub.emulator.rest.surface import HttpsSurface, public_host
 from aioiothub.emulator.service_api import (
     SharedAccessPolicy,
     generated_policies,
     install_service_api,
     policy_connection_string,
 )
-from aioiothub.emulator.store import StateStore, load_certificate_authority
+from aioiothub.emulator.storage.blob_store import BlobStore
+from aioiothub.emulator.storage.state_store import StateStore, load_certificate_authority
 from aioiothub.emulator.traffic import TrafficLog
 from aioiothub.protocol.connect import WEBSOCKET_PORT
 
@@ -85,7 +85,7 @@ class Emulator(Hub):
         policies: the shared access policies of IoT Hub's service REST API (served on the
             WebSocket port); the five standard ones with random keys when ``None``.
         state_dir: keep identities, twins, queued cloud-to-device messages and the CA in this
-            directory, and start from what it holds (:mod:`aioiothub.emulator.store`); the CA
+            directory, and start from what it holds (:mod:`aioiothub.emulator.storage.state_store`); the CA
             file and the IoT Edge workload sockets live there too, at the same paths every start.
         log_traffic: write one line per MQTT or HTTP operation served to this (``--log-traffic``;
             :mod:`aioiothub.emulator.traffic`); never a key, token or signature.
@@ -470,7 +470,7 @@ class Emulator(Hub):
         Args:
             device_id: the Edge device.
             module_id: the module.
-            routes: edgeHub routes to add to the device (see :mod:`aioiothub.emulator.edge_hub`).
+            routes: edgeHub routes to add to the device (see :mod:`aioiothub.emulator.edge.edge_hub`).
 
         Returns:
             The module's environment: ``variables`` for the process, and ``debug_variables`` (the

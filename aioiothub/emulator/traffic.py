@@ -13,9 +13,9 @@ import datetime
 import sys
 from collections.abc import Callable
 
-from aioiothub.emulator.https import HttpRequest
 from aioiothub.emulator.hub import Admission, CloudMessage, Connection, Identity
 from aioiothub.emulator.hub.twins import TwinAnswer
+from aioiothub.emulator.rest.https import HttpRequest
 from aioiothub.protocol.mqtt import Connect
 from aioiothub.protocol.topics import TwinRequestTopic
 

@@ -20,9 +20,10 @@ import anyio
 import httpx
 import pytest
 
-from aioiothub.emulator import Emulator, https_surface
-from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
+from aioiothub.emulator import Emulator
 from aioiothub.emulator.mqtt.dps import DpsHandler as DpsConnection
+from aioiothub.emulator.rest import surface as https_surface
+from aioiothub.emulator.rest.https import HttpRequest, HttpResponse, Router
 from aioiothub.protocol.connect import dps_username
 from aioiothub.protocol.mqtt import encode_publish
 from aioiothub.protocol.topics import DPS_RESPONSE_SUBSCRIPTION

@@ -10,7 +10,7 @@ import pytest
 
 import aioiothub
 from aioiothub.emulator import Emulator
-from aioiothub.emulator.edge_hub import parse_route
+from aioiothub.emulator.edge.edge_hub import parse_route
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION
 from tests.client.client_helpers import nothing_more, reconnect_seen_by_hub
 from tests.https.https_helpers import STEP, device, rest_options

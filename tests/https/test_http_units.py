@@ -7,7 +7,7 @@ import pytest
 import aioiothub
 from aioiothub._https.http import proxy_url, storage_ssl_context
 from aioiothub.emulator import Emulator
-from aioiothub.emulator.blob_sas import StorageAccount
+from aioiothub.emulator.storage.blob_sas import StorageAccount
 from aioiothub.protocol.blob import blob_url, block_id, block_list_xml
 
 

@@ -1,7 +1,7 @@
 """The service's side of the registry beyond registering: update and delete, and loading a store.
 
 IoT Hub's service REST API (:mod:`aioiothub.emulator.service_api`) deletes and updates identities
-with these, and a state directory (:mod:`aioiothub.emulator.store`) is loaded with
+with these, and a state directory (:mod:`aioiothub.emulator.storage.state_store`) is loaded with
 :func:`restore_state`. Each checks its identity exists and hands the job to the parts of the hub's
 :class:`~aioiothub.emulator.hub.core.HubCore` that own it.
 """

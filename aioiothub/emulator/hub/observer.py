@@ -1,7 +1,7 @@
 """What the hub's parts report when their durable state changes, for a store to write through.
 
 The registry, the twins and the cloud queues call a :class:`StateObserver` after every change that
-should survive a restart (see :mod:`aioiothub.emulator.store`). Without a state directory the
+should survive a restart (see :mod:`aioiothub.emulator.storage.state_store`). Without a state directory the
 observer is :data:`NO_OBSERVER`, which does nothing, so the in-memory hub behaves exactly as before.
 """
 

@@ -113,7 +113,7 @@ class CloudQueues:
         self._queues: dict[IdentityKey, deque[CloudMessage]] = {}
         self._feedback: deque[FeedbackRecord] = deque(maxlen=_FEEDBACK_KEPT)
         self._feedback_added = Broadcast()
-        #: Told of every message queued and removed (see :mod:`aioiothub.emulator.store`).
+        #: Told of every message queued and removed (see :mod:`aioiothub.emulator.storage.state_store`).
         self.observer: StateObserver = NO_OBSERVER
 
     def add(self, key: IdentityKey) -> None:

@@ -62,7 +62,7 @@ class Registry:
         self._ca_certificate: x509.Certificate | None = None
         self._on_self_signed_certificate = on_self_signed_certificate
         self._identities: dict[IdentityKey, Identity] = {}
-        #: Told of every durable change (see :mod:`aioiothub.emulator.store`).
+        #: Told of every durable change (see :mod:`aioiothub.emulator.storage.state_store`).
         self.observer: StateObserver = NO_OBSERVER
 
     @property

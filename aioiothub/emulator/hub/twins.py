@@ -86,7 +86,7 @@ class Twins:
         self._connections = connections
         self._faults = faults
         self._twins: dict[IdentityKey, _Twin] = {}
-        #: Told of every change (see :mod:`aioiothub.emulator.store`).
+        #: Told of every change (see :mod:`aioiothub.emulator.storage.state_store`).
         self.observer: StateObserver = NO_OBSERVER
 
     def add(self, key: IdentityKey) -> None:

@@ -8,7 +8,7 @@ module               routes
 ``identities``       ``/devices/{id}``, ``/devices``, ``/devices/{id}/modules[/{mid}]``
 ``twins``            ``/twins/{id}[/modules/{mid}]``: GET, PATCH, PUT
 direct methods       ``POST /twins/{id}[/modules/{mid}]/methods`` (shared with IoT Edge callers,
-                     :mod:`aioiothub.emulator.edge_methods`)
+                     :mod:`aioiothub.emulator.edge.edge_methods`)
 ``query``            ``POST /devices/query``
 ``stats``            ``/statistics/devices``, ``/statistics/service``
 ``emulator_routes``  ``/emulator/…``: C2D send and feedback, telemetry read and follow (what the
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from aioiothub.emulator.https import HttpRequest, Router
 from aioiothub.emulator.hub import Hub
+from aioiothub.emulator.rest.https import HttpRequest, Router
 from aioiothub.emulator.service_api.context import ServiceContext
 from aioiothub.emulator.service_api.emulator_routes import install_emulator_routes
 from aioiothub.emulator.service_api.identities import install_identities

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aioiothub.emulator.https import HttpRequest
 from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.hub.identity import Identity
+from aioiothub.emulator.rest.https import HttpRequest
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.emulator.service_api.policies import Right, SharedAccessPolicy, authorize
 

@@ -31,8 +31,8 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.hub.values import iso_time
+from aioiothub.emulator.rest.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.service_api.context import ServiceContext
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.exceptions import ServiceError

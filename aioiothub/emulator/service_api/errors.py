@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import uuid
 
-from aioiothub.emulator.https import HttpError, HttpResponse
+from aioiothub.emulator.rest.https import HttpError, HttpResponse
 
 __all__ = ["service_error"]
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.hub.identity import Authentication, Identity
 from aioiothub.emulator.hub.management import remove_identity, update_identity
 from aioiothub.emulator.hub.values import iso_time
+from aioiothub.emulator.rest.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.service_api.context import ServiceContext, activity_time, etag_matches, if_match, quoted
 from aioiothub.emulator.service_api.errors import service_error
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
-from aioiothub.emulator.https import HttpError, HttpRequest
+from aioiothub.emulator.rest.https import HttpError, HttpRequest
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.exceptions import CredentialError
 from aioiothub.protocol.sas import decode_key, parse_sas_token, verify_sas_token

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
+from aioiothub.emulator.rest.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.service_api.context import ServiceContext
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.emulator.service_api.twins import twin_json

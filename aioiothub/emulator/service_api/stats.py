@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
+from aioiothub.emulator.rest.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.service_api.context import ServiceContext
 
 __all__ = ["install_statistics"]

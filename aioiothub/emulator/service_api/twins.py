@@ -12,9 +12,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from aioiothub.emulator.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.values import iso_time
+from aioiothub.emulator.rest.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.service_api.context import ServiceContext, activity_time, etag_matches, quoted
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.emulator.service_api.identities import identity_etag

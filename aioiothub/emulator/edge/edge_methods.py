@@ -19,9 +19,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-from aioiothub.emulator.http_auth import authenticate
-from aioiothub.emulator.https import HttpError, HttpRequest, HttpResponse, Router
 from aioiothub.emulator.hub import Hub
+from aioiothub.emulator.rest.http_auth import authenticate
+from aioiothub.emulator.rest.https import HttpError, HttpRequest, HttpResponse, Router
 from aioiothub.protocol.limits import MAX_METHOD_PAYLOAD_BYTES
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION
 

@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 import httpx
 
-from aioiothub.emulator.blob_sas import SAS_VERSION, StorageAccount, account_sas, blob_sas
-from aioiothub.emulator.blob_store import BlobStore
+from aioiothub.emulator.storage.blob_sas import SAS_VERSION, StorageAccount, account_sas, blob_sas
+from aioiothub.emulator.storage.blob_store import BlobStore
 from aioiothub.protocol.blob import blob_url
 
 __all__ = ["EmbeddedStorage", "ExternalStorage", "UploadStorage"]

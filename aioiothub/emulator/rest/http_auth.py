@@ -14,8 +14,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from aioiothub.emulator.certs import certificate_common_name, certificate_thumbprints
-from aioiothub.emulator.https import HttpError, HttpRequest
 from aioiothub.emulator.hub import Hub, Identity
+from aioiothub.emulator.rest.https import HttpError, HttpRequest
 from aioiothub.exceptions import CredentialError
 from aioiothub.protocol.sas import device_resource_uri, verify_sas_token
 

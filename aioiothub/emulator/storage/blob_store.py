@@ -27,8 +27,8 @@ from email.utils import format_datetime
 from typing import Final
 from xml.sax.saxutils import escape
 
-from aioiothub.emulator.blob_sas import SAS_VERSION, blob_sas_signature
-from aioiothub.emulator.https import HttpError, HttpRequest, HttpResponse, Router
+from aioiothub.emulator.rest.https import HttpError, HttpRequest, HttpResponse, Router
+from aioiothub.emulator.storage.blob_sas import SAS_VERSION, blob_sas_signature
 
 __all__ = ["ACCOUNT_NAME", "MAX_BLOCK_BYTES", "Blob", "BlobStore"]
 

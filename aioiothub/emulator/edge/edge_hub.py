@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Each Edge device gets one workload API socket (:class:`~aioiothub.emulator.workload.WorkloadApi`)
+Each Edge device gets one workload API socket (:class:`~aioiothub.emulator.edge.workload.WorkloadApi`)
 and one route table. :meth:`EdgeDevice.environment` registers a module with a fresh generation id
 and returns the variables the Edge runtime would give its container. Modules then connect to the
 emulator as edgeHub (the gateway host name) with tokens the workload API signed.
@@ -28,8 +28,8 @@ from typing import Final
 
 import anyio.abc
 
+from aioiothub.emulator.edge.workload import WorkloadApi
 from aioiothub.emulator.hub import Hub, TelemetryRecord
-from aioiothub.emulator.workload import WorkloadApi
 from aioiothub.exceptions import ServiceError
 
 __all__ = ["WORKLOAD_API_VERSION", "EdgeDevice", "EdgeEnvironment", "EdgeRoute", "parse_route"]

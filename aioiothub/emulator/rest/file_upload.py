@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aioiothub.emulator.http_auth import authenticate
-from aioiothub.emulator.https import HttpError, HttpRequest, HttpResponse, Router
 from aioiothub.emulator.hub import Hub
-from aioiothub.emulator.upload_storage import UploadStorage
+from aioiothub.emulator.rest.http_auth import authenticate
+from aioiothub.emulator.rest.https import HttpError, HttpRequest, HttpResponse, Router
+from aioiothub.emulator.storage.upload_storage import UploadStorage
 from aioiothub.protocol.blob import blob_url
 
 __all__ = ["MAX_UPLOADS_IN_PROGRESS", "FileUploads", "UploadRecord"]

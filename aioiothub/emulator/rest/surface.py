@@ -20,14 +20,14 @@ import anyio
 import anyio.abc
 
 from aioiothub.emulator import run_files
-from aioiothub.emulator.blob_store import BlobStore
-from aioiothub.emulator.edge_hub import EdgeDevice, EdgeEnvironment
-from aioiothub.emulator.edge_methods import install_edge_methods
-from aioiothub.emulator.file_upload import FileUploads, UploadRecord
-from aioiothub.emulator.https import HttpError, HttpRequest, Router, serve_http
+from aioiothub.emulator.edge.edge_hub import EdgeDevice, EdgeEnvironment
+from aioiothub.emulator.edge.edge_methods import install_edge_methods
 from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.listeners import PeerInfo, UpgradeRequest, serve_tls
-from aioiothub.emulator.upload_storage import EmbeddedStorage, ExternalStorage
+from aioiothub.emulator.rest.file_upload import FileUploads, UploadRecord
+from aioiothub.emulator.rest.https import HttpError, HttpRequest, Router, serve_http
+from aioiothub.emulator.storage.blob_store import BlobStore
+from aioiothub.emulator.storage.upload_storage import EmbeddedStorage, ExternalStorage
 from aioiothub.protocol.connection_string import ConnectionString
 
 __all__ = ["HttpsSurface", "public_host"]

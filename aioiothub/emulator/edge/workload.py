@@ -22,7 +22,7 @@ from typing import Final
 import anyio
 import anyio.abc
 
-from aioiothub.emulator.https import HttpError, HttpRequest, HttpResponse, Router, serve_http
+from aioiothub.emulator.rest.https import HttpError, HttpRequest, HttpResponse, Router, serve_http
 
 __all__ = ["WorkloadApi"]
 
