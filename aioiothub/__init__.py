@@ -16,6 +16,7 @@ Example:
 import contextlib as _contextlib
 import logging as _logging
 
+from aioiothub import exceptions as _exceptions
 from aioiothub import pnp
 from aioiothub._auth.credentials import (
     ConnectionString,
@@ -44,19 +45,7 @@ from aioiothub._session.methods import MethodRequest, MethodResult
 from aioiothub._session.twin import Twin
 from aioiothub._version import __version__
 from aioiothub.device_client import IoTHubDeviceClient
-from aioiothub.exceptions import (
-    AuthenticationError,
-    ConnectError,
-    ConnectionLostError,
-    CredentialError,
-    DeviceDisabledError,
-    IoTHubError,
-    LossReason,
-    ProtocolError,
-    SendTimeoutError,
-    ServiceError,
-    ThrottledError,
-)
+from aioiothub.exceptions import *
 from aioiothub.message import Message
 from aioiothub.module_client import IoTHubModuleClient
 from aioiothub.options import ClientOptions, ProxyOptions, ReconnectPolicy
@@ -111,20 +100,10 @@ __all__ = [
     "X509Credential",
     "derive_device_key",
     "generate_sas_token",
-    # errors
-    "AuthenticationError",
-    "ConnectError",
-    "ConnectionLostError",
-    "CredentialError",
-    "DeviceDisabledError",
-    "IoTHubError",
-    "LossReason",
-    "ProtocolError",
-    "SendTimeoutError",
-    "ServiceError",
-    "ThrottledError",
     "__version__",
 ]
+# errors: every exception of aioiothub.exceptions
+__all__ += _exceptions.__all__
 
 # Reprs, tracebacks and the API reference show the import path users type (as httpx and anyio do),
 # not the private module a name happens to be defined in.
