@@ -30,17 +30,8 @@ from aioiothub._client.hub_client import AckMode
 from aioiothub._https.upload import BlobStorageInfo
 from aioiothub._provisioning.client import ProvisioningClient, ProvisioningOptions
 from aioiothub._provisioning.registration import RegistrationResult
-from aioiothub._session.background_errors import (
-    BackgroundError,
-    ConnectionDropped,
-    ConsumerFellBehind,
-    DesiredResyncFailed,
-    ErrorsDropped,
-    MalformedMessage,
-    MethodNotHandled,
-    ReconnectFailed,
-    RenewalFailed,
-)
+from aioiothub._session import background_errors as _background_errors
+from aioiothub._session.background_errors import *
 from aioiothub._session.methods import MethodRequest, MethodResult
 from aioiothub._session.twin import Twin
 from aioiothub._version import __version__
@@ -79,16 +70,6 @@ __all__ = [
     "pnp",
     "WritablePropertyRequest",
     "WritablePropertyResponse",
-    # background errors (client.errors())
-    "BackgroundError",
-    "ConnectionDropped",
-    "ConsumerFellBehind",
-    "DesiredResyncFailed",
-    "ErrorsDropped",
-    "MalformedMessage",
-    "MethodNotHandled",
-    "ReconnectFailed",
-    "RenewalFailed",
     # options
     "ClientOptions",
     "ProxyOptions",
@@ -102,7 +83,8 @@ __all__ = [
     "generate_sas_token",
     "__version__",
 ]
-# errors: every exception of aioiothub.exceptions
+# background errors (client.errors()), then every exception of aioiothub.exceptions
+__all__ += _background_errors.__all__
 __all__ += _exceptions.__all__
 
 # Reprs, tracebacks and the API reference show the import path users type (as httpx and anyio do),
