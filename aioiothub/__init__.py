@@ -16,6 +16,7 @@ Example:
 import contextlib as _contextlib
 import logging as _logging
 
+from aioiothub import exceptions as _exceptions
 from aioiothub import pnp
 from aioiothub._auth.credentials import (
     ConnectionString,
@@ -29,34 +30,13 @@ from aioiothub._client.hub_client import AckMode
 from aioiothub._https.upload import BlobStorageInfo
 from aioiothub._provisioning.client import ProvisioningClient, ProvisioningOptions
 from aioiothub._provisioning.registration import RegistrationResult
-from aioiothub._session.background_errors import (
-    BackgroundError,
-    ConnectionDropped,
-    ConsumerFellBehind,
-    DesiredResyncFailed,
-    ErrorsDropped,
-    MalformedMessage,
-    MethodNotHandled,
-    ReconnectFailed,
-    RenewalFailed,
-)
+from aioiothub._session import background_errors as _background_errors
+from aioiothub._session.background_errors import *
 from aioiothub._session.methods import MethodRequest, MethodResult
 from aioiothub._session.twin import Twin
 from aioiothub._version import __version__
 from aioiothub.device_client import IoTHubDeviceClient
-from aioiothub.exceptions import (
-    AuthenticationError,
-    ConnectError,
-    ConnectionLostError,
-    CredentialError,
-    DeviceDisabledError,
-    IoTHubError,
-    LossReason,
-    ProtocolError,
-    SendTimeoutError,
-    ServiceError,
-    ThrottledError,
-)
+from aioiothub.exceptions import *
 from aioiothub.message import Message
 from aioiothub.module_client import IoTHubModuleClient
 from aioiothub.options import ClientOptions, ProxyOptions, ReconnectPolicy
@@ -90,16 +70,6 @@ __all__ = [
     "pnp",
     "WritablePropertyRequest",
     "WritablePropertyResponse",
-    # background errors (client.errors())
-    "BackgroundError",
-    "ConnectionDropped",
-    "ConsumerFellBehind",
-    "DesiredResyncFailed",
-    "ErrorsDropped",
-    "MalformedMessage",
-    "MethodNotHandled",
-    "ReconnectFailed",
-    "RenewalFailed",
     # options
     "ClientOptions",
     "ProxyOptions",
@@ -111,20 +81,11 @@ __all__ = [
     "X509Credential",
     "derive_device_key",
     "generate_sas_token",
-    # errors
-    "AuthenticationError",
-    "ConnectError",
-    "ConnectionLostError",
-    "CredentialError",
-    "DeviceDisabledError",
-    "IoTHubError",
-    "LossReason",
-    "ProtocolError",
-    "SendTimeoutError",
-    "ServiceError",
-    "ThrottledError",
     "__version__",
 ]
+# background errors (client.errors()), then every exception of aioiothub.exceptions
+__all__ += _background_errors.__all__
+__all__ += _exceptions.__all__
 
 # Reprs, tracebacks and the API reference show the import path users type (as httpx and anyio do),
 # not the private module a name happens to be defined in.

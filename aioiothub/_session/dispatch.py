@@ -22,13 +22,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aioiothub._session.background_errors import (
-    BackgroundErrors,
-    ConsumerFellBehind,
-    MalformedMessage,
-    MethodNotHandled,
-    StreamName,
-)
+from aioiothub._session.background_errors import ConsumerFellBehind, MalformedMessage, MethodNotHandled, StreamName
+from aioiothub._session.error_stream import BackgroundErrors
 from aioiothub._session.inbound import Buffer, Delivery, InboundStreams
 from aioiothub._session.methods import MethodRequest
 from aioiothub.exceptions import ConnectionLostError, ProtocolError

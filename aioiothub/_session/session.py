@@ -129,7 +129,6 @@ class HubSession:
         The deadline (``request_timeout``) counts from this call: waiting for room in the window
         is part of it.
         """
-        topic, payload, qos, retain = outbound.topic, outbound.payload, outbound.qos, outbound.retain
         timeout = self.settings.request_timeout
         started = asyncio.get_running_loop().time()
         window = self._window
@@ -153,10 +152,8 @@ class HubSession:
                 # The common case: one send on the live connection, its deadline kept by the
                 # in-flight table (one timer for all sends instead of one per message).
                 try:
-                    acknowledged = connection.publish(topic, payload, qos, retain=retain)
+                    acknowledged = self._send_once(connection, outbound)
                     sent = True
-                    if qos:
-                        self._in_flight.add(acknowledged)
                     await acknowledged
                     return
                 except ConnectionLostError:
@@ -168,10 +165,8 @@ class HubSession:
                     while True:
                         connection = await self.current()
                         try:
-                            acknowledged = connection.publish(topic, payload, qos, retain=retain)
+                            acknowledged = self._send_once(connection, outbound)
                             sent = True
-                            if qos:
-                                self._in_flight.add(acknowledged)
                             await acknowledged
                         except ConnectionLostError:
                             continue
@@ -180,6 +175,13 @@ class HubSession:
                 raise self._send_timeout(sent=sent) from None
         finally:
             window.release()
+
+    def _send_once(self, connection: Transport, outbound: OutboundPublish) -> asyncio.Future[None]:
+        """Hand ``outbound`` to ``connection``; the in-flight table keeps a QoS 1 send's deadline."""
+        acknowledged = connection.publish(outbound.topic, outbound.payload, outbound.qos, retain=outbound.retain)
+        if outbound.qos:
+            self._in_flight.add(acknowledged)
+        return acknowledged
 
     def _send_timeout(self, *, sent: bool) -> SendTimeoutError:
         timeout = self.settings.request_timeout

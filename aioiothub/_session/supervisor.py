@@ -17,7 +17,7 @@ Operations never talk to a connection that is gone: they take :meth:`ConnectionS
 (waiting for the next connection when there is none). Which token each connection sends, and when
 to reconnect for a new one, is the :class:`~aioiothub._session.token_schedule.TokenSchedule`'s decision.
 Everything the supervisor recovers from on its own -- a dropped connection, a failed reconnect or
-renewal -- is reported to :class:`~aioiothub._session.background_errors.BackgroundErrors` (``client.errors()``).
+renewal -- is reported to :class:`~aioiothub._session.error_stream.BackgroundErrors` (``client.errors()``).
 
 :class:`~aioiothub._session.session.HubSession` holds a supervisor and builds the operations
 (telemetry, twin, methods, messages) on it; it is told what arrives (``on_message``), when a
@@ -39,15 +39,10 @@ import anyio
 import anyio.abc
 
 from aioiothub._auth.credentials import Credential
-from aioiothub._session.background_errors import (
-    ERRORS_BACKLOG,
-    BackgroundError,
-    BackgroundErrors,
-    ConnectionDropped,
-    ReconnectFailed,
-)
+from aioiothub._session.background_errors import BackgroundError, ConnectionDropped, ReconnectFailed
 from aioiothub._session.clock import Clock, SystemClock
 from aioiothub._session.connection_states import StateFeed
+from aioiothub._session.error_stream import ERRORS_BACKLOG, BackgroundErrors
 from aioiothub._session.in_flight import InFlightPublishes
 from aioiothub._session.token_schedule import TokenSchedule
 from aioiothub.exceptions import (

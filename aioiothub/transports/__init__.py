@@ -4,6 +4,8 @@
 * :mod:`.aiomqtt` -- aiomqtt over paho-mqtt (the default); the only module importing either.
 * :mod:`.native` -- our own codec on an asyncio protocol, with TLS through ``ssl.MemoryBIO``
   (:mod:`.secure_channel`); no threads, no paho.
+* :mod:`.session_connection` -- what both keep of a connection: its end, and the
+  :class:`~aioiothub.protocol.mqtt.ClientSession` they drive.
 
 :func:`transport_factory` maps the clients' ``transport=`` option to an implementation, importing
 it only when asked for; :func:`validate_transport_options` tells a client at construction whether

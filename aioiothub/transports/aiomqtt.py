@@ -54,7 +54,6 @@ import socket
 import ssl
 import threading
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, Self
 
 import aiomqtt
@@ -67,7 +66,6 @@ from aioiothub.exceptions import ConnectError, ConnectionLostError, LossReason
 from aioiothub.options import ProxyOptions
 from aioiothub.protocol.connect import WEBSOCKET_PATH
 from aioiothub.protocol.mqtt import (
-    ClientSession,
     ConnectionRefused,
     SessionState,
     check_publish_qos,
@@ -81,6 +79,7 @@ from aioiothub.transports.base import (
     fail_waiters,
 )
 from aioiothub.transports.event_loop import require_selector_event_loop
+from aioiothub.transports.session_connection import SessionConnection
 
 __all__ = ["SUPPORTED_AIOMQTT", "MqttConnection"]
 
@@ -144,7 +143,7 @@ def _connack_return_code(code: object) -> int | None:
     return _CONNACK_RETURN_CODES.get(str(code))
 
 
-class MqttConnection:
+class MqttConnection(SessionConnection):
     """One MQTT 3.1.1 connection to IoT Hub.
 
     Args:
@@ -154,16 +153,9 @@ class MqttConnection:
     """
 
     def __init__(self, parameters: ConnectParameters, on_message: MessageHandler) -> None:
-        self._parameters = parameters
-        self._on_message = on_message
-        self._loop = asyncio.get_running_loop()
-        require_selector_event_loop(self._loop)
-        self.lost: asyncio.Future[None] = self._loop.create_future()
-        """Completes (with :class:`ConnectionLostError`) when the connection ends for any reason."""
+        require_selector_event_loop(asyncio.get_running_loop())
         # paho keeps the keep-alive itself: the session's keep-alive deadlines are not used here.
-        self._session: ClientSession[asyncio.Future[None]] = ClientSession(
-            keepalive=parameters.keepalive, ping_timeout=parameters.connect_timeout, now=self._loop.time()
-        )
+        super().__init__(parameters, on_message)
         self._refusal: ConnectionRefused | None = None
         will = parameters.will
         self._client = aiomqtt.Client(
@@ -208,7 +200,6 @@ class MqttConnection:
         self._loop_thread = threading.get_ident()
         self._flush_scheduled = False
         self._writer_fd: int | None = None
-        self._entered = False
 
     async def __aenter__(self) -> Self:
         # A drop that aiomqtt notices without paho's on_disconnect (an exception in its socket
@@ -245,12 +236,7 @@ class MqttConnection:
             self._client._disconnected.add_done_callback(self._aiomqtt_disconnected)
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if not self._entered:
-            return
-        self._entered = False
+    async def _close(self) -> None:
         if self.lost.done():
             self._force_close()
             return
@@ -262,16 +248,6 @@ class MqttConnection:
         finally:
             self._mark_lost("the connection was closed", None, LossReason.CLOSED)
             self._force_close()
-
-    @property
-    def connected(self) -> bool:
-        """Whether the connection is still up."""
-        return self._entered and not self.lost.done()
-
-    @property
-    def last_received(self) -> float:
-        """``loop.time()`` when the last packet arrived from the hub."""
-        return self._session.last_received
 
     def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> asyncio.Future[None]:
         """Send a PUBLISH; the returned future completes on PUBACK (at once for QoS 0).

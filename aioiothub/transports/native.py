@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio
@@ -51,7 +50,6 @@ import anyio
 from aioiothub.exceptions import ConnectError, ConnectionLostError, LossReason
 from aioiothub.protocol.connect import WEBSOCKET_PORT
 from aioiothub.protocol.mqtt import (
-    ClientSession,
     ConnectionAccepted,
     ConnectionRefused,
     LinkDead,
@@ -73,6 +71,7 @@ from aioiothub.transports.base import (
 )
 from aioiothub.transports.options import validate_transport_options
 from aioiothub.transports.secure_channel import SecureChannel, Tunnel
+from aioiothub.transports.session_connection import SessionConnection
 
 __all__ = ["NativeConnection"]
 
@@ -84,7 +83,7 @@ _DISCONNECT_TIMEOUT: Final = 2.0
 _KEEPALIVE: Final = LossReason.KEEPALIVE_TIMEOUT
 
 
-class NativeConnection:
+class NativeConnection(SessionConnection):
     """One MQTT 3.1.1 connection to IoT Hub, implemented on asyncio and :mod:`aioiothub.protocol.mqtt`.
 
     Args:
@@ -108,23 +107,15 @@ class NativeConnection:
         # Clients check this when they are built; a transport built directly is checked here.
         validate_transport_options("native", proxy=parameters.proxy, websockets=parameters.websockets)
         self._open_other_channel = open_channel
-        self._parameters = parameters
-        self._on_message = on_message
-        self._loop = asyncio.get_running_loop()
-        self.lost: asyncio.Future[None] = self._loop.create_future()
-        """Completes (with :class:`ConnectionLostError`) when the connection ends for any reason."""
+        super().__init__(parameters, on_message)
         # Every future the session keeps for us is one of the loop's own: the receive loop tells an
         # acknowledged publish from an event by this type.
         self._future_type: type[asyncio.Future[Any]] = type(self.lost)
-        self._session: ClientSession[asyncio.Future[Any]] = ClientSession(
-            keepalive=parameters.keepalive, ping_timeout=parameters.connect_timeout, now=self._loop.time()
-        )
         self._channel: Channel | None = None
         self._connack: asyncio.Future[ConnectionAccepted | ConnectionRefused] | None = None
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
         self._keepalive_timer: asyncio.TimerHandle | None = None
-        self._entered = False
         self._used = False
 
     def __repr__(self) -> str:
@@ -220,12 +211,7 @@ class NativeConnection:
         if self._channel is not None:
             self._channel.abort()
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if not self._entered:
-            return
-        self._entered = False
+    async def _close(self) -> None:
         channel = self._channel
         assert channel is not None
         if not self.lost.done():
@@ -239,16 +225,6 @@ class NativeConnection:
             channel.abort()  # a peer that stopped reading does not get to keep the socket open
 
     # --- the Transport API --------------------------------------------------------------------------
-
-    @property
-    def connected(self) -> bool:
-        """Whether the connection is up (entered, and not lost)."""
-        return self._entered and not self.lost.done()
-
-    @property
-    def last_received(self) -> float:
-        """``loop.time()`` when the last bytes arrived from the hub."""
-        return self._session.last_received
 
     def publish(self, topic: str, payload: bytes, qos: int, *, retain: bool = False) -> asyncio.Future[None]:
         """Send a PUBLISH; the returned future completes on PUBACK (at once for QoS 0).

@@ -11,12 +11,12 @@ import pytest
 
 from aioiothub._session.background_errors import (
     BackgroundError,
-    BackgroundErrors,
     ConnectionDropped,
     ConsumerFellBehind,
     ErrorsDropped,
     ReconnectFailed,
 )
+from aioiothub._session.error_stream import BackgroundErrors
 from aioiothub.exceptions import AuthenticationError, ConnectError, ConnectionLostError
 
 pytestmark = pytest.mark.anyio

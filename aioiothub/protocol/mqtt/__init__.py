@@ -12,92 +12,17 @@ drive, with its events in :mod:`.client_events`. Every public name is importable
 
 from __future__ import annotations
 
-from aioiothub.protocol.mqtt.client_events import (
-    SUBACK_FAILURE,
-    ConnectionAccepted,
-    ConnectionRefused,
-    LinkDead,
-    PingDue,
-    ProtocolViolation,
-    SubscribeAcknowledged,
-    check_publish_qos,
-    connack_refused,
-)
-from aioiothub.protocol.mqtt.client_session import MAX_PACKET_ID, ClientSession, SessionEvent, SessionState
-from aioiothub.protocol.mqtt.encoders import (
-    encode_connack,
-    encode_connect,
-    encode_disconnect,
-    encode_pingreq,
-    encode_pingresp,
-    encode_puback,
-    encode_publish,
-    encode_suback,
-    encode_subscribe,
-    encode_unsuback,
-    encode_unsubscribe,
-)
-from aioiothub.protocol.mqtt.packets import (
-    DEFAULT_MAX_PACKET_SIZE,
-    ClientBoundPacket,
-    ConnAck,
-    Connect,
-    Disconnect,
-    MalformedPacket,
-    Packet,
-    PingReq,
-    PingResp,
-    PubAck,
-    Publish,
-    SubAck,
-    Subscribe,
-    UnsubAck,
-    Unsubscribe,
-    Will,
-)
-from aioiothub.protocol.mqtt.parsers import MqttClientCodec, MqttServerCodec
+# Each module lists its public names once, in its own __all__; this package offers all of them.
+from aioiothub.protocol.mqtt import client_events, client_session, encoders, packets, parsers
+from aioiothub.protocol.mqtt.client_events import *
+from aioiothub.protocol.mqtt.client_session import *
+from aioiothub.protocol.mqtt.encoders import *
+from aioiothub.protocol.mqtt.packets import *
+from aioiothub.protocol.mqtt.parsers import *
 
-__all__ = [
-    "DEFAULT_MAX_PACKET_SIZE",
-    "MAX_PACKET_ID",
-    "SUBACK_FAILURE",
-    "ClientBoundPacket",
-    "ClientSession",
-    "ConnAck",
-    "Connect",
-    "ConnectionAccepted",
-    "ConnectionRefused",
-    "Disconnect",
-    "LinkDead",
-    "MalformedPacket",
-    "MqttClientCodec",
-    "MqttServerCodec",
-    "Packet",
-    "PingDue",
-    "PingReq",
-    "PingResp",
-    "ProtocolViolation",
-    "PubAck",
-    "Publish",
-    "SessionEvent",
-    "SessionState",
-    "SubAck",
-    "Subscribe",
-    "SubscribeAcknowledged",
-    "UnsubAck",
-    "Unsubscribe",
-    "Will",
-    "check_publish_qos",
-    "connack_refused",
-    "encode_connack",
-    "encode_connect",
-    "encode_disconnect",
-    "encode_pingreq",
-    "encode_pingresp",
-    "encode_puback",
-    "encode_publish",
-    "encode_suback",
-    "encode_subscribe",
-    "encode_unsuback",
-    "encode_unsubscribe",
-]
+__all__: list[str] = []
+__all__ += client_events.__all__
+__all__ += client_session.__all__
+__all__ += encoders.__all__
+__all__ += packets.__all__
+__all__ += parsers.__all__

@@ -130,21 +130,18 @@ class MqttClientCodec(PacketReader):
 
     def _parse_other(self, first: int, view: memoryview, start: int, end: int) -> object:
         packet_type = first >> 4
-        flags = first & 0x0F
+        if packet_type not in self._accepted_types:
+            raise MalformedPacket(f"{PACKET_NAMES[packet_type]} may not be sent by a server")
+        # Every packet a server sends but PUBLISH (parsed before this) has its flags reserved as 0.
+        expect_flags(first & 0x0F, 0, packet_type)
         length = end - start
-        if packet_type == PUBACK:
-            expect_flags(flags, 0, packet_type)
-            expect_length(length, 2, packet_type)
-            return PubAck(read_packet_id(view, start, end, "PUBACK"))
         if packet_type == CONNACK:
-            expect_flags(flags, 0, packet_type)
             expect_length(length, 2, packet_type)
             acknowledge_flags = view[start]
             if acknowledge_flags & 0xFE:
                 raise MalformedPacket(f"CONNACK has reserved acknowledge flags {acknowledge_flags:#04x}")
             return ConnAck(session_present=bool(acknowledge_flags), return_code=view[start + 1])
         if packet_type == SUBACK:
-            expect_flags(flags, 0, packet_type)
             packet_id = read_packet_id(view, start, end, "SUBACK")
             granted = tuple(view[start + 2 : end])
             if not granted:
@@ -153,15 +150,13 @@ class MqttClientCodec(PacketReader):
                 if code not in SUBACK_CODES:
                     raise MalformedPacket(f"SUBACK has invalid return code {code:#04x}")
             return SubAck(packet_id, granted)
-        if packet_type == UNSUBACK:
-            expect_flags(flags, 0, packet_type)
-            expect_length(length, 2, packet_type)
-            return UnsubAck(read_packet_id(view, start, end, "UNSUBACK"))
         if packet_type == PINGRESP:
-            expect_flags(flags, 0, packet_type)
             expect_length(length, 0, packet_type)
             return PingResp()
-        raise MalformedPacket(f"{PACKET_NAMES[packet_type]} may not be sent by a server")
+        # PUBACK and UNSUBACK: nothing but the packet identifier.
+        expect_length(length, 2, packet_type)
+        packet_id = read_packet_id(view, start, end, PACKET_NAMES[packet_type])
+        return PubAck(packet_id) if packet_type == PUBACK else UnsubAck(packet_id)
 
 
 def _parse_connect(view: memoryview, pos: int, end: int) -> Connect:
