@@ -102,12 +102,17 @@ class FileUploads:
         for correlation_id in [key for key, pending in self._pending.items() if pending.expires_at <= now]:
             del self._pending[correlation_id]
 
-    async def _storage_info(self, request: HttpRequest) -> HttpResponse:
+    def _device_request(self, request: HttpRequest) -> tuple[str, dict[str, Any]]:
+        """The device a request names, authenticated as that device, and its JSON object body."""
         device_id = request.params["device_id"]
         authenticate(self._hub, request, device_id)
         body = request.json()
         if not isinstance(body, dict):
             raise HttpError(400, "the body must be a JSON object", error_code=400004)
+        return device_id, body
+
+    async def _storage_info(self, request: HttpRequest) -> HttpResponse:
+        device_id, body = self._device_request(request)
         name = _field(body, "blobName", str, "a storage-info request")
         blob_name = f"{device_id}/{name}"
         if not name or len(blob_name) > _MAX_BLOB_NAME or name.endswith(("/", ".")) or "\\" in name:
@@ -132,11 +137,7 @@ class FileUploads:
         )
 
     async def _notification(self, request: HttpRequest) -> HttpResponse:
-        device_id = request.params["device_id"]
-        authenticate(self._hub, request, device_id)
-        body = request.json()
-        if not isinstance(body, dict):
-            raise HttpError(400, "the body must be a JSON object", error_code=400004)
+        device_id, body = self._device_request(request)
         correlation_id = _field(body, "correlationId", str, "an upload notification")
         is_success = _field(body, "isSuccess", bool, "an upload notification")
         status_code = _field(body, "statusCode", int, "an upload notification")
