@@ -26,6 +26,7 @@ __all__ = [
     "client_ssl_context",
     "generate_self_signed_certificate",
     "server_ssl_context",
+    "server_tls_material",
     "trust_client_certificate",
 ]
 
@@ -327,3 +328,30 @@ def client_ssl_context(ca_pem: bytes) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=der)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def server_tls_material(
+    authority: CertificateAuthority,
+    names: Sequence[str],
+    *,
+    certfile: str | os.PathLike[str] | None,
+    keyfile: str | os.PathLike[str] | None,
+) -> tuple[ssl.SSLContext, bytes]:
+    """The listeners' server context and the CA clients must trust.
+
+    With ``certfile`` and ``keyfile``, their certificate (whose issuer clients must then trust, so
+    the file itself is what is returned to trust); otherwise a server certificate for ``names``
+    issued by ``authority``. Either way the context trusts ``authority`` for client certificates
+    (``"x509_ca"`` identities).
+    """
+    if certfile is not None and keyfile is not None:
+        with open(certfile, "rb") as cert_file, open(keyfile, "rb") as key_file:
+            cert_pem = cert_file.read()
+            context = server_ssl_context(cert_pem, key_file.read())
+        ca_pem = cert_pem
+    else:
+        cert_pem, key_pem = authority.issue_server_certificate(list(names))
+        context = server_ssl_context(cert_pem, key_pem)
+        ca_pem = authority.certificate_pem
+    trust_client_certificate(context, authority.certificate_pem)
+    return context, ca_pem

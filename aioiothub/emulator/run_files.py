@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-__all__ = ["remove_stale", "state_file", "temporary_directory", "temporary_file"]
+__all__ = ["ca_file", "remove", "remove_stale", "state_file", "temporary_directory", "temporary_file"]
 
 logger = logging.getLogger("aioiothub.emulator")
 
@@ -52,6 +52,20 @@ def temporary_file(kind: str, suffix: str, data: bytes) -> Path:
     with os.fdopen(descriptor, "wb") as file:
         file.write(data)
     return Path(name)
+
+
+def ca_file(directory: Path | None, ca_pem: bytes, *, own_certificate: bool) -> Path:
+    """Write the CA clients trust: ``ca.pem`` in a state directory (``server-ca.pem`` when the
+    emulator serves a certificate of its own), else a temporary file."""
+    if directory is None:
+        return temporary_file("ca", ".pem", ca_pem)
+    return state_file(directory, "server-ca.pem" if own_certificate else "ca.pem", ca_pem)
+
+
+def remove(path: Path) -> None:
+    """Delete a file this module wrote, if it is still there."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def temporary_directory(kind: str) -> Path:

@@ -22,10 +22,11 @@ import anyio
 import anyio.abc
 
 from aioiothub.emulator import run_files
+from aioiothub.emulator.amqp.surface import AmqpPort, AmqpSurface
 from aioiothub.emulator.certs import (
     CertificateAuthority,
     client_ssl_context,
-    server_ssl_context,
+    server_tls_material,
     trust_client_certificate,
 )
 from aioiothub.emulator.edge.edge_hub import EdgeEnvironment
@@ -89,6 +90,11 @@ class Emulator(Hub):
             file and the IoT Edge workload sockets live there too, at the same paths every start.
         log_traffic: write one line per MQTT or HTTP operation served to this (``--log-traffic``;
             :mod:`aioiothub.emulator.traffic`); never a key, token or signature.
+        amqp_port: the AMQPS port of the cloud side (the Event Hubs-compatible endpoint):
+            ``"auto"`` is 5671 when free (the only port azure-eventhub and uamqp use over TLS), else
+            a free one; 0 a free one; ``None`` none.
+        amqp_plain_port: a port for AMQP without TLS (``UseDevelopmentEmulator=true`` clients), or
+            ``None`` (the default) for none.
     """
 
     def __init__(
@@ -108,6 +114,8 @@ class Emulator(Hub):
         policies: Sequence[SharedAccessPolicy] | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         log_traffic: Callable[[str], None] | None = None,
+        amqp_port: AmqpPort = "auto",
+        amqp_plain_port: AmqpPort = None,
     ) -> None:
         store = StateStore(state_dir) if state_dir is not None else None
         if store is not None and certificate_authority is None:
@@ -131,6 +139,10 @@ class Emulator(Hub):
         )
         self._https.authorize_service = install_service_api(
             self._https.router, self, self._policies, self._service_scopes
+        )
+        self._amqp = AmqpSurface(
+            self.core, self._policies, hostname=self.hostname, event_hub_name=self.hostname.split(".")[0],
+            tls_port=amqp_port, plain_port=amqp_plain_port,
         )
         if log_traffic is not None:
             traffic = self.core.traffic = TrafficLog(log_traffic)
@@ -194,6 +206,8 @@ class Emulator(Hub):
                     ),
                     name=f"emulator WebSocket listener on {self._host}:{self._requested_websocket_port}",
                 )
+            stack.callback(self._amqp.stop)
+            await self._amqp.start(self._task_group, host=self._host, ssl_context=context)
             stack.callback(self._https.stop)
             await self._https.start(self._task_group, host=self._host, server_context=context, trust_pem=ca_pem)
         except BaseException:
@@ -230,31 +244,16 @@ class Emulator(Hub):
         self._websocket_port = None
 
     def _tls_material(self) -> tuple[ssl.SSLContext, bytes]:
-        authority = self.certificate_authority
-        if self._certfile is not None and self._keyfile is not None:
-            cert_pem = Path(self._certfile).read_bytes()
-            context = server_ssl_context(cert_pem, Path(self._keyfile).read_bytes())
-            ca_pem = cert_pem
-        else:
-            names = list(dict.fromkeys([self.hostname, *_LOCAL_NAMES, self._host]))
-            cert_pem, key_pem = authority.issue_server_certificate(names)
-            context = server_ssl_context(cert_pem, key_pem)
-            ca_pem = authority.certificate_pem
-        # "x509_ca" device certificates are issued by the same authority.
-        trust_client_certificate(context, authority.certificate_pem)
-        return context, ca_pem
+        names = list(dict.fromkeys([self.hostname, *_LOCAL_NAMES, self._host]))
+        return server_tls_material(self.certificate_authority, names, certfile=self._certfile, keyfile=self._keyfile)
 
     def _write_ca_file(self, ca_pem: bytes) -> Path:
-        if self._store is None:
-            return run_files.temporary_file("ca", ".pem", ca_pem)
-        # The state directory's CA is what clients trust, unless a certfile replaces it.
-        name = "ca.pem" if self._certfile is None else "server-ca.pem"
-        return run_files.state_file(self._store.directory, name, ca_pem)
+        directory = self._store.directory if self._store is not None else None
+        return run_files.ca_file(directory, ca_pem, own_certificate=self._certfile is not None)
 
     def _remove_ca_file(self) -> None:
         if self._ca_file is not None and self._store is None:
-            with contextlib.suppress(FileNotFoundError):
-                self._ca_file.unlink()
+            run_files.remove(self._ca_file)
         self._ca_file = None
 
     async def _serve_connection(self, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
@@ -322,6 +321,12 @@ class Emulator(Hub):
         """
         self._running("websocket_port")
         return self._websocket_port
+
+    @property
+    def amqp(self) -> AmqpSurface:
+        """The cloud side over AMQP: its ports, ``event_hub_name`` and the built-in endpoint's
+        connection strings (see :class:`~aioiothub.emulator.amqp.surface.AmqpSurface`)."""
+        return self._amqp
 
     @property
     def host(self) -> str:

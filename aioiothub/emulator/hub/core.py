@@ -18,6 +18,7 @@ from aioiothub.emulator.certs import CertificateAuthority
 from aioiothub.emulator.hub.admission import Admission, admit
 from aioiothub.emulator.hub.connections import Connection, ConnectionTable, PersistentSubscriptions
 from aioiothub.emulator.hub.dps import ProvisioningService
+from aioiothub.emulator.hub.event_log import EventLog
 from aioiothub.emulator.hub.faults import Faults
 from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.methods import DirectMethods
@@ -54,6 +55,8 @@ class HubCore:
         if not isinstance(hostname, str) or not hostname or "/" in hostname or not hostname.isascii():
             raise ValueError(f"hostname must be a non-empty ASCII host name, got {hostname!r}")
         self.telemetry = TelemetryStore(telemetry_limit)
+        self.events = EventLog()
+        """The built-in Event Hubs-compatible endpoint's partitions (read over AMQP)."""
         self.registry = Registry(
             hostname=hostname,
             certificate_authority=certificate_authority,
@@ -173,7 +176,8 @@ class HubCore:
             RuleViolation: the topic belongs to another identity or the message is over 256 KiB.
             ProtocolError: the topic or its property bag is malformed.
         """
-        self.telemetry.store(identity, topic, body, retain=retain, enqueued_time=enqueued_time, will=will)
+        record = self.telemetry.store(identity, topic, body, retain=retain, enqueued_time=enqueued_time, will=will)
+        self.events.append(record)
         identity.mark_active(enqueued_time)
         if self.traffic is not None:
             self.traffic.device_message(identity, body, will=will)
@@ -181,6 +185,7 @@ class HubCore:
     def telemetry_stored(self) -> None:
         """Wake everything waiting for telemetry (after one or more :meth:`store_telemetry`)."""
         self.telemetry.stored()
+        self.events.appended()
 
     def follow_telemetry(
         self, device_id: str | None, module_id: str | None, *, idle: float

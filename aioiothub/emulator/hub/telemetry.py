@@ -182,8 +182,8 @@ class TelemetryStore:
         retain: bool,
         enqueued_time: datetime.datetime,
         will: bool = False,
-    ) -> None:
-        """Accept one message from ``identity``'s connection; call :meth:`stored` after a batch.
+    ) -> TelemetryRecord:
+        """Accept one message from ``identity``'s connection and return its record; call :meth:`stored` after a batch.
 
         Raises:
             RuleViolation: the topic belongs to another identity or the message is over 256 KiB.
@@ -206,10 +206,10 @@ class TelemetryStore:
             if will:
                 extra["iothub-MessageType"] = "Will"
             application = MappingProxyType({**application, **extra})
-        self._records.append(
-            TelemetryRecord(identity.device_id, identity.module_id, body, application, info.system, enqueued_time)
-        )
+        record = TelemetryRecord(identity.device_id, identity.module_id, body, application, info.system, enqueued_time)
+        self._records.append(record)
         self._total += 1
+        return record
 
     def stored(self) -> None:
         """Wake everything waiting for telemetry (after one or more :meth:`store`)."""

@@ -9,13 +9,13 @@ a handler error) is logged and ends that connection only.
 Modules, one job each: :mod:`.handlers` (what a handler receives: :class:`PeerInfo`,
 :class:`UpgradeRequest`, and the handler signatures), :mod:`.tls` (TLS on an asyncio protocol and its
 byte stream; its docstring has the theory of operation), :mod:`.websocket` (the upgrade and
-:class:`WebSocketByteStream`) and :mod:`.serving` (:func:`serve_tls` and :func:`serve_websocket`).
+:class:`WebSocketByteStream`) and :mod:`.serving` (:func:`serve_tls`, :func:`serve_websocket` and :func:`serve_tcp`).
 """
 
 from __future__ import annotations
 
 from aioiothub.emulator.listeners.handlers import ConnectionHandler, HttpHandler, PeerInfo, UpgradeRequest
-from aioiothub.emulator.listeners.serving import serve_tls, serve_websocket
+from aioiothub.emulator.listeners.serving import serve_tcp, serve_tls, serve_websocket
 
 # Public like the names above; the TLS and WebSocket code read it from .tls (patch it there).
 from aioiothub.emulator.listeners.tls import HANDSHAKE_TIMEOUT as HANDSHAKE_TIMEOUT
@@ -27,6 +27,7 @@ __all__ = [
     "PeerInfo",
     "UpgradeRequest",
     "WebSocketByteStream",
+    "serve_tcp",
     "serve_tls",
     "serve_websocket",
 ]

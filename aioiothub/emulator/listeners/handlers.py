@@ -22,13 +22,14 @@ class PeerInfo:
 
     Attributes:
         remote_address: the client's address as ``host:port`` (``[host]:port`` for IPv6).
-        transport: ``"tls"`` for MQTT over TLS, ``"websocket"`` for MQTT over WebSocket over TLS,
+        transport: ``"tls"`` for MQTT over TLS, ``"websocket"`` for MQTT over WebSocket over TLS, ``"tcp"``
+            for a plain TCP connection (AMQP without TLS),
             ``"memory"`` for a connection handed over in memory (:meth:`Emulator.accept_stream`).
         client_certificate_der: the client's TLS certificate in DER form, or ``None`` if it sent none.
     """
 
     remote_address: str
-    transport: Literal["tls", "websocket", "memory"]
+    transport: Literal["tls", "websocket", "memory", "tcp"]
     client_certificate_der: bytes | None
 
 

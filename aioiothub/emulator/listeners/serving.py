@@ -23,7 +23,7 @@ from aioiothub.emulator.listeners.tls import HANDSHAKE_TIMEOUT, accept_tls_conne
 from aioiothub.emulator.listeners.websocket import UpgradeRefused, accept_websocket
 from aioiothub.protocol.connect import WEBSOCKET_PATH
 
-__all__ = ["serve_tls", "serve_websocket"]
+__all__ = ["serve_tcp", "serve_tls", "serve_websocket"]
 
 # One logger for every listener module, so that logging is configured for all of them under one name.
 logger = logging.getLogger("aioiothub.emulator.listeners")
@@ -95,7 +95,7 @@ async def serve_tls(
     ssl_context: ssl.SSLContext,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept MQTT-over-TLS connections until cancelled, running ``handler`` for each one.
+    """Accept TLS connections (MQTT or AMQP) until cancelled, running ``handler`` for each one.
 
     Args:
         handler: called with each connection's byte stream and :class:`PeerInfo`.
@@ -112,6 +112,30 @@ async def serve_tls(
         await _run_handler(handler, stream, peer_info(stream, "tls"))
 
     await _serve(on_connection, host, port, ssl_context, task_status)
+
+
+async def serve_tcp(
+    handler: ConnectionHandler,
+    *,
+    host: str,
+    port: int,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept plain TCP connections until cancelled, running ``handler`` for each (AMQP without TLS).
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port, backlog=_BACKLOG)
+
+    async def on_connection(stream: anyio.abc.SocketStream) -> None:
+        remote = stream.extra(anyio.abc.SocketAttribute.remote_address)
+        address = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else str(remote)
+        await _run_handler(handler, stream, PeerInfo(address, "tcp", None))
+
+    async with listener:
+        task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
+        await listener.serve(on_connection)
 
 
 async def serve_websocket(

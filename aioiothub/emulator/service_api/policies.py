@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,17 +26,19 @@ from typing import Final, Literal, TypeAlias
 from aioiothub.emulator.rest.https import HttpError, HttpRequest
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.exceptions import CredentialError
-from aioiothub.protocol.sas import decode_key, parse_sas_token, verify_sas_token
+from aioiothub.protocol.sas import SasToken, decode_key, parse_sas_token, string_to_sign, verify_sas_token
 
 __all__ = [
     "RIGHTS",
     "STANDARD_POLICY_RIGHTS",
+    "PolicyTokenError",
     "Right",
     "SharedAccessPolicy",
     "authorize",
     "development_policies",
     "generated_policies",
     "policy_connection_string",
+    "verify_policy_token",
 ]
 
 Right: TypeAlias = Literal["RegistryRead", "RegistryWrite", "ServiceConnect", "DeviceConnect"]
@@ -117,6 +120,62 @@ def policy_connection_string(host_name: str, policy: SharedAccessPolicy) -> str:
     return f"HostName={host_name};SharedAccessKeyName={policy.name};SharedAccessKey={policy.primary_key}"
 
 
+class PolicyTokenError(Exception):
+    """A token that is not a valid one of the hub's shared access policies (the message says why)."""
+
+
+def _signed_as_service_bus(token: SasToken, key: str) -> bool:
+    # Event Hubs and Service Bus sign with the key's text itself, where IoT Hub first decodes it.
+    expected = hmac.new(key.encode(), string_to_sign(token.encoded_resource, token.expiry).encode(), "sha256")
+    try:
+        provided = base64.b64decode(token.signature.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, ValueError):
+        return False
+    return hmac.compare_digest(expected.digest(), provided)
+
+
+def verify_policy_token(
+    text: str, policies: Iterable[SharedAccessPolicy], *, now: float, service_bus: bool = False
+) -> tuple[SharedAccessPolicy, SasToken]:
+    """Check that ``text`` is a token signed by one of ``policies``, unexpired.
+
+    The token's scope is the caller's to check (REST calls and AMQP audiences name it differently).
+    With ``service_bus``, the signature is checked as Event Hubs checks it (HMAC keyed with the key's
+    text): what azure-eventhub signs for the Event Hubs-compatible endpoint.
+
+    Returns:
+        The policy that signed it, and the parsed token.
+
+    Raises:
+        PolicyTokenError: the token is malformed, a device's, of an unknown policy, wrongly signed or
+            expired.
+    """
+    try:
+        token = parse_sas_token(text)
+    except CredentialError as exc:
+        raise PolicyTokenError(str(exc)) from None
+    if token.policy_name is None:
+        raise PolicyTokenError("a device or module token cannot act for the service; use a shared access policy")
+    policy = next((policy for policy in policies if policy.name == token.policy_name), None)
+    if policy is None:
+        raise PolicyTokenError(f"no shared access policy named {token.policy_name!r}")
+    if service_bus:
+        if not any(_signed_as_service_bus(token, key) for key in (policy.primary_key, policy.secondary_key)):
+            raise PolicyTokenError(f"token of policy {policy.name!r} refused: SAS token signature does not match")
+        if token.expiry <= now:
+            raise PolicyTokenError(f"token of policy {policy.name!r} refused: expired at {token.expiry}")
+        return policy, token
+    failures = []
+    for key in (policy.primary_key, policy.secondary_key):
+        try:
+            verify_sas_token(token, key, resource_uri=token.resource_uri, now=now)
+        except CredentialError as exc:
+            failures.append(str(exc))
+        else:
+            return policy, token
+    raise PolicyTokenError(f"token of policy {policy.name!r} refused: {failures[0]}")
+
+
 def _unauthorized(message: str) -> HttpError:
     return service_error(401, "IotHubUnauthorizedAccess", message)
 
@@ -147,27 +206,12 @@ def authorize(
     if authorization is None:
         raise _unauthorized("the request has no Authorization header")
     try:
-        token = parse_sas_token(authorization)
-    except CredentialError as exc:
+        policy, token = verify_policy_token(authorization, policies, now=time.time())
+    except PolicyTokenError as exc:
         raise _unauthorized(str(exc)) from None
-    if token.policy_name is None:
-        raise _unauthorized("a device or module token cannot call the service API; use a shared access policy")
-    policy = next((policy for policy in policies if policy.name == token.policy_name), None)
-    if policy is None:
-        raise _unauthorized(f"no shared access policy named {token.policy_name!r}")
     scope = token.resource_uri.lower().removeprefix("https://").rstrip("/")
     if scope not in {name.lower() for name in scopes}:
         raise _unauthorized(f"token scope {token.resource_uri!r} is not this hub ({', '.join(scopes)})")
-    failures = []
-    for key in (policy.primary_key, policy.secondary_key):
-        try:
-            verify_sas_token(token, key, resource_uri=token.resource_uri, now=time.time())
-        except CredentialError as exc:
-            failures.append(str(exc))
-        else:
-            break
-    else:
-        raise _unauthorized(f"token of policy {policy.name!r} refused: {failures[0]}")
     if right not in policy.rights:
         raise _unauthorized(f"policy {policy.name!r} does not grant {right}")
     return policy

@@ -1,0 +1,91 @@
+"""Hub events as the AMQP messages back ends read, and the replies of the ``$cbs`` and ``$management`` nodes.
+
+An event read from the Event Hubs-compatible endpoint carries what IoT Hub puts on it: the device's
+body as a data section; its message id, correlation id, user id, content type and encoding as AMQP
+properties; its application properties as sent; and as message annotations the Event Hubs fields
+(``x-opt-sequence-number``, ``x-opt-offset``, ``x-opt-enqueued-time``) and IoT Hub's own
+(``iothub-connection-device-id``, ``-module-id``, ``-auth-method``, ``-auth-generation-id``,
+``iothub-enqueuedtime``, ``iothub-message-source``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from proton import Message, symbol, timestamp
+
+from aioiothub.emulator.hub.event_log import Event, EventLog, Partition
+
+__all__ = ["event_message", "eventhub_properties", "partition_properties", "reply"]
+
+
+def _milliseconds(event_time: Any) -> timestamp:
+    return timestamp(int(event_time.timestamp() * 1000))
+
+
+def event_message(event: Event, *, generation_id: str, authentication: str) -> Message:
+    """The AMQP message a partition reader receives for ``event``."""
+    record = event.record
+    system = record.system_properties
+    annotations: dict[symbol, Any] = {
+        symbol("x-opt-sequence-number"): event.sequence_number,
+        symbol("x-opt-offset"): str(event.offset),
+        symbol("x-opt-enqueued-time"): _milliseconds(event.enqueued_time),
+        symbol("iothub-connection-device-id"): record.device_id,
+        symbol("iothub-connection-auth-method"): json.dumps(
+            {"scope": "device" if record.module_id is None else "module", "type": authentication,
+             "issuer": "iothub", "acceptingIpFilterRule": None},
+            separators=(",", ":"),
+        ),
+        symbol("iothub-connection-auth-generation-id"): generation_id,
+        symbol("iothub-enqueuedtime"): _milliseconds(event.enqueued_time),
+        symbol("iothub-message-source"): event.source,
+    }
+    if record.module_id is not None:
+        annotations[symbol("iothub-connection-module-id")] = record.module_id
+    fields: dict[str, Any] = {
+        "id": system.get("$.mid"),
+        "correlation_id": system.get("$.cid"),
+        "properties": {name: value for name, value in record.properties.items() if value is not None},
+        "annotations": annotations,
+    }
+    for field, key in (("content_type", "$.ct"), ("content_encoding", "$.ce")):
+        if system.get(key):
+            fields[field] = symbol(system[key])
+    user_id = system.get("$.uid")
+    if user_id is not None:
+        fields["user_id"] = user_id.encode()
+    return Message(body=record.body, inferred=True, **fields)
+
+
+def reply(request: Message, status: int, description: str, body: Any = None) -> Message:
+    """A node's answer to ``request``: its ``correlation_id`` is the request's message id."""
+    properties: dict[str, Any] = {"status-code": status, "status-description": description}
+    return Message(body=body, correlation_id=request.id, properties=properties)
+
+
+def eventhub_properties(name: str, log: EventLog) -> dict[str, Any]:
+    """The body of a ``$management`` READ of the event hub (``com.microsoft:eventhub``)."""
+    return {
+        "name": name,
+        "type": "com.microsoft:eventhub",
+        "created_at": _milliseconds(log.created_at),
+        "partition_count": len(log.partitions),
+        "partition_ids": log.partition_ids,
+    }
+
+
+def partition_properties(name: str, partition: Partition) -> dict[str, Any]:
+    """The body of a ``$management`` READ of one partition (``com.microsoft:partition``)."""
+    first, last = partition.first, partition.last
+    return {
+        "name": name,
+        "type": "com.microsoft:partition",
+        "partition": partition.identifier,
+        "begin_sequence_number": first.sequence_number if first is not None else -1,
+        "last_enqueued_sequence_number": last.sequence_number if last is not None else -1,
+        "last_enqueued_offset": str(last.offset) if last is not None else "-1",
+        "last_enqueued_time_utc": _milliseconds(last.enqueued_time) if last is not None else timestamp(0),
+        "is_partition_empty": last is None,
+    }
