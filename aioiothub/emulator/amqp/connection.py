@@ -41,7 +41,7 @@ from aioiothub.emulator.amqp.frames import (
     parse_sasl_init,
     split_frame,
 )
-from aioiothub.emulator.amqp.nodes import Nodes
+from aioiothub.emulator.amqp.nodes import Nodes, Owners
 from aioiothub.emulator.hub.core import HubCore
 from aioiothub.emulator.listeners import PeerInfo
 from aioiothub.emulator.service_api.policies import SharedAccessPolicy
@@ -71,6 +71,7 @@ class AmqpConnection:
         peer: where it comes from.
         hostname: the hub's host name.
         event_hub_name: the built-in endpoint's event hub name.
+        owners: every connection's partition readers (owner levels span connections).
     """
 
     def __init__(
@@ -82,11 +83,14 @@ class AmqpConnection:
         *,
         hostname: str,
         event_hub_name: str,
+        owners: Owners,
     ) -> None:
         self._core = core
         self._stream = stream
         self._peer = peer
-        self._nodes = Nodes(core, policies, hostname=hostname, event_hub_name=event_hub_name)
+        self._nodes = Nodes(
+            core, policies, hostname=hostname, event_hub_name=event_hub_name, owners=owners, wake=self._wake
+        )
         self._transport = Transport(Transport.SERVER)
         self._connection = Connection()
         self._collector = Collector()
@@ -96,12 +100,15 @@ class AmqpConnection:
         self._write_lock = anyio.Lock()
         self._ticked = anyio.Event()
 
+    def _wake(self) -> None:
+        # Another connection changed this one's links: the tick task writes what that produced.
+        self._ticked.set()
+
     async def run(self) -> None:
         """Serve until either side closes; returns normally whatever the client did."""
         async with self._stream:
             try:
                 leftover = await self._handshake()
-                logger.debug("AMQP handshake done, %d bytes for the engine", len(leftover))
             except _Closed as exc:
                 logger.info("AMQP connection from %s closed: %s", self._peer.remote_address, exc)
                 return
@@ -189,7 +196,6 @@ class AmqpConnection:
             view = view[capacity:]
             self._process()
         self._ticked.set()
-        logger.debug("AMQP fed %d bytes, %d pending", len(data), self._transport.pending())
         return await self._flush()
 
     def _process(self) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from aioiothub.emulator.hub.core import HubCore
 from aioiothub.emulator.hub.event_log import Partition, parse_selector
 from aioiothub.emulator.service_api.policies import SharedAccessPolicy
 
-__all__ = ["Nodes"]
+__all__ = ["Nodes", "Owners"]
 
 logger = logging.getLogger("aioiothub.emulator")
 
@@ -59,6 +59,43 @@ class _Reader:
     tags: int = field(default=0)
 
 
+class Owners:
+    """Every connection's partition readers, by partition and consumer group: who owns what.
+
+    A reader with an owner level (``com.microsoft:epoch``) takes its partition and group over from
+    readers with a lower one or none, on any connection; a reader below an owner already there is
+    refused. Each entry keeps a way to wake its connection, which must write the detach.
+    """
+
+    def __init__(self) -> None:
+        self._readers: dict[tuple[int, str], list[tuple[_Reader, Nodes, Callable[[], None]]]] = {}
+
+    def claim(self, reader: _Reader, nodes: Nodes, wake: Callable[[], None]) -> str | None:
+        """Register ``reader``; the reason it may not read, if it may not."""
+        held = self._readers.setdefault((id(reader.partition), reader.group), [])
+        top = max((other.epoch for other, _, _ in held if other.epoch is not None), default=None)
+        if top is not None and (reader.epoch is None or reader.epoch < top):
+            return f"a receiver with owner level {top} owns the partition"
+        if reader.epoch is not None:
+            for entry in list(held):
+                other, other_nodes, other_wake = entry
+                if other.epoch is None or other.epoch < reader.epoch:
+                    other.link.condition = Condition(
+                        "amqp:link:stolen", f"a receiver with owner level {reader.epoch} took over the partition"
+                    )
+                    other.link.close()
+                    other_nodes.readers.remove(other)
+                    held.remove(entry)
+                    other_wake()
+        held.append((reader, nodes, wake))
+        return None
+
+    def release(self, reader: _Reader) -> None:
+        """Forget a reader that ended."""
+        held = self._readers.get((id(reader.partition), reader.group), [])
+        held[:] = [entry for entry in held if entry[0] is not reader]
+
+
 class Nodes:
     """The nodes of one AMQP connection (see the module docstring).
 
@@ -70,9 +107,18 @@ class Nodes:
     """
 
     def __init__(
-        self, core: HubCore, policies: Sequence[SharedAccessPolicy], *, hostname: str, event_hub_name: str
+        self,
+        core: HubCore,
+        policies: Sequence[SharedAccessPolicy],
+        *,
+        hostname: str,
+        event_hub_name: str,
+        owners: Owners,
+        wake: Callable[[], None],
     ) -> None:
         self._core = core
+        self._owners = owners
+        self._wake = wake
         self._event_hub_name = event_hub_name
         self.authorizations = Authorizations(policies, hostname)
         self._reply_links: dict[str, Link] = {}
@@ -122,30 +168,21 @@ class Nodes:
         except ValueError as exc:
             self._refuse(link, "amqp:invalid-field", str(exc))
             return
-        epoch = _epoch(link)
-        self._open(link)
-        reader = _Reader(link, partition, group.lower(), epoch, partition.start(start))
-        self.readers.append(reader)
-        self.take_over(reader)
-
-    def take_over(self, reader: _Reader) -> None:
-        """Detach the readers of the same partition and group that a higher owner level replaces."""
-        if reader.epoch is None:
+        reader = _Reader(link, partition, group.lower(), _epoch(link), partition.start(start))
+        refusal = self._owners.claim(reader, self, self._wake)
+        if refusal is not None:
+            self._refuse(link, "amqp:link:stolen", refusal)
             return
-        for other in list(self.readers):
-            same = other is not reader and other.partition is reader.partition and other.group == reader.group
-            if same and (other.epoch is None or other.epoch < reader.epoch):
-                other.link.condition = Condition(
-                    "amqp:link:stolen", f"a receiver with owner level {reader.epoch} took over the partition"
-                )
-                other.link.close()
-                self.readers.remove(other)
+        self._open(link)
+        self.readers.append(reader)
 
     def detached(self, link: Link) -> None:
         """The client detached ``link``."""
-        self.readers = [reader for reader in self.readers if reader.link is not link]
+        for reader in [reader for reader in self.readers if reader.link == link]:
+            self._owners.release(reader)
+            self.readers.remove(reader)
         for table in (self._reply_links, self._node_replies):
-            for name in [name for name, held in table.items() if held is link]:
+            for name in [name for name, held in table.items() if held == link]:
                 del table[name]
 
     @staticmethod

@@ -15,11 +15,14 @@ import importlib.util
 import logging
 import ssl
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio.abc
 
 from aioiothub.emulator.hub.core import HubCore
+
+if TYPE_CHECKING:
+    from aioiothub.emulator.amqp.nodes import Owners
 from aioiothub.emulator.listeners import PeerInfo, serve_tcp, serve_tls
 from aioiothub.emulator.service_api.policies import SharedAccessPolicy
 
@@ -74,6 +77,7 @@ class AmqpSurface:
         self._requested = (tls_port, plain_port)
         self.tls_port: int | None = None
         self.plain_port: int | None = None
+        self._owners: Owners | None = None
 
     async def start(self, task_group: anyio.abc.TaskGroup, *, host: str, ssl_context: ssl.SSLContext) -> None:
         """Start the listeners in ``task_group``."""
@@ -143,7 +147,16 @@ class AmqpSurface:
     async def _serve(self, stream: anyio.abc.ByteStream, peer: PeerInfo) -> None:
         # Imported here: without the optional AMQP engine the rest of the emulator works as before.
         from aioiothub.emulator.amqp.connection import AmqpConnection
+        from aioiothub.emulator.amqp.nodes import Owners
 
+        if self._owners is None:
+            self._owners = Owners()
         await AmqpConnection(
-            self._core, self._policies, stream, peer, hostname=self._hostname, event_hub_name=self.event_hub_name
+            self._core,
+            self._policies,
+            stream,
+            peer,
+            hostname=self._hostname,
+            event_hub_name=self.event_hub_name,
+            owners=self._owners,
         ).run()
