@@ -39,8 +39,11 @@ def normalize_address(address: str, hostname: str) -> str:
             host, _, path = text.partition("/")
             if host.split(":")[0].lower() not in (hostname.lower(), ""):
                 return "\x00foreign"
-            text = path
-            break
+            return path.strip("/").lower()
+    # IoT Hub tokens name the hub without a scheme: ``sr=myhub.azure-devices.net``.
+    host, _, path = text.partition("/")
+    if host.split(":")[0].lower() == hostname.lower():
+        return path.strip("/").lower()
     return text.strip("/").lower()
 
 

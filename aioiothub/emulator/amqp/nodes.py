@@ -117,6 +117,7 @@ class Nodes:
         wake: Callable[[], None],
     ) -> None:
         self._core = core
+        self._hostname = hostname
         self._owners = owners
         self._wake = wake
         self._event_hub_name = event_hub_name
@@ -239,7 +240,7 @@ class Nodes:
         name = properties.get("name")
         if not isinstance(name, str) or name.lower() != self._event_hub_name.lower():
             return reply(request, 404, f"no event hub named {name!r}")
-        if not self.authorizations.allows(self._event_hub_name, "ServiceConnect"):
+        if not self.authorizations.allows(f"sb://{self._hostname}/{self._event_hub_name}", "ServiceConnect"):
             return reply(request, 401, "no valid token with ServiceConnect for the event hub")
         kind = properties.get("type")
         log = self._core.events
