@@ -20,6 +20,8 @@ Fixtures:
 * ``iothub_emulator_module`` -- the same, shared by the tests of one module.
 * ``iothub_device`` -- a device registered on ``iothub_emulator`` under a fresh id, with an
   :class:`~aioiothub.IoTHubDeviceClient` connected to it (:class:`EmulatedDevice`).
+* ``iothub_event_hub_connection_string`` -- the Event Hubs-compatible connection string of
+  ``iothub_emulator``, for a back end reading telemetry with ``azure-eventhub``.
 
 Without sockets: :class:`MemoryNetwork` is a transport factory that connects clients to an
 in-process emulator through memory (no socket, no TLS), as httpx's ``MockTransport`` does for HTTP.
@@ -111,6 +113,21 @@ async def iothub_emulator_module() -> AsyncIterator[Emulator]:
     """A running emulator shared by the tests of one module (register distinct ids per test)."""
     async with Emulator() as emulator:
         yield emulator
+
+
+@pytest.fixture
+def iothub_event_hub_connection_string(iothub_emulator: Emulator) -> str:
+    """The Event Hubs-compatible connection string of ``iothub_emulator``, for a back end's reader.
+
+    Example:
+        >>> def test_backend_reads(iothub_emulator, iothub_event_hub_connection_string):  # doctest: +SKIP
+        ...     consumer = EventHubConsumerClient.from_connection_string(
+        ...         iothub_event_hub_connection_string, consumer_group="$Default",
+        ...         connection_verify=str(iothub_emulator.ca_file))
+
+    Needs ``aioiothub[amqp]`` and port 5671 free (azure-eventhub uses no other over TLS).
+    """
+    return iothub_emulator.amqp.event_hub_connection_string()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 
+from aioiothub.emulator.amqp.surface import AMQPS_PORT
 from aioiothub.emulator.config import ConfigError, EmulatorConfig, load_config
 from aioiothub.emulator.hub.dps_enrollments import EnrollmentGroup
 from aioiothub.emulator.server import Emulator
@@ -100,6 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-traffic", action="store_true", help="print one line per MQTT or HTTP operation")
     parser.add_argument(
+        "--amqp-port",
+        type=_amqp_port,
+        default="auto",
+        help=f"AMQPS port of the Event Hubs-compatible endpoint; 0 picks a free one (default: {AMQPS_PORT} if free)",
+    )
+    parser.add_argument(
+        "--amqp-plain-port", type=_amqp_port, default=None, help="also serve AMQP without TLS on this port (0: free)"
+    )
+    parser.add_argument("--no-amqp", action="store_true", help="do not serve the AMQP endpoint")
+    parser.add_argument(
         "--enrollment-group",
         action="extend",
         nargs="+",
@@ -126,6 +137,18 @@ def _port_is_free(host: str, port: int) -> OSError | None:
             except OSError as exc:
                 return exc
     return None
+
+
+def _amqp_port(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port")
+    return port
 
 
 def _print_line(line: str) -> None:
@@ -187,6 +210,24 @@ def _policies(arguments: argparse.Namespace, config: EmulatorConfig) -> list[Sha
     return [extra.pop(policy.name, policy) for policy in standard] + list(extra.values())
 
 
+def _amqp_lines(hub: Emulator) -> list[str]:
+    amqp = hub.amqp
+    if amqp.unavailable is not None:
+        return [f"  AMQP:           off ({amqp.unavailable})"]
+    lines = []
+    if amqp.tls_port is not None:
+        taken = f"; {AMQPS_PORT} was taken, and azure-eventhub and uamqp use no other"
+        note = "" if amqp.tls_port == AMQPS_PORT else taken
+        lines.append(f"  AMQPS port:     {amqp.tls_port} (Event Hubs-compatible endpoint{note})")
+    if amqp.plain_port is not None:
+        lines.append(f"  AMQP port:      {amqp.plain_port} (plain, for UseDevelopmentEmulator=true)")
+    if amqp.tls_port == AMQPS_PORT:
+        lines.append(f"  Event Hubs-compatible connection string: {amqp.event_hub_connection_string()}")
+    if amqp.plain_port is not None:
+        lines.append(f"    plain AMQP: {amqp.event_hub_connection_string(plain=True)}")
+    return lines
+
+
 def _banner(
     hub: Emulator, arguments: argparse.Namespace, registered: list[tuple[str, str]], groups: list[EnrollmentGroup]
 ) -> str:
@@ -197,6 +238,7 @@ def _banner(
     ]
     if hub.websocket_port is not None:
         lines.append(f"  websocket port: {hub.websocket_port} (MQTT over WebSocket, path {WEBSOCKET_PATH}; HTTPS)")
+    lines.extend(_amqp_lines(hub))
     lines.append(f"  CA file:        {hub.ca_file}")
     if arguments.state_dir:
         lines.append(f"  state dir:      {Path(arguments.state_dir).resolve()}")
@@ -240,6 +282,8 @@ async def _run(arguments: argparse.Namespace) -> None:
         policies=policies,
         state_dir=arguments.state_dir,
         log_traffic=_print_line if arguments.log_traffic else None,
+        amqp_port=None if arguments.no_amqp else arguments.amqp_port,
+        amqp_plain_port=arguments.amqp_plain_port,
     )
     # A state directory that holds identities is the truth: the config's identities seed only a new one.
     await config.apply(hub, identities=not hub.identities())
