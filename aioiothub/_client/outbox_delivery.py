@@ -9,7 +9,8 @@ each one tells the queue to remove everything up to it (the removals are batched
 
 Messages are first sent in queue order, and only ever sent again after that: when the connection
 drops or the head's PUBACK is overdue (``request_timeout``), every unacknowledged message is sent
-again, in order, on the next connection (or the same one), before anything newer. So the hub sees
+again, in order, on the next connection (or the same one), before anything newer -- except what
+was dropped from the file meanwhile (``drop_oldest``), which stays dropped. So the hub sees
 each message first in enqueue order, and a message is seen twice only when it was in flight when a
 connection, or the process, ended.
 
@@ -51,8 +52,16 @@ async def deliver_outbox(queue: OutboxQueue, session: HubSession) -> None:
     read_through = 0  # the highest sequence number read from the file
     failures = 0
     while True:
-        connection = await _connection(session, queue, read_through)
+        try:
+            connection = await _connection(session, queue, read_through)
+        except RuntimeError:
+            return  # the client is closing: what is pending stays in the file
         acknowledgements: deque[asyncio.Future[None]] = deque()
+        # What was dropped from the file meanwhile (full, expired) is not sent again.
+        while unacknowledged and not queue.is_pending(unacknowledged[0].seq):
+            unacknowledged.popleft()
+        while ahead and not queue.is_pending(ahead[0].seq):
+            ahead.popleft()
         try:
             for message in unacknowledged:
                 acknowledgements.append(_send(session, connection, message))
@@ -67,9 +76,9 @@ async def deliver_outbox(queue: OutboxQueue, session: HubSession) -> None:
                         ahead.extend(messages)
                         if not ahead:
                             continue
-                    message = ahead.popleft()
-                    acknowledgements.append(_send(session, connection, message))
-                    unacknowledged.append(message)
+                    message = ahead[0]
+                    acknowledgements.append(_send(session, connection, message))  # raises: it stays ahead
+                    unacknowledged.append(ahead.popleft())
                 failures = 0
                 await acknowledgements[0]
                 last = 0

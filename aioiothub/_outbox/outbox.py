@@ -34,6 +34,9 @@ __all__ = ["Outbox", "OutboxQueue", "OutboxStatistics", "StoredMessage"]
 
 T = TypeVar("T")
 LossKind = Literal["expired", "dropped"]
+#: Seconds between two reports of lost messages of one queue: a full queue dropping one message
+#: per send is one event a second, not one per message.
+REPORT_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,8 @@ class OutboxQueue:
         self._released = False
         #: Told of messages dropped undelivered (the client reports them on ``errors()``).
         self.on_loss: Callable[[LossKind, int], None] | None = None
+        self._unreported: dict[LossKind, int] = {"expired": 0, "dropped": 0}
+        self._report_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<OutboxQueue {self.identity!r} in {self.outbox.path!r} pending={self._snapshot.pending}>"
@@ -342,6 +347,11 @@ class OutboxQueue:
         messages = result.messages
         return messages, messages[-1].seq if messages else max(after, result.value)
 
+    def is_pending(self, seq: int) -> bool:
+        """Whether message ``seq`` may still be in the file (not dropped, expired or acknowledged)."""
+        oldest = self._snapshot.oldest_seq
+        return oldest is not None and seq >= oldest
+
     def has_more(self, after: int) -> bool:
         """Whether messages after ``after`` were committed."""
         return self._snapshot.last_seq > after
@@ -394,6 +404,11 @@ class OutboxQueue:
             await asyncio.shield(disk_thread.submit(store, last_acknowledgements_and_release))
         finally:
             self._released = True
+            if self._report_timer is not None:
+                self._report_timer.cancel()
+                self._report_now()
+                if self._report_timer is not None:
+                    self._report_timer.cancel()
             await self.outbox.close()
 
     # ------------------------------------------------------------------------- state
@@ -421,7 +436,18 @@ class OutboxQueue:
         return oldest is None or oldest > target
 
     def _report(self, kind: LossKind, count: int) -> None:
-        if self.on_loss is not None:
-            self.on_loss(kind, count)
+        """Tell of lost messages: at once, then at most once a second with what was lost meanwhile."""
+        self._unreported[kind] += count
+        if self._report_timer is None:
+            self._report_now()
+
+    def _report_now(self) -> None:
+        self._report_timer = None
+        for kind, count in self._unreported.items():
+            if count:
+                self._unreported[kind] = 0
+                if self.on_loss is not None:
+                    self.on_loss(kind, count)
+                self._report_timer = asyncio.get_running_loop().call_later(REPORT_INTERVAL, self._report_now)
 
 

@@ -429,37 +429,42 @@ class Store:
         return QueueResult(value=delivered, queue_id=queue_id)
 
     def fetch(self, queue_id: int, after: int, limit: int, now: float) -> QueueResult:
-        """Up to ``limit`` messages after ``after``, in order; expired ones at the head are dropped first."""
+        """Up to ``limit`` messages after ``after``, in order, once the expired ones at the head are dropped.
+
+        Expiry looks at the head of the whole queue, so a message sent but not acknowledged
+        before its time to live is dropped too (and not sent again).
+        """
         counts = self._queues[queue_id]
-        connection = self._db()
         result = QueueResult(queue_id=queue_id)
-        ttl = self.limits.ttl
+        if self.limits.ttl is not None:
+            result.expired = self._expire_head(counts, now - self.limits.ttl)
+        rows = self._db().execute(
+            "SELECT seq, topic, payload, retain FROM messages WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (queue_id, after, limit),
+        ).fetchall()
+        result.messages = [StoredMessage(seq, topic, payload, bool(retain)) for seq, topic, payload, retain in rows]
+        result.value = counts.last_seq
+        return result
+
+    def _expire_head(self, counts: Counts, cutoff: float) -> int:
+        connection = self._db()
+        expired = 0
+        batch = 1  # most of the time the head is not expired: look at one row first
         while True:
             rows = connection.execute(
-                "SELECT seq, topic, payload, retain, enqueued_at FROM messages WHERE queue = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (queue_id, after, limit),
+                "SELECT seq, enqueued_at FROM messages WHERE queue = ? ORDER BY seq LIMIT ?", (counts.queue_id, batch)
             ).fetchall()
-            expired_through = None
-            if ttl is not None:
-                cutoff = now - ttl
-                for row in rows:
-                    if row[4] >= cutoff:
-                        break
-                    expired_through = row[0]
-            if expired_through is None:
-                result.messages = [
-                    StoredMessage(seq, topic, payload, bool(retain)) for seq, topic, payload, retain, _ in rows
-                ]
-                result.value = counts.last_seq
-                return result
-            expired = self._begin().execute(
-                "DELETE FROM messages WHERE queue = ? AND seq > ? AND seq <= ? RETURNING size",
-                (queue_id, after, expired_through),
-            ).fetchall()
-            counts.pending -= len(expired)
-            counts.pending_bytes -= sum(size for (size,) in expired)
-            counts.expired += len(expired)
-            result.expired += len(expired)
-            self._touched.add(queue_id)
-
+            through = None
+            for seq, enqueued_at in rows:
+                if enqueued_at >= cutoff:
+                    break
+                through = seq
+            if through is None:
+                break
+            removed = self._delete_through(counts, through)
+            counts.expired += removed
+            expired += removed
+            if through != rows[-1][0] or len(rows) < batch:
+                break
+            batch = 512
+        return expired
