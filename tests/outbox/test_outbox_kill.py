@@ -36,7 +36,7 @@ _CHILD = textwrap.dedent(
         context = ssl.create_default_context(cafile=ca_file)
         client = aioiothub.IoTHubDeviceClient.from_connection_string(
             connection_string, port=int(port), ssl_context=context, outbox=path, transport=transport,
-            max_in_flight=%d, request_timeout=1,
+            max_in_flight=MAX_IN_FLIGHT, request_timeout=1,
             reconnect=aioiothub.ReconnectPolicy(initial_delay=0.02, max_delay=0.1, jitter=0),
         )
         async with client:
@@ -50,8 +50,7 @@ _CHILD = textwrap.dedent(
 
     asyncio.run(main(*sys.argv[1:]))
     """
-    % MAX_IN_FLIGHT
-)
+).replace("MAX_IN_FLIGHT", str(MAX_IN_FLIGHT))
 
 
 async def _start(hub: RestartableHub, path: Path, generation: int, transport: str, mode: str) -> anyio.abc.Process:
