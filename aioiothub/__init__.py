@@ -28,6 +28,7 @@ from aioiothub._auth.credentials import (
 )
 from aioiothub._client.hub_client import AckMode
 from aioiothub._https.upload import BlobStorageInfo
+from aioiothub._outbox.outbox import Outbox, OutboxQueue, OutboxStatistics
 from aioiothub._provisioning.client import ProvisioningClient, ProvisioningOptions
 from aioiothub._provisioning.registration import RegistrationResult
 from aioiothub._session import background_errors as _background_errors
@@ -66,6 +67,10 @@ __all__ = [
     "Twin",
     "BlobStorageInfo",
     "AckMode",
+    # the durable outbox (outbox= on every client)
+    "Outbox",
+    "OutboxQueue",
+    "OutboxStatistics",
     # Plug and Play (more in aioiothub.pnp)
     "pnp",
     "WritablePropertyRequest",

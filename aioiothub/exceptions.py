@@ -9,8 +9,14 @@ Everything the library raises at run time derives from :class:`IoTHubError`::
     │   └── DeviceDisabledError       CONNACK 3: the device may be disabled in the hub
     ├── ConnectionLostError           dropped and not recovered; .reason (a LossReason or None)
     ├── ProtocolError                 the peer sent something unparsable
-    └── ServiceError                  the hub answered non-2xx; .status, .request_id
-        └── ThrottledError            429
+    ├── ServiceError                  the hub answered non-2xx; .status, .request_id
+    │   └── ThrottledError            429
+    └── OutboxError                   the durable outbox cannot take or keep a message; .path
+        ├── OutboxFull                full, with when_full="reject"; .limit
+        ├── OutboxCorruptError        not an outbox file, or a damaged one
+        ├── OutboxSchemaError         written by a newer aioiothub (a newer schema version)
+        ├── OutboxStorageError        the disk refused: full, read-only, I/O error
+        └── OutboxInUseError          another live client already delivers this identity's queue
 
 Caller mistakes raise :class:`ValueError` or :class:`TypeError`, lifecycle misuse raises
 :class:`RuntimeError`, and deadlines raise the built-in :class:`TimeoutError` (``send_message``'s
@@ -30,6 +36,12 @@ __all__ = [
     "DeviceDisabledError",
     "IoTHubError",
     "LossReason",
+    "OutboxCorruptError",
+    "OutboxError",
+    "OutboxFull",
+    "OutboxInUseError",
+    "OutboxSchemaError",
+    "OutboxStorageError",
     "ProtocolError",
     "SendTimeoutError",
     "ServiceError",
@@ -190,3 +202,63 @@ def _is_cancellation(error: BaseException) -> bool:
     import asyncio
 
     return isinstance(error, asyncio.CancelledError)
+
+
+class OutboxError(IoTHubError):
+    """The durable outbox cannot take, keep or read a message.
+
+    What was committed before the error stays in the file: no subclass is raised after data loss.
+
+    Attributes:
+        path: the outbox file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class OutboxFull(OutboxError):
+    """The outbox is at its bound and ``when_full="reject"``: the message was not taken.
+
+    Attributes:
+        limit: which bound: ``"max_messages"`` or ``"max_bytes"``.
+    """
+
+    def __init__(self, message: str, *, path: str, limit: str) -> None:
+        super().__init__(message, path=path)
+        self.limit = limit
+
+
+class OutboxCorruptError(OutboxError):
+    """The file is not an outbox (another program's file or database) or it is damaged."""
+
+
+class OutboxSchemaError(OutboxError):
+    """The file was written by a newer aioiothub with a schema this version cannot read.
+
+    Attributes:
+        version: the file's schema version.
+        supported: the newest schema version this aioiothub reads.
+    """
+
+    def __init__(self, message: str, *, path: str, version: int, supported: int) -> None:
+        super().__init__(message, path=path)
+        self.version = version
+        self.supported = supported
+
+
+class OutboxStorageError(OutboxError):
+    """The disk refused a write or a read: it is full, the path is read-only, or an I/O error."""
+
+
+class OutboxInUseError(OutboxError):
+    """Another live client, in this process or another, already delivers this identity's queue.
+
+    Attributes:
+        identity: the queue's identity (``device_id`` or ``device_id/module_id``).
+    """
+
+    def __init__(self, message: str, *, path: str, identity: str) -> None:
+        super().__init__(message, path=path)
+        self.identity = identity

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from aioiothub._outbox.outbox import Outbox
 from aioiothub.message import Message
 
 __all__ = ["ClientOptions", "ProxyOptions", "ReconnectPolicy", "require_positive_int", "require_positive_number"]
@@ -151,6 +153,10 @@ class ClientOptions(TypedDict, total=False):
             connections, so cloud-to-device messages queued while offline are delivered only once
             the client asks for them again (``cloud_messages()``); default ``False`` (the hub
             resumes the session and delivers queued messages at once).
+        outbox: an :class:`~aioiothub.Outbox`, or the path of its file (an outbox with the
+            default options): ``send_message`` then commits each message to it and returns, and
+            the client delivers the file's messages in the background, in order, across outages and
+            restarts. ``client.outbox`` is this identity's queue in it.
     """
 
     port: int
@@ -170,3 +176,4 @@ class ClientOptions(TypedDict, total=False):
     liveness_timeout: float
     will: Message | None
     clean_session: bool
+    outbox: Outbox | str | os.PathLike[str] | None

@@ -30,6 +30,7 @@ TIMEOUT = 900.0
         ("many_devices.py", "Many TLS device connections in one process", "aioiothub[native]"),
         ("latency.py", "Round-trip latency against the emulator", "C2D delivery"),
         ("emulator_capacity.py", "Emulator capacity on this machine", "concurrent TLS connections"),
+        ("outbox.py", "Durable outbox, 100 concurrent senders", "emulator: durable, normal (msg/s)"),
     ],
 )
 def test_benchmark_smoke_run_prints_its_table(tmp_path: Path, script: str, title: str, row: str) -> None:

@@ -25,6 +25,7 @@ EXPECTED = {
     "errors.py": "and the next request works: {'$version': 1}",
     "fleet.py": "80 of 80 messages acknowledged, 0 failed",
     "pnp_thermostat.py": "thermostat1 targetTemperature 30.0 acknowledged (ac 200, av 2)",
+    "store_and_forward.py": "the emulator received 60 of 60 readings, in order: True",
 }
 """What each example prints when it worked; an example not listed here must at least exit cleanly."""
 

@@ -15,7 +15,8 @@ entered, and again when the hub refuses the credential as the client connects.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection
+import uuid
+from collections.abc import AsyncIterator, Callable, Collection
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Protocol, Self
 
@@ -24,8 +25,10 @@ import anyio.abc
 
 from aioiothub import pnp
 from aioiothub._auth.credentials import X509Credential
+from aioiothub._client.outbox_delivery import deliver_outbox
 from aioiothub._client.settings import identity_from_sas_token, options_from_connection_string
-from aioiothub._session.background_errors import BackgroundError
+from aioiothub._outbox.outbox import LossKind, OutboxQueue
+from aioiothub._session.background_errors import BackgroundError, OutboxMessagesDropped, OutboxMessagesExpired
 from aioiothub._session.methods import MethodRequest
 from aioiothub._session.session import HubSession, SessionSettings
 from aioiothub._session.twin import Twin
@@ -100,6 +103,7 @@ class HubClient:
         self._provider = provider
         self._session: HubSession | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._outbox: OutboxQueue | None = None
 
     @classmethod
     def from_settings(cls, settings: SessionSettings, *, provider: IdentityProvider | None = None) -> Self:
@@ -138,6 +142,39 @@ class HubClient:
         return await self._open()
 
     async def _open(self) -> Self:
+        settings = self._settings
+        outbox = None
+        if settings.outbox is not None:
+            # Claimed before connecting: a file that cannot be used, or an identity another
+            # client delivers, is refused at once.
+            outbox = await settings.outbox.queue(settings.device_id, settings.module_id)
+        try:
+            await self._start_session()
+        except BaseException:
+            if outbox is not None:
+                await outbox.release()
+            raise
+        if outbox is not None:
+            session, task_group = self._session, self._task_group
+            assert session is not None
+            assert task_group is not None
+            outbox.on_loss = self._outbox_loss_reporter(session)
+            task_group.start_soon(deliver_outbox, outbox, session, name="aioiothub outbox delivery")
+            self._outbox = outbox
+        return self
+
+    def _outbox_loss_reporter(self, session: HubSession) -> Callable[[LossKind, int], None]:
+        ttl = self._settings.outbox.limits.ttl if self._settings.outbox is not None else None
+
+        def report(kind: LossKind, count: int) -> None:
+            if kind == "expired":
+                session.supervisor.report(OutboxMessagesExpired(count, ttl or 0.0))
+            else:
+                session.supervisor.report(OutboxMessagesDropped(count))
+
+        return report
+
+    async def _start_session(self) -> None:
         self._session = HubSession(self._settings)
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
@@ -153,7 +190,6 @@ class HubClient:
             self._session = None
             raise
         self._task_group = task_group
-        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -171,11 +207,33 @@ class HubClient:
             raise error from error.__cause__  # not "from None": that would erase the error's own cause
         finally:
             self._session = None
+            outbox, self._outbox = self._outbox, None
+            if outbox is not None:
+                with anyio.CancelScope(shield=True):
+                    await outbox.release()
 
     def _require_session(self) -> HubSession:
         if self._session is None:
             raise RuntimeError("the client is not open: use it as 'async with client:'")
         return self._session
+
+    @property
+    def outbox(self) -> OutboxQueue | None:
+        """This identity's queue in the client's outbox while the client is open; ``None`` without one.
+
+        Example:
+            >>> async def drain(client):
+            ...     await client.outbox.flush(timeout=60)     # all acknowledged by the hub
+            ...     print(client.outbox.statistics())
+
+        Raises:
+            RuntimeError: the client has an outbox but is not open.
+        """
+        if self._settings.outbox is None:
+            return None
+        if self._outbox is None:
+            raise RuntimeError("the client is not open: its outbox queue is claimed by 'async with client:'")
+        return self._outbox
 
     @property
     def connected(self) -> bool:
@@ -260,6 +318,14 @@ class HubClient:
             body, properties = built.body, built.wire_properties()
         if not isinstance(retain, bool):
             raise TypeError("retain must be True or False")
+        outbox = self._outbox
+        if outbox is not None and qos == 1:
+            # A stable id for the back end to drop the duplicates of at-least-once delivery.
+            if "$.mid" not in properties:
+                properties = {**properties, "$.mid": str(uuid.uuid4())}
+            publish = session.protocol.telemetry(body, properties, qos=1, retain=retain)
+            await outbox.put(publish.topic, publish.payload, retain)
+            return
         await session.publish(session.protocol.telemetry(body, properties, qos=qos, retain=retain))
 
     async def send_message(self, message: MessageLike, *, qos: int = 1, retain: bool = False) -> None:
@@ -272,10 +338,18 @@ class HubClient:
         With ``retain=True`` the MQTT RETAIN flag is set: IoT Hub does not store the message, it
         forwards it with the application property ``mqtt-retain: true`` for routing to act on.
 
+        With an ``outbox`` (a client option), a QoS 1 message is committed to the outbox instead,
+        with a message id (``$.mid``) if it had none, and this returns once it is in the file --
+        connected or not; the client delivers it in the background (see
+        :class:`~aioiothub.Outbox`). QoS 0 messages bypass the outbox.
+
         Raises:
             TypeError: ``message`` is of an unsupported type.
             ValueError: the message is over 256 KiB on the wire, or ``qos`` is not 0 or 1.
-            TimeoutError: no acknowledgement within ``request_timeout``.
+            TimeoutError: no acknowledgement within ``request_timeout`` (never with an outbox).
+            OutboxFull: with an outbox at its bound and ``when_full="reject"``.
+            OutboxError: with an outbox whose file refuses the write (``OutboxStorageError``:
+                disk full, read-only; ``OutboxCorruptError``); nothing was stored.
 
         Example:
             >>> async def report(client):

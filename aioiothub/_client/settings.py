@@ -5,6 +5,7 @@ Every check names the argument it refuses; nothing is connected or sent here.
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -18,6 +19,7 @@ from aioiothub._auth.credentials import (
     X509Credential,
     parse_sas_token,
 )
+from aioiothub._outbox.outbox import Outbox
 from aioiothub._session.session import SessionSettings
 from aioiothub.exceptions import CredentialError
 from aioiothub.message import Message
@@ -126,6 +128,14 @@ def _will(will: object, device_id: str, module_id: str | None) -> WillMessage | 
     return WillMessage(publish.topic, publish.payload, publish.qos)
 
 
+def _outbox(outbox: object) -> Outbox | None:
+    if outbox is None or isinstance(outbox, Outbox):
+        return outbox
+    if isinstance(outbox, str | os.PathLike):
+        return Outbox(outbox)
+    raise TypeError(f"outbox must be an aioiothub.Outbox, a path or None, not {type(outbox).__name__}")
+
+
 def build_settings(
     *,
     hostname: str,
@@ -214,6 +224,7 @@ def build_settings(
         liveness_timeout=require_positive_number(options.get("liveness_timeout", 10.0), "liveness_timeout"),
         clean_session=clean_session,
         will=_will(options.get("will"), device_id, module_id),
+        outbox=_outbox(options.get("outbox")),
     )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from aioiothub.exceptions import ConnectError, ConnectionLostError, IoTHubError, ProtocolError
+from aioiothub.exceptions import ConnectError, ConnectionLostError, IoTHubError, OutboxError, ProtocolError
 
 __all__ = [
     "BackgroundError",
@@ -32,6 +32,9 @@ __all__ = [
     "ErrorsDropped",
     "MalformedMessage",
     "MethodNotHandled",
+    "OutboxDeliveryFailed",
+    "OutboxMessagesDropped",
+    "OutboxMessagesExpired",
     "ReconnectFailed",
     "RenewalFailed",
 ]
@@ -196,3 +199,49 @@ class ErrorsDropped(BackgroundError):
 
     def describe(self) -> str:
         return f"{self.count} background error event(s) were dropped: the errors() loop fell behind"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessagesExpired(BackgroundError):
+    """Messages in the outbox reached their time to live undelivered and were dropped.
+
+    Attributes:
+        count: how many.
+        ttl: the outbox's time to live, in seconds.
+    """
+
+    count: int
+    ttl: float
+
+    def describe(self) -> str:
+        return f"{self.count} outbox message(s) expired undelivered after {self.ttl:g} s (ttl) and were dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessagesDropped(BackgroundError):
+    """The outbox was full (``when_full="drop_oldest"``): its oldest pending messages were dropped.
+
+    Attributes:
+        count: how many.
+    """
+
+    count: int
+
+    def describe(self) -> str:
+        return f"the outbox was full: its {self.count} oldest pending message(s) were dropped undelivered"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxDeliveryFailed(BackgroundError):
+    """Reading the outbox to deliver it failed (the disk refused); it is tried again.
+
+    Attributes:
+        error: the :class:`~aioiothub.OutboxError`.
+        retry_in: seconds until the next attempt.
+    """
+
+    error: OutboxError
+    retry_in: float
+
+    def describe(self) -> str:
+        return f"could not read the outbox to deliver it ({self.error}); retrying in {self.retry_in:.1f} s"

@@ -176,6 +176,16 @@ class HubSession:
         finally:
             window.release()
 
+    def send_on(self, connection: Transport, outbound: OutboundPublish) -> asyncio.Future[None]:
+        """Hand ``outbound`` to ``connection`` once; its acknowledgement, failing at ``request_timeout``.
+
+        For senders that keep their own order and resend (the outbox's delivery).
+
+        Raises:
+            ConnectionLostError: the connection is gone.
+        """
+        return self._send_once(connection, outbound)
+
     def _send_once(self, connection: Transport, outbound: OutboundPublish) -> asyncio.Future[None]:
         """Hand ``outbound`` to ``connection``; the in-flight table keeps a QoS 1 send's deadline."""
         acknowledged = connection.publish(outbound.topic, outbound.payload, outbound.qos, retain=outbound.retain)

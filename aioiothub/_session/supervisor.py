@@ -39,6 +39,7 @@ import anyio
 import anyio.abc
 
 from aioiothub._auth.credentials import Credential
+from aioiothub._outbox.outbox import Outbox
 from aioiothub._session.background_errors import BackgroundError, ConnectionDropped, ReconnectFailed
 from aioiothub._session.clock import Clock, SystemClock
 from aioiothub._session.connection_states import StateFeed
@@ -89,6 +90,7 @@ class SessionSettings:
     liveness_timeout: float = 10.0
     clean_session: bool = False
     will: WillMessage | None = None
+    outbox: Outbox | None = None
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` of something that failed (the reconnect policy's pace)."""

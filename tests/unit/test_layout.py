@@ -12,6 +12,7 @@ public clients         ``device_client``, ``module_client``
 ``transports``         one MQTT connection each, behind the ``Transport`` seam
 ``_auth``              credentials and the tokens they sign
 ``options``            the clients' options (public values)
+``_outbox``            the durable outbox: one SQLite file, its disk thread, the per-identity queues
 ``message``            the message type (public value)
 ``protocol``           the sans-IO core: codec, topics, SAS, payloads
 ``exceptions``         the exception tree
@@ -38,21 +39,22 @@ LAYERS: dict[str, int] = {
     "_version": 0,
     "protocol": 1,
     "message": 2,
-    "options": 3,
-    "_auth": 4,
-    "transports": 5,
-    "_session": 6,
-    "pnp": 7,
-    "_https": 8,
-    "_client": 9,
-    "_provisioning": 10,
-    "device_client": 11,
-    "module_client": 11,
-    "emulator": 12,
-    "__init__": 13,
-    "simulator": 14,
-    "testing": 14,
-    "__main__": 15,
+    "_outbox": 3,
+    "options": 4,
+    "_auth": 5,
+    "transports": 6,
+    "_session": 7,
+    "pnp": 8,
+    "_https": 9,
+    "_client": 10,
+    "_provisioning": 11,
+    "device_client": 12,
+    "module_client": 12,
+    "emulator": 13,
+    "__init__": 14,
+    "simulator": 15,
+    "testing": 15,
+    "__main__": 16,
 }
 
 #: Imports that cross the layers on purpose, each with its reason.
@@ -164,7 +166,7 @@ def test_every_top_level_module_has_a_layer_and_the_top_level_is_the_public_face
 
 
 def test_private_packages_say_their_job_and_what_they_may_import() -> None:
-    for package in ("_auth", "_session", "_https", "_provisioning", "_client", "transports"):
+    for package in ("_auth", "_session", "_https", "_provisioning", "_client", "transports", "_outbox"):
         docstring = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text()))
         assert docstring, package
         assert "mport" in docstring, f"{package}'s docstring does not say what it may import"
