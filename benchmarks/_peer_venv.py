@@ -23,6 +23,7 @@ __all__ = [
     "PeerVenvError",
     "build_venv",
     "ensure_peer_python",
+    "ensure_venv_with",
     "installed_sdk",
     "venv_python",
 ]
@@ -120,6 +121,29 @@ def build_venv(venv: Path, requirements: list[str]) -> None:
         raise _failure("installing the SDK", command, output, f"timed out after {INSTALL_TIMEOUT:.0f} s") from None
     if result.returncode != 0:
         raise _failure("installing the SDK", command, result.stdout, f"exit status {result.returncode}")
+
+
+def ensure_venv_with(venv: Path, requirements: list[str], probe: str, expected: str | None = None) -> Path:
+    """The interpreter of ``venv``, built with ``requirements`` unless ``probe`` already runs there.
+
+    ``probe`` is a Python snippet that must exit 0 (and print ``expected``, when given).
+
+    Raises:
+        PeerVenvError: the venv could not be built, or the probe still fails after building it.
+    """
+    python = venv_python(venv)
+
+    def works() -> bool:
+        if not python.exists():
+            return False
+        result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+        return result.returncode == 0 and (expected is None or result.stdout.strip() == expected)
+
+    if not works():
+        build_venv(venv, requirements)
+        if not works():
+            raise PeerVenvError(f"{requirements} were installed into {venv}, but do not import")
+    return python
 
 
 def ensure_peer_python() -> Path:

@@ -7,10 +7,9 @@ tested exactly as a back end installs it. Built with the peer venv machinery of
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from benchmarks._peer_venv import REPO_ROOT, PeerVenvError, build_venv, venv_python
+from benchmarks._peer_venv import REPO_ROOT, ensure_venv_with
 
 __all__ = ["EVENTHUB_REQUIREMENTS", "EVENTHUB_VENV", "ensure_eventhub_python"]
 
@@ -19,22 +18,10 @@ EVENTHUB_REQUIREMENTS = ["azure-eventhub==5.15.1"]
 _PROBE = "import azure.eventhub\nprint(azure.eventhub.__version__)\n"
 
 
-def _imports(python: Path) -> bool:
-    if not python.exists():
-        return False
-    probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, timeout=120, check=False)
-    return probe.returncode == 0 and probe.stdout.strip() == "5.15.1"
-
-
 def ensure_eventhub_python() -> Path:
     """The interpreter of the Event Hubs venv, with ``azure-eventhub`` importable.
 
     Raises:
         PeerVenvError: the venv could not be built or the SDK does not import in it.
     """
-    python = venv_python(EVENTHUB_VENV)
-    if not _imports(python):
-        build_venv(EVENTHUB_VENV, EVENTHUB_REQUIREMENTS)
-        if not _imports(python):
-            raise PeerVenvError(f"{EVENTHUB_REQUIREMENTS} were installed into {EVENTHUB_VENV}, but do not import")
-    return python
+    return ensure_venv_with(EVENTHUB_VENV, EVENTHUB_REQUIREMENTS, _PROBE, "5.15.1")

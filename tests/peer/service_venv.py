@@ -8,10 +8,9 @@ the SDK imports.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from benchmarks._peer_venv import REPO_ROOT, PeerVenvError, build_venv, venv_python
+from benchmarks._peer_venv import REPO_ROOT, ensure_venv_with
 
 __all__ = ["SERVICE_REQUIREMENTS", "SERVICE_VENV", "ensure_service_python"]
 
@@ -20,22 +19,10 @@ SERVICE_REQUIREMENTS = ["azure-iot-hub==2.7.0", "six>=1.16"]
 _PROBE = "import azure.iot.hub\nfrom importlib import metadata\nprint(metadata.version('azure-iot-hub'))\n"
 
 
-def _imports(python: Path) -> bool:
-    if not python.exists():
-        return False
-    probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, timeout=120, check=False)
-    return probe.returncode == 0
-
-
 def ensure_service_python() -> Path:
     """The interpreter of the service venv, with ``azure-iot-hub`` importable.
 
     Raises:
         PeerVenvError: the venv could not be built or the SDK does not import in it.
     """
-    python = venv_python(SERVICE_VENV)
-    if not _imports(python):
-        build_venv(SERVICE_VENV, SERVICE_REQUIREMENTS)
-        if not _imports(python):
-            raise PeerVenvError(f"{SERVICE_REQUIREMENTS} were installed into {SERVICE_VENV}, but do not import")
-    return python
+    return ensure_venv_with(SERVICE_VENV, SERVICE_REQUIREMENTS, _PROBE)
