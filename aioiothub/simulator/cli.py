@@ -124,6 +124,12 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     traffic.add_argument("--report-interval", type=float, help="seconds between reported-property updates per device")
     traffic.add_argument("--seed", type=int, help="seed for random payload values")
+    traffic.add_argument(
+        "--outbox", metavar="DIR", type=Path,
+        help="store and forward: every device sends through a durable outbox, one SQLite file per process in DIR "
+        "(created if missing), so telemetry sent while the hub is away is delivered once it is back; "
+        "the live view shows the backlog, the summary what was delivered, expired and dropped (QoS 1 only)",
+    )
     backend = parser.add_argument_group("back-end traffic (emulator targets only)")
     backend.add_argument("--method-rate", type=float, default=0.0, help="direct method calls per second, fleet-wide")
     backend.add_argument("--desired-rate", type=float, default=0.0, help="desired-property writes per second")
@@ -207,6 +213,12 @@ def build_plan(arguments: argparse.Namespace) -> SimulationPlan:
     MessageFactory(traffic)  # refuses a bad template or an oversized message now, not in every device
     if arguments.devices < 1:
         raise ValueError(f"--devices must be at least 1, not {arguments.devices}")
+    outbox = None
+    if arguments.outbox is not None:
+        if arguments.qos != 1:
+            raise ValueError("--outbox needs --qos 1 (QoS 0 messages are sent live, never stored)")
+        arguments.outbox.mkdir(parents=True, exist_ok=True)
+        outbox = str(arguments.outbox)
     return SimulationPlan(
         devices=arguments.devices,
         prefix=arguments.prefix,
@@ -217,6 +229,7 @@ def build_plan(arguments: argparse.Namespace) -> SimulationPlan:
         connect_concurrency=arguments.connect_concurrency,
         traffic=traffic,
         backend=BackendTraffic(arguments.method_rate, arguments.desired_rate, arguments.c2d_rate),
+        outbox=outbox,
     )
 
 
@@ -315,7 +328,7 @@ async def _simulate(arguments: argparse.Namespace, plan: SimulationPlan, source:
         async def show_progress(console: Console) -> None:
             with LiveProgress(
                 console, title=lambda: f"{title} — {simulation.description}", target=plan.devices,
-                duration=plan.duration, backend=plan.backend.active,
+                duration=plan.duration, backend=plan.backend.active, outbox=plan.outbox is not None,
             ) as live:
                 while True:
                     live.update(simulation.snapshot(), simulation.elapsed, stopping=simulation.stopping)

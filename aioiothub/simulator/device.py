@@ -7,7 +7,9 @@ Behaviour besides telemetry, so that a whole solution can be exercised:
   (``{"<prop>": {"value": …, "ac": 200, "av": <desired $version>, "ad": …}}`` in reported properties);
 - it answers every direct method with status 200 and an echo of the call;
 - it takes every cloud-to-device message;
-- with a report interval, it reports ``{"simulator": {"reports": n}}`` on that schedule.
+- with a report interval, it reports ``{"simulator": {"reports": n}}`` on that schedule;
+- with an outbox (``--outbox``), each send returns once the message is committed to the file, the
+  client delivers it in the background, and the device counts as finished once its outbox is empty.
 
 When the fleet is provisioned through DPS, the device registers first (once; a connect that fails
 afterwards is retried against the assigned hub). Every outcome is counted in the process's
@@ -30,6 +32,7 @@ from aioiothub import (
     AuthenticationError,
     IoTHubDeviceClient,
     IoTHubError,
+    Outbox,
     RegistrationResult,
     ServiceError,
     ThrottledError,
@@ -88,6 +91,7 @@ class SimulatedDevice:
         messages: the process's message factory.
         stats: where to count.
         ssl_context: the TLS context shared by the process's clients.
+        outbox: the process's outbox file (every device has its queue in it), or ``None``.
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class SimulatedDevice:
         messages: MessageFactory,
         stats: FleetStats,
         ssl_context: ssl.SSLContext | None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.device_id = device_id
         self._endpoint = endpoint
@@ -105,16 +110,21 @@ class SimulatedDevice:
         self._messages = messages
         self._stats = stats
         self._ssl_context = ssl_context
+        self._outbox = outbox
         self._up = False
 
     async def run(self, connect_gate: anyio.Semaphore) -> None:
         """Connect (at most ``connect_gate``'s value of devices connect at once) and simulate until
         cancelled. Returns early only when the device cannot be connected for good."""
+        queue = None
         try:
             async with contextlib.AsyncExitStack() as stack:
                 client = await self._connect(stack, connect_gate)
                 if client is None:
                     return
+                queue = client.outbox
+                if queue is not None:
+                    self._stats.track_outbox(queue)
                 self._set_up(True)
                 # Cancellation (the end of the run) leaves the gauges as they were, so that the
                 # summary shows the fleet as it was when the run stopped.
@@ -124,6 +134,10 @@ class SimulatedDevice:
             self._set_up(False)
             self._stats.fail("devices_lost", exc)
             logger.warning("device %s stopped: %s", self.device_id, exc)
+        finally:
+            if queue is not None:
+                # Once the client has closed, so that its last acknowledgements are counted.
+                self._stats.untrack_outbox(queue)
 
     async def _connect(self, stack: contextlib.AsyncExitStack, gate: anyio.Semaphore) -> IoTHubDeviceClient | None:
         attempt = 0
@@ -135,7 +149,9 @@ class SimulatedDevice:
                         # Registered once: a connect that fails afterwards retries the hub, not DPS.
                         registration = await self._endpoint.register(self.device_id, self._ssl_context)
                         self._stats.add("registrations")
-                    client = self._endpoint.client(self.device_id, self._ssl_context, registration=registration)
+                    client = self._endpoint.client(
+                        self.device_id, self._ssl_context, registration=registration, outbox=self._outbox
+                    )
                     await stack.enter_async_context(client)
             except AuthenticationError as exc:
                 self._stats.fail("connect_failures", exc)
@@ -172,6 +188,8 @@ class SimulatedDevice:
             if self._traffic.report_interval is not None:
                 tasks.start_soon(self._report, client, self._traffic.report_interval, name=f"{self.device_id} reports")
             await self._send_telemetry(client)
+            if client.outbox is not None:
+                await client.outbox.flush()  # finished once every message is acknowledged by the hub
             self._stats.add("finished")
             await anyio.sleep_forever()
 

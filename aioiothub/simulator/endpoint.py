@@ -19,7 +19,14 @@ import ssl
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from aioiothub import IoTHubDeviceClient, ProvisioningClient, ReconnectPolicy, RegistrationResult, derive_device_key
+from aioiothub import (
+    IoTHubDeviceClient,
+    Outbox,
+    ProvisioningClient,
+    ReconnectPolicy,
+    RegistrationResult,
+    derive_device_key,
+)
 
 __all__ = ["FleetEndpoint", "device_ids"]
 
@@ -140,6 +147,7 @@ class FleetEndpoint:
         ssl_context: ssl.SSLContext | None = None,
         *,
         registration: RegistrationResult | None = None,
+        outbox: Outbox | None = None,
     ) -> IoTHubDeviceClient:
         """A (not yet connected) client for one device of the fleet.
 
@@ -149,6 +157,7 @@ class FleetEndpoint:
                 :meth:`ssl_context`); built here when ``None``.
             registration: what :meth:`register` returned for the device: the client connects
                 to the hub and device id DPS assigned.
+            outbox: the outbox the client's telemetry goes through (``None``: sent live).
         """
         hostname, identity = self.hostname, device_id
         if registration is not None:
@@ -160,6 +169,8 @@ class FleetEndpoint:
         options["reconnect"] = ReconnectPolicy(initial_delay=1.0, max_delay=30.0, jitter=0.5)
         if self.connect_host is not None:
             options["gateway_hostname"] = self.connect_host
+        if outbox is not None:
+            options["outbox"] = outbox
         return IoTHubDeviceClient(
             hostname=hostname,
             device_id=identity,

@@ -58,15 +58,17 @@ class LiveProgress:
         target: how many devices the run has.
         duration: the planned duration, if any.
         backend: whether back-end traffic is played (its counters are shown then).
+        outbox: whether the devices send through outboxes (their backlog is shown then).
     """
 
     def __init__(self, console: Console, *, title: Callable[[], str], target: int, duration: float | None,
-                 backend: bool) -> None:
+                 backend: bool, outbox: bool = False) -> None:
         self._console = console
         self._title = title
         self._target = target
         self._duration = duration
         self._backend = backend
+        self._outbox = outbox
         self._acknowledged: deque[tuple[float, int]] = deque()
         self._live = Live(console=console, auto_refresh=False, transient=False)
 
@@ -128,6 +130,17 @@ class LiveProgress:
                 "back end: methods ok", _number(counters["backend_methods_ok"]),
                 "methods failed", _number(counters["backend_methods_failed"]),
             )
+        if self._outbox:
+            oldest = snapshot.get("outbox_oldest_age_s")
+            table.add_row(
+                "outbox backlog", Text(_number(counters["outbox_pending"]),
+                                       style="bold yellow" if counters["outbox_pending"] else ""),
+                "oldest pending", "—" if oldest is None else f"{oldest:,.1f} s",
+            )
+            table.add_row(
+                "outbox delivered", _number(counters["outbox_delivered"]),
+                "expired / dropped", f"{counters['outbox_expired']:,} / {counters['outbox_dropped']:,}",
+            )
         parts: list[Text | Table] = [header, bar, table]
         # The few most frequent reasons: a count of failures alone does not tell what to fix.
         for count, reason in _failure_reasons(snapshot.get("failure_reasons", {}), None)[:_LIVE_REASONS]:
@@ -179,6 +192,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             f"returned 200 ({counters['backend_methods_failed']:,} failed), "
             f"{counters['backend_desired_updates']:,} desired writes, "
             f"{counters['backend_c2d_sent']:,} C2D messages sent"
+        )
+    if settings.get("outbox") or any(counters.get(f"outbox_{name}") for name in ("pending", "delivered")):
+        lines.append(
+            f"  outbox          {counters.get('outbox_delivered', 0):,} delivered, "
+            f"{counters.get('outbox_expired', 0):,} expired, {counters.get('outbox_dropped', 0):,} dropped, "
+            f"{counters.get('outbox_pending', 0):,} still pending at the end"
+            + (f" (in {settings['outbox']})" if settings.get("outbox") else "")
         )
     for number, (count, reason) in enumerate(_failure_reasons(summary.get("failure_reasons", {}), _SUMMARY_REASONS)):
         lines.append(f"  {'failed because' if number == 0 else '':<15} {count:,}x {reason}")

@@ -24,7 +24,7 @@ import anyio
 
 from aioiothub.simulator.backend import BackendTraffic
 from aioiothub.simulator.endpoint import device_ids
-from aioiothub.simulator.fleet import run_devices
+from aioiothub.simulator.fleet import outbox_file, run_devices
 from aioiothub.simulator.identities import FleetTarget, IdentitySource
 from aioiothub.simulator.stats import FleetStats, merge_snapshots, summarize
 from aioiothub.simulator.traffic import TrafficSettings
@@ -51,6 +51,9 @@ class SimulationPlan:
         connect_concurrency: devices connecting at once, per process.
         traffic: what each device sends.
         backend: back-end traffic (needs an emulator the run controls).
+        outbox: a directory for the devices' outboxes (one SQLite file per process, see
+            :func:`~aioiothub.simulator.fleet.outbox_file`): telemetry is committed there and
+            delivered in the background, so it survives the hub being away; ``None`` sends live.
     """
 
     devices: int = 100
@@ -62,6 +65,7 @@ class SimulationPlan:
     connect_concurrency: int = 100
     traffic: TrafficSettings = field(default_factory=TrafficSettings)
     backend: BackendTraffic = field(default_factory=BackendTraffic)
+    outbox: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 1:
@@ -167,11 +171,13 @@ class Simulation:
                     await run_devices(
                         target.endpoint, ids, plan.traffic, self._stats, stop=self._stop,
                         connect_concurrency=plan.connect_concurrency, local_hub=self._local_hub,
+                        outbox=None if plan.outbox is None else outbox_file(plan.outbox, 0),
                     )
                 else:
                     shares = [ids[offset : offset + size] for offset, size in split_range(len(ids), plan.processes)]
                     self._pool = WorkerPool(
-                        target.endpoint, shares, plan.traffic, connect_concurrency=plan.connect_concurrency
+                        target.endpoint, shares, plan.traffic, connect_concurrency=plan.connect_concurrency,
+                        outbox=plan.outbox,
                     )
                     async with self._pool.running():
                         await self._stop.wait()

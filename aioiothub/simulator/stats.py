@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import anyio
 
+from aioiothub import OutboxQueue, OutboxStatistics
+
 __all__ = [
     "COUNTERS",
     "MAX_REASONS",
@@ -57,7 +59,13 @@ COUNTERS: Final = (
     "backend_methods_failed",  # ... that did not (other status, timeout, device offline)
     "backend_desired_updates",  # desired-property updates written by the back-end traffic
     "backend_c2d_sent",   # cloud-to-device messages sent by the back-end traffic
+    "outbox_pending",     # with --outbox: messages committed and not yet acknowledged by the hub (a gauge)
+    "outbox_delivered",   # ... acknowledged by the hub during the run
+    "outbox_expired",     # ... dropped undelivered at their time to live
+    "outbox_dropped",     # ... dropped undelivered to make room in a full outbox
 )
+
+_OUTBOX_COUNTERS: Final = ("delivered", "expired", "dropped")
 
 OTHER_REASONS: Final = "(other reasons)"
 """The reason under which failures are counted once a counter has :data:`MAX_REASONS` others."""
@@ -171,6 +179,9 @@ class FleetStats:
     _steady: bool = field(default=False, repr=False, compare=False)
     # Created only while someone waits, so that counting costs one attribute check otherwise.
     _changed: anyio.Event | None = field(default=None, repr=False, compare=False)
+    # With --outbox: each open client's queue and its counts when it was opened (the run counts
+    # from there); the figures of the queues of closed clients are folded into the counters.
+    _outboxes: dict[OutboxQueue, OutboxStatistics] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, name: str, amount: int = 1) -> None:
         """Increase a counter (or a gauge, with a negative ``amount`` to decrease it)."""
@@ -203,6 +214,33 @@ class FleetStats:
             self._changed.set()
             self._changed = None
 
+    def track_outbox(self, queue: OutboxQueue) -> None:
+        """Count ``queue`` (an open client's outbox) in the ``outbox_*`` figures from now on."""
+        self._outboxes[queue] = queue.statistics()
+
+    def untrack_outbox(self, queue: OutboxQueue) -> None:
+        """The client of ``queue`` closed: keep what its queue did, and what it still holds, in the counters."""
+        start = self._outboxes.pop(queue, None)
+        if start is None:
+            return
+        now = queue.statistics()
+        self.counters["outbox_pending"] += now.pending
+        for name in _OUTBOX_COUNTERS:
+            self.counters[f"outbox_{name}"] += getattr(now, name) - getattr(start, name)
+
+    def outbox_figures(self) -> tuple[dict[str, int], float | None]:
+        """The ``outbox_*`` counters with the open queues added, and the age of the oldest pending message."""
+        counters = {f"outbox_{name}": self.counters[f"outbox_{name}"] for name in ("pending", *_OUTBOX_COUNTERS)}
+        oldest: float | None = None
+        for queue, start in self._outboxes.items():
+            now = queue.statistics()
+            counters["outbox_pending"] += now.pending
+            for name in _OUTBOX_COUNTERS:
+                counters[f"outbox_{name}"] += getattr(now, name) - getattr(start, name)
+            if now.oldest_age is not None and (oldest is None or now.oldest_age > oldest):
+                oldest = now.oldest_age
+        return counters, oldest
+
     async def wait_until(self, condition: Callable[[Mapping[str, int]], bool]) -> None:
         """Return once ``condition(counters)`` holds (checked after every change).
 
@@ -217,8 +255,10 @@ class FleetStats:
 
     def snapshot(self) -> dict[str, Any]:
         """The counters, the histogram and this process's peak memory, as plain JSON."""
+        outbox, oldest = self.outbox_figures()
         return {
-            "counters": dict(self.counters),
+            "counters": {**self.counters, **outbox},
+            "outbox_oldest_age_s": oldest,
             "send_latency": self.send_latency.to_json(),
             "steady_send_latency": self.steady_send_latency.to_json(),
             "failure_reasons": {name: dict(counts) for name, counts in self.failure_reasons.items()},
@@ -239,8 +279,12 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     histogram, steady = LatencyHistogram(), LatencyHistogram()
     processes = 0
     peak_rss = 0
+    oldest: float | None = None
     reasons: dict[str, dict[str, int]] = {}
     for snapshot in snapshots:
+        age = snapshot.get("outbox_oldest_age_s")
+        if age is not None and (oldest is None or float(age) > oldest):
+            oldest = float(age)
         _add_reasons(reasons, snapshot.get("failure_reasons", {}))
         for name, value in snapshot.get("counters", {}).items():
             counters[name] = counters.get(name, 0) + int(value)
@@ -250,6 +294,7 @@ def merge_snapshots(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         peak_rss = max(peak_rss, int(snapshot.get("peak_rss_bytes", 0)))
     return {
         "counters": counters,
+        "outbox_oldest_age_s": oldest,
         "send_latency": histogram.to_json(),
         "steady_send_latency": steady.to_json(),
         "failure_reasons": reasons,

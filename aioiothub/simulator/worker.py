@@ -50,7 +50,7 @@ async def _work() -> None:
             tasks.start_soon(listen, name="parent")
             await run_devices(
                 endpoint, setup["device_ids"], traffic, stats, stop=stop,
-                connect_concurrency=setup["connect_concurrency"],
+                connect_concurrency=setup["connect_concurrency"], outbox=setup.get("outbox"),
             )
             tasks.cancel_scope.cancel()
     emit({"snapshot": stats.snapshot(), "final": True})

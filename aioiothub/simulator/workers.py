@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 
 from aioiothub.simulator.endpoint import FleetEndpoint
+from aioiothub.simulator.fleet import outbox_file
 from aioiothub.simulator.pipes import json_lines, stop_child
 from aioiothub.simulator.traffic import TrafficSettings
 
@@ -47,6 +48,7 @@ class WorkerPool:
         shares: the device ids of each worker.
         traffic: what the devices send.
         connect_concurrency: connects in progress at once, per worker.
+        outbox: the directory of the workers' outbox files (one each), or ``None``.
     """
 
     def __init__(
@@ -56,11 +58,13 @@ class WorkerPool:
         traffic: TrafficSettings,
         *,
         connect_concurrency: int,
+        outbox: str | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._shares = shares
         self._traffic = traffic
         self._connect_concurrency = connect_concurrency
+        self._outbox = outbox
         self.snapshots: list[dict[str, Any]] = [{} for _ in shares]
         self._processes: list[anyio.abc.Process] = []
 
@@ -81,6 +85,7 @@ class WorkerPool:
                     "device_ids": list(share),
                     "traffic": self._traffic.to_json(),
                     "connect_concurrency": self._connect_concurrency,
+                    "outbox": None if self._outbox is None else outbox_file(self._outbox, index),
                 }
                 await process.stdin.send(json.dumps(setup).encode() + b"\n")
                 readers.start_soon(self._follow, index, process, name=f"worker {index} snapshots")
