@@ -13,12 +13,14 @@ and an older one is brought forward by the steps in :data:`MIGRATIONS`, in one t
 
 Every statement of a batch runs in one transaction (:meth:`Store.run_transaction`); counters live
 in memory between commits and are written with them, and reloaded from the file when a transaction
-is rolled back.
+is rolled back. Puts are staged and written together, many rows per INSERT, before the next other
+statement or the commit: one call into SQLite per group of concurrent sends, not one per message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,17 +36,8 @@ from aioiothub.exceptions import (
 )
 
 __all__ = [
-    "APPLICATION_ID",
-    "MIGRATIONS",
-    "SCHEMA_VERSION",
-    "Counts",
-    "Durability",
-    "Limits",
-    "QueueResult",
-    "Snapshot",
-    "Store",
-    "StoredMessage",
-    "storage_error",
+    "APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "Counts", "Durability", "Limits",
+    "QueueResult", "Snapshot", "Store", "StoredMessage", "storage_error",
 ]
 
 Durability = Literal["normal", "full"]
@@ -132,6 +125,17 @@ class QueueResult:
     messages: list[StoredMessage] = field(default_factory=list)
 
 
+#: Rows of one INSERT statement at most (6 parameters each, under SQLite's oldest limit of 999).
+_ROWS_PER_INSERT = 128
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_statement(rows: int) -> str:
+    """The INSERT of ``rows`` messages (a power of two, so that few statements are ever prepared)."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO messages (queue, enqueued_at, size, topic, payload, retain) VALUES {values}"
+
+
 def storage_error(exc: sqlite3.Error, path: str, doing: str) -> OutboxError:
     """The typed error for an SQLite failure while ``doing`` something with the file at ``path``."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
@@ -165,6 +169,8 @@ class Store:
         self._connection: sqlite3.Connection | None = None
         self._queues: dict[int, Counts] = {}
         self._touched: set[int] = set()
+        #: Puts of the current transaction not yet written: (row, result), in order.
+        self._staged: list[tuple[tuple[Any, ...], QueueResult]] = []
 
     # ------------------------------------------------------------ open and close
 
@@ -240,9 +246,26 @@ class Store:
             connection.close()
 
     def _db(self) -> sqlite3.Connection:
+        """The connection, with the staged inserts written first (every statement sees every put)."""
         if self._connection is None:
             raise RuntimeError("the outbox is closed")
+        if self._staged:
+            self._insert_staged(self._connection)
         return self._connection
+
+    def _insert_staged(self, connection: sqlite3.Connection) -> None:
+        """Write the staged puts, many rows per statement (one call into SQLite, not one per message)."""
+        staged, self._staged = self._staged, []
+        start = 0
+        while start < len(staged):
+            rows = min(_ROWS_PER_INSERT, 1 << (len(staged) - start).bit_length() - 1)
+            chunk = staged[start : start + rows]
+            last = connection.execute(_insert_statement(rows), [value for put in chunk for value in put[0]]).lastrowid
+            # AUTOINCREMENT under the write lock: the rows of one statement take consecutive numbers.
+            for seq, (_, result) in enumerate(chunk, (last or 0) - rows + 1):
+                result.value = seq
+                self._queues[result.queue_id].last_seq = seq
+            start += rows
 
     def _begin(self) -> sqlite3.Connection:
         connection = self._db()
@@ -263,6 +286,7 @@ class Store:
                     outcomes.append((False, exc))
             connection = self._connection
             if connection is not None and connection.in_transaction:
+                self._db()  # writes the staged puts
                 self._write_counters(connection)
                 connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -286,6 +310,7 @@ class Store:
         )
 
     def _roll_back(self) -> None:
+        self._staged = []
         connection = self._connection
         if connection is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -376,18 +401,16 @@ class Store:
                     limit=limit,
                 )
             result.dropped = self._drop_oldest(counts, size)
-        connection = self._begin()
-        cursor = connection.execute(
-            "INSERT INTO messages (queue, enqueued_at, size, topic, payload, retain) VALUES (?, ?, ?, ?, ?, ?)",
-            (queue_id, now, size, topic, payload, int(retain)),
-        )
-        seq = cursor.lastrowid
-        assert seq is not None
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError("the outbox is closed")
+        if not connection.in_transaction:
+            connection.execute("BEGIN IMMEDIATE")
+        # Written with the batch's other puts before any other statement; the seq goes in ``result.value``.
+        self._staged.append(((queue_id, now, size, topic, payload, int(retain)), result))
         counts.pending += 1
         counts.pending_bytes += size
-        counts.last_seq = seq
         self._touched.add(queue_id)
-        result.value = seq
         return result
 
     def _drop_oldest(self, counts: Counts, size: int) -> int:
