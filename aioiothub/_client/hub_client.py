@@ -15,7 +15,6 @@ entered, and again when the hub refuses the credential as the client connects.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Collection
 from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Protocol, Self
@@ -25,7 +24,7 @@ import anyio.abc
 
 from aioiothub import pnp
 from aioiothub._auth.credentials import X509Credential
-from aioiothub._client.outbox_delivery import deliver_outbox
+from aioiothub._client.outbox_delivery import deliver_outbox, new_message_id
 from aioiothub._client.settings import identity_from_sas_token, options_from_connection_string
 from aioiothub._outbox.outbox import LossKind, OutboxQueue
 from aioiothub._session.background_errors import BackgroundError, OutboxMessagesDropped, OutboxMessagesExpired
@@ -322,7 +321,7 @@ class HubClient:
         if outbox is not None and qos == 1:
             # A stable id for the back end to drop the duplicates of at-least-once delivery.
             if "$.mid" not in properties:
-                properties = {**properties, "$.mid": str(uuid.uuid4())}
+                properties = {**properties, "$.mid": new_message_id()}
             publish = session.protocol.telemetry(body, properties, qos=1, retain=retain)
             await outbox.put(publish.topic, publish.payload, retain)
             return
