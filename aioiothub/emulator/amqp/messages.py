@@ -10,6 +10,7 @@ properties; its application properties as sent; and as message annotations the E
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -24,26 +25,41 @@ def _milliseconds(event_time: Any) -> timestamp:
     return timestamp(int(event_time.timestamp() * 1000))
 
 
+_SEQUENCE = symbol("x-opt-sequence-number")
+_OFFSET = symbol("x-opt-offset")
+_ENQUEUED = symbol("x-opt-enqueued-time")
+_DEVICE_ID = symbol("iothub-connection-device-id")
+_MODULE_ID = symbol("iothub-connection-module-id")
+_AUTH_METHOD = symbol("iothub-connection-auth-method")
+_GENERATION_ID = symbol("iothub-connection-auth-generation-id")
+_IOTHUB_ENQUEUED = symbol("iothub-enqueuedtime")
+_SOURCE = symbol("iothub-message-source")
+
+
+@functools.lru_cache(maxsize=8)
+def _auth_method(scope: str, authentication: str) -> str:
+    # A handful of distinct values, asked for on every event: encoded once each.
+    details = {"scope": scope, "type": authentication, "issuer": "iothub", "acceptingIpFilterRule": None}
+    return json.dumps(details, separators=(",", ":"))
+
+
 def event_message(event: Event, *, generation_id: str, authentication: str) -> Message:
     """The AMQP message a partition reader receives for ``event``."""
     record = event.record
     system = record.system_properties
+    enqueued = _milliseconds(event.enqueued_time)
     annotations: dict[symbol, Any] = {
-        symbol("x-opt-sequence-number"): event.sequence_number,
-        symbol("x-opt-offset"): str(event.offset),
-        symbol("x-opt-enqueued-time"): _milliseconds(event.enqueued_time),
-        symbol("iothub-connection-device-id"): record.device_id,
-        symbol("iothub-connection-auth-method"): json.dumps(
-            {"scope": "device" if record.module_id is None else "module", "type": authentication,
-             "issuer": "iothub", "acceptingIpFilterRule": None},
-            separators=(",", ":"),
-        ),
-        symbol("iothub-connection-auth-generation-id"): generation_id,
-        symbol("iothub-enqueuedtime"): _milliseconds(event.enqueued_time),
-        symbol("iothub-message-source"): event.source,
+        _SEQUENCE: event.sequence_number,
+        _OFFSET: str(event.offset),
+        _ENQUEUED: enqueued,
+        _DEVICE_ID: record.device_id,
+        _AUTH_METHOD: _auth_method("device" if record.module_id is None else "module", authentication),
+        _GENERATION_ID: generation_id,
+        _IOTHUB_ENQUEUED: enqueued,
+        _SOURCE: event.source,
     }
     if record.module_id is not None:
-        annotations[symbol("iothub-connection-module-id")] = record.module_id
+        annotations[_MODULE_ID] = record.module_id
     fields: dict[str, Any] = {
         "id": system.get("$.mid"),
         "correlation_id": system.get("$.cid"),
