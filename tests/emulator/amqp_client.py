@@ -51,6 +51,9 @@ class AmqpTestClient:
         self.session = self.connection.session()
         self.session.open()
         self.received: list[tuple[Link, Message]] = []
+        self.deliveries: list[tuple[Link, Delivery]] = []
+        #: Accept every message as it arrives; when false, :attr:`deliveries` holds them to settle.
+        self.auto_accept = True
         self.closed = False
 
     @classmethod
@@ -72,8 +75,11 @@ class AmqpTestClient:
                     event.link.advance()
                     message = Message()
                     message.decode(data)
-                    delivery.update(Delivery.ACCEPTED)
-                    delivery.settle()
+                    if self.auto_accept:
+                        delivery.update(Delivery.ACCEPTED)
+                        delivery.settle()
+                    else:
+                        self.deliveries.append((event.link, delivery))
                     self.received.append((event.link, message))
             self.collector.pop()
 
@@ -154,6 +160,24 @@ class AmqpTestClient:
         await self.until(lambda: bool(receiver.state & Link.REMOTE_ACTIVE or receiver.state & Link.REMOTE_CLOSED))
         await self.until(lambda: True)
         return receiver
+
+    async def attach_sender(self, address: str) -> Link:
+        """Attach a sending link and wait for the emulator's attach (then, maybe, its detach)."""
+        sender = self.session.sender(f"sender-{uuid.uuid4().hex[:6]}")
+        sender.target.address = address
+        sender.open()
+        await self.until(lambda: bool(sender.state & Link.REMOTE_ACTIVE or sender.state & Link.REMOTE_CLOSED))
+        await self.until(lambda: True)
+        return sender
+
+    async def send(self, sender: Link, message: Message) -> Delivery:
+        """Send ``message`` once there is credit and wait for the emulator to settle it."""
+        await self.until(lambda: sender.credit > 0)
+        delivery = sender.delivery(str(uuid.uuid4()))
+        sender.send(message.encode())
+        sender.advance()
+        await self.until(lambda: delivery.settled or delivery.remote_state != 0)
+        return delivery
 
     def messages_on(self, link: Link) -> list[Message]:
         return [message for held, message in self.received if held.name == link.name]

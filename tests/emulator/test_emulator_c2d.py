@@ -198,3 +198,27 @@ async def test_puback_completes_only_its_own_message() -> None:
             await client.send(encode_pingreq())
             assert isinstance(await client.receive(), PingResp)
             assert hub.c2d_queue_length("dev1") == 0
+
+
+async def test_a_message_delivered_ten_times_unacknowledged_is_dead_lettered_with_feedback() -> None:
+    async with Emulator(websocket_port=None) as hub:
+        device = hub.add_device("dev1")
+        await hub.send_c2d("dev1", b"poison", message_id="p1", ack="negative")
+        for delivery in range(1, 11):
+            async with raw_client(hub, device) as client:
+                await client.subscribe(1, [(C2D, 1)])
+                packet = await client.next_publish()
+                assert (packet.payload, packet.dup) == (b"poison", delivery > 1)
+            await hub.wait_disconnected("dev1", timeout=STEP)
+        async with raw_client(hub, device) as client:
+            await client.subscribe(1, [(C2D, 1)])
+            await client.send(encode_pingreq())
+            assert isinstance(await client.receive(), PingResp)  # no eleventh delivery came first
+        assert hub.c2d_queue_length("dev1") == 0
+        (record,) = hub.feedback("dev1")
+        assert (record.original_message_id, record.status, record.description) == (
+            "p1",
+            "DeliveryCountExceeded",
+            "Message delivery count exceeded",
+        )
+        assert record.device_generation_id == device.generation_id

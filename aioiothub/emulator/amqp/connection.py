@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import anyio
@@ -72,6 +72,7 @@ class AmqpConnection:
         hostname: the hub's host name.
         event_hub_name: the built-in endpoint's event hub name.
         owners: every connection's partition readers (owner levels span connections).
+        amqps_port: the AMQPS listener's port (named in redirects).
     """
 
     def __init__(
@@ -84,12 +85,19 @@ class AmqpConnection:
         hostname: str,
         event_hub_name: str,
         owners: Owners,
+        amqps_port: int = 5671,
     ) -> None:
         self._core = core
         self._stream = stream
         self._peer = peer
         self._nodes = Nodes(
-            core, policies, hostname=hostname, event_hub_name=event_hub_name, owners=owners, wake=self._wake
+            core,
+            policies,
+            hostname=hostname,
+            event_hub_name=event_hub_name,
+            owners=owners,
+            wake=self._wake,
+            amqps_port=amqps_port,
         )
         self._transport = Transport(Transport.SERVER)
         self._connection = Connection()
@@ -117,13 +125,21 @@ class AmqpConnection:
                 return
             try:
                 async with anyio.create_task_group() as tasks:
-                    tasks.start_soon(self._follow_events, name="aioiothub emulator AMQP events")
+                    tasks.start_soon(self._follow, self._core.events.wait, name="aioiothub emulator AMQP events")
+                    tasks.start_soon(
+                        self._follow, self._core.queues.feedback_outbox.wait, name="aioiothub emulator AMQP feedback"
+                    )
+                    tasks.start_soon(
+                        self._follow, self._core.file_notifications.wait, name="aioiothub emulator AMQP notifications"
+                    )
                     tasks.start_soon(self._tick, name="aioiothub emulator AMQP ticks")
                     if await self._feed(leftover):
                         await self._read()
                     tasks.cancel_scope.cancel()
             except* _STREAM_ERRORS:
                 pass
+            finally:
+                self._nodes.closed()
 
     # --- the header and SASL ------------------------------------------------------------------
 
@@ -144,6 +160,9 @@ class AmqpConnection:
                 buffer = await self._read_at_least(buffer, len(buffer) + 1)
             init = parse_sasl_init(frame)
             logger.debug("AMQP SASL %s from %s", init.mechanism, self._peer.remote_address)
+            if init.mechanism == "PLAIN" and not self._nodes.sasl_plain(init.initial_response):
+                await self._stream.send(encode_sasl_outcome(1))
+                raise _Closed("SASL PLAIN with an invalid token")
             await self._stream.send(encode_sasl_outcome(0))
             buffer = await self._read_at_least(buffer, 8)
             if bytes(buffer[:8]) != AMQP_HEADER:
@@ -195,6 +214,8 @@ class AmqpConnection:
             self._transport.push(bytes(view[:capacity]))
             view = view[capacity:]
             self._process()
+        if self._nodes.service.unfinished:
+            await self._nodes.service.finish()
         self._ticked.set()
         return await self._flush()
 
@@ -225,6 +246,8 @@ class AmqpConnection:
             delivery = event.delivery
             if delivery is not None and delivery.readable and not delivery.partial:
                 nodes.received(link, delivery)
+        elif kind == Event.DELIVERY and event.delivery is not None and event.delivery.updated:
+            nodes.updated(link, event.delivery)
         elif kind in (Event.LINK_REMOTE_CLOSE, Event.LINK_REMOTE_DETACH):
             nodes.detached(link)
             if _active(link):
@@ -245,9 +268,9 @@ class AmqpConnection:
                 logger.info("AMQP connection from %s: %s", self._peer.remote_address, self._transport.condition)
             return self._transport.pending() >= 0 and self._transport.capacity() >= 0
 
-    async def _follow_events(self) -> None:
+    async def _follow(self, wait: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await self._core.events.wait()
+            await wait()
             self._nodes.pump()
             if not await self._flush():
                 return

@@ -15,7 +15,9 @@ objects, and the connection writes whatever they produced. The nodes:
   reader with a higher ``com.microsoft:epoch`` (owner level) on the same partition and group takes
   it over: the older one is detached with ``amqp:link:stolen``.
 
-Anything else is refused with ``amqp:not-found``; a reader without a token granting
+The service SDKs' nodes (``/messages/devicebound``, feedback, file notifications and the
+``messages/events`` redirect) are :class:`~aioiothub.emulator.amqp.service_nodes.ServiceNodes`'.
+Anything else is refused with ``amqp:not-found``; a link without a token granting
 ``ServiceConnect`` for its address is refused with ``amqp:unauthorized-access``.
 """
 
@@ -31,6 +33,7 @@ from proton import Condition, Delivery, Link, Message, symbol
 
 from aioiothub.emulator.amqp.cbs import Authorizations
 from aioiothub.emulator.amqp.messages import event_message, eventhub_properties, partition_properties, reply
+from aioiothub.emulator.amqp.service_nodes import ServiceNodes
 from aioiothub.emulator.hub.core import HubCore
 from aioiothub.emulator.hub.event_log import Partition, parse_selector
 from aioiothub.emulator.service_api.policies import SharedAccessPolicy
@@ -104,6 +107,9 @@ class Nodes:
         policies: the hub's shared access policies.
         hostname: the hub's host name.
         event_hub_name: the built-in endpoint's event hub name.
+        owners: every connection's partition readers.
+        wake: makes the connection write what another connection's change produced.
+        amqps_port: the AMQPS listener's port (named in redirects).
     """
 
     def __init__(
@@ -115,6 +121,7 @@ class Nodes:
         event_hub_name: str,
         owners: Owners,
         wake: Callable[[], None],
+        amqps_port: int = 5671,
     ) -> None:
         self._core = core
         self._hostname = hostname
@@ -122,6 +129,9 @@ class Nodes:
         self._wake = wake
         self._event_hub_name = event_hub_name
         self.authorizations = Authorizations(policies, hostname)
+        self.service = ServiceNodes(
+            core, self.authorizations, hostname=hostname, event_hub_name=event_hub_name, amqps_port=amqps_port
+        )
         self._reply_links: dict[str, Link] = {}
         self._node_replies: dict[str, Link] = {}
         self.readers: list[_Reader] = []
@@ -132,11 +142,12 @@ class Nodes:
         """Accept or refuse a link the client attached."""
         if link.is_receiver:
             address = link.remote_target.address or ""
-            if address in (_CBS, _MANAGEMENT):
+            refusal = None if address in (_CBS, _MANAGEMENT) else self.service.attach_incoming(link)
+            if refusal is None:
                 self._open(link)
                 link.flow(_CREDIT)
             else:
-                self._refuse(link, "amqp:not-found", f"no node {address!r} to send to")
+                self._refuse(link, *refusal)
             return
         address = link.remote_source.address or ""
         if address in (_CBS, _MANAGEMENT):
@@ -146,10 +157,14 @@ class Nodes:
                 self._reply_links[link.remote_target.address] = link
             return
         match = _PARTITION_ADDRESS.match(address)
-        if match is None or match["hub"].lower() != self._event_hub_name.lower():
-            self._refuse(link, "amqp:not-found", f"no node {address!r} to receive from")
+        if match is not None and match["hub"].lower() == self._event_hub_name.lower():
+            self._attach_reader(link, address, match["group"], match["id"])
             return
-        self._attach_reader(link, address, match["group"], match["id"])
+        refused = self.service.attach_outgoing(link)
+        if refused is None:
+            self._open(link)
+        else:
+            self._refuse(link, *refused)
 
     def _attach_reader(self, link: Link, address: str, group: str, partition_id: str) -> None:
         log = self._core.events
@@ -185,18 +200,36 @@ class Nodes:
         for table in (self._reply_links, self._node_replies):
             for name in [name for name, held in table.items() if held == link]:
                 del table[name]
+        self.service.detached(link)
+
+    def closed(self) -> None:
+        """The connection ended: its partitions and what it held unsettled are free again."""
+        for reader in self.readers:
+            self._owners.release(reader)
+        self.readers.clear()
+        self.service.closed()
+
+    def sasl_plain(self, initial_response: bytes) -> bool:
+        """Take a SASL PLAIN password that is a SAS token as a put-token; ``False`` for a bad token."""
+        password = initial_response.split(b"\x00")[-1].decode("utf-8", "replace")
+        if not password.startswith("SharedAccessSignature "):
+            return True  # not a token: links still need one on $cbs
+        return self.authorizations.put_token(password, self._hostname).status == 200
 
     @staticmethod
     def _open(link: Link) -> None:
         link.source.copy(link.remote_source)
         link.target.copy(link.remote_target)
+        # Echo the settle modes asked for (uamqp's sender asks for "second" and checks the answer).
+        link.snd_settle_mode = link.remote_snd_settle_mode
+        link.rcv_settle_mode = link.remote_rcv_settle_mode
         link.open()
 
     @staticmethod
-    def _refuse(link: Link, condition: str, description: str) -> None:
+    def _refuse(link: Link, condition: str, description: str, info: dict[Any, Any] | None = None) -> None:
         logger.info("AMQP link %r refused: %s", link.name, description)
         link.open()
-        link.condition = Condition(condition, description)
+        link.condition = Condition(condition, description, info)
         link.close()
 
     # --- messages from the client ---------------------------------------------------------------
@@ -213,9 +246,12 @@ class Nodes:
             delivery.settle()
             logger.info("AMQP message on %r not decodable: %s", link.name, exc)
             return
+        node = link.remote_target.address
+        if node not in (_CBS, _MANAGEMENT):
+            self.service.received(link, delivery, request)
+            return
         delivery.update(Delivery.ACCEPTED)
         delivery.settle()
-        node = link.remote_target.address
         answer = self._put_token(request) if node == _CBS else self._management(request)
         target = self._reply_links.get(request.reply_to or "") or self._node_replies.get(node or "")
         if target is None:
@@ -255,8 +291,13 @@ class Nodes:
 
     # --- events to readers ----------------------------------------------------------------------
 
+    def updated(self, link: Link, delivery: Delivery) -> None:
+        """The client settled a delivery we sent (partition events go settled; the service nodes' do not)."""
+        self.service.updated(link, delivery)
+
     def pump(self) -> None:
-        """Send every reader what its credit allows of what its partition holds."""
+        """Send every reader what its credit allows of what its partition or queue holds."""
+        self.service.pump()
         for reader in self.readers:
             credit = reader.link.credit
             if credit <= 0:

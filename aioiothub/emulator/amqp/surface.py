@@ -159,4 +159,5 @@ class AmqpSurface:
             hostname=self._hostname,
             event_hub_name=self.event_hub_name,
             owners=self._owners,
+            amqps_port=self.tls_port or AMQPS_PORT,
         ).run()

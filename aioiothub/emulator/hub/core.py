@@ -24,6 +24,7 @@ from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.methods import DirectMethods
 from aioiothub.emulator.hub.queues import CloudMessage, CloudQueues
 from aioiothub.emulator.hub.registry import Registry
+from aioiothub.emulator.hub.service_bound import FileNotification, ServiceBoundQueue
 from aioiothub.emulator.hub.telemetry import TelemetryRecord, TelemetryStore
 from aioiothub.emulator.hub.traffic_observer import TrafficObserver
 from aioiothub.emulator.hub.twins import TwinAnswer, Twins
@@ -57,6 +58,8 @@ class HubCore:
         self.telemetry = TelemetryStore(telemetry_limit)
         self.events = EventLog()
         """The built-in Event Hubs-compatible endpoint's partitions (read over AMQP)."""
+        self.file_notifications: ServiceBoundQueue[FileNotification] = ServiceBoundQueue()
+        """Finished uploads not yet taken by a back end (``/messages/serviceBound/filenotifications``)."""
         self.registry = Registry(
             hostname=hostname,
             certificate_authority=certificate_authority,
@@ -81,7 +84,7 @@ class HubCore:
     def provision(self, identity: Identity) -> None:
         """Give a newly registered identity its place in every part that keeps state per identity."""
         self.twins.add(identity.key)
-        self.queues.add(identity.key)
+        self.queues.add(identity.key, identity.generation_id)
 
     def set_device_status(self, device_id: str, *, enabled: bool) -> None:
         """Enable or disable a device; disabling closes its connections and those of its modules."""

@@ -115,7 +115,7 @@ def restore_state(core: HubCore, state: RestoredState, observer: StateObserver) 
             core.twins.restore(identity.key, twins[identity.key])
         else:
             core.twins.add(identity.key)
-        core.queues.add(identity.key)
+        core.queues.add(identity.key, identity.generation_id)
     known = {identity.key for identity in core.registry.identities()}
     for key, message in messages:
         if key in known:

@@ -10,10 +10,15 @@ leaves the queue when the device acknowledges it (PUBACK; at once for a QoS 0 su
 its time to live runs out -- expired messages are purged whenever a queue is looked at. A queue
 holding :data:`~aioiothub.protocol.limits.MAX_C2D_QUEUE_LENGTH` messages refuses more with 403.
 
+A message delivered :data:`MAX_DELIVERY_COUNT` times without an acknowledgement is dead-lettered
+(removed) instead of being delivered once more, and a purge removes every message of one identity.
+
 A cloud-to-device message sent with ``ack`` ``positive`` or ``full`` leaves a ``Success`` feedback
-record when it is acknowledged; one sent with ``negative`` or ``full`` leaves an ``Expired`` record
-when it expires undelivered (:meth:`CloudQueues.feedback`). Queueing and removal are reported to the
-:class:`~aioiothub.emulator.hub.observer.StateObserver`.
+record when it is acknowledged; one sent with ``negative`` or ``full`` leaves an ``Expired``,
+``DeliveryCountExceeded`` or ``Purged`` record when it leaves the queue otherwise
+(:meth:`CloudQueues.feedback`). Each record is also put on :attr:`CloudQueues.feedback_outbox`,
+which back ends read over AMQP (``/messages/serviceBound/feedback``). Queueing and removal are
+reported to the :class:`~aioiothub.emulator.hub.observer.StateObserver`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import anyio
 from aioiothub.emulator.hub.connections import Connection, ConnectionTable
 from aioiothub.emulator.hub.identity import Identity, IdentityKey
 from aioiothub.emulator.hub.observer import NO_OBSERVER, StateObserver
+from aioiothub.emulator.hub.service_bound import ServiceBoundQueue
 from aioiothub.emulator.hub.values import Broadcast, check_ttl, iso_time, now_utc
 from aioiothub.exceptions import ServiceError
 from aioiothub.protocol.connect import client_id
@@ -40,7 +46,15 @@ from aioiothub.protocol.limits import MAX_C2D_BODY_BYTES, MAX_C2D_QUEUE_LENGTH, 
 from aioiothub.protocol.properties import validate_application_properties
 from aioiothub.protocol.topics import c2d_topic, input_topic
 
-__all__ = ["DEFAULT_C2D_TTL", "AckMode", "CloudMessage", "CloudQueues", "FeedbackRecord"]
+__all__ = [
+    "DEFAULT_C2D_TTL",
+    "MAX_DELIVERY_COUNT",
+    "AckMode",
+    "CloudMessage",
+    "CloudQueues",
+    "FeedbackRecord",
+    "FeedbackStatus",
+]
 
 logger = logging.getLogger("aioiothub.emulator")
 
@@ -50,6 +64,19 @@ AckMode: TypeAlias = Literal["none", "positive", "negative", "full"]
 DEFAULT_C2D_TTL: Final = 3600.0
 """Seconds a cloud-to-device message waits for delivery unless the sender says otherwise."""
 
+MAX_DELIVERY_COUNT: Final = 10
+"""How many times a cloud-to-device message is delivered before it is dead-lettered (IoT Hub's default)."""
+
+FeedbackStatus: TypeAlias = Literal["Success", "Expired", "DeliveryCountExceeded", "Rejected", "Purged"]
+"""How a cloud-to-device message left its queue, as a feedback record says it."""
+
+_DESCRIPTIONS: Final[dict[str, str]] = {
+    "Success": "Success",
+    "Expired": "Message expired",
+    "DeliveryCountExceeded": "Message delivery count exceeded",
+    "Rejected": "Message rejected",
+    "Purged": "Message purged",
+}
 _ACK_MODES: Final = frozenset({"none", "positive", "negative", "full"})
 _FEEDBACK_KEPT: Final = 1000
 
@@ -77,14 +104,33 @@ class FeedbackRecord:
     Attributes:
         original_message_id: the message's id.
         device_id: the device it was sent to.
-        status: ``"Success"`` (acknowledged) or ``"Expired"`` (its time to live ran out).
+        status: ``"Success"`` (acknowledged), ``"Expired"`` (its time to live ran out),
+            ``"DeliveryCountExceeded"`` (delivered too often unacknowledged) or ``"Purged"``.
         enqueued_time: when the outcome was recorded (UTC).
+        device_generation_id: the device's generation id.
     """
 
     original_message_id: str
     device_id: str
     status: str
     enqueued_time: datetime.datetime
+    device_generation_id: str = ""
+
+    @property
+    def description(self) -> str:
+        """The status in words, as IoT Hub writes it (``"Message expired"``)."""
+        return _DESCRIPTIONS.get(self.status, self.status)
+
+    def as_dict(self) -> dict[str, str]:
+        """The record as IoT Hub's feedback JSON writes it."""
+        return {
+            "originalMessageId": self.original_message_id,
+            "deviceId": self.device_id,
+            "statusCode": self.status,
+            "description": self.description,
+            "enqueuedTimeUtc": iso_time(self.enqueued_time),
+            "deviceGenerationId": self.device_generation_id,
+        }
 
 
 def _body_bytes(body: bytes | str) -> bytes:
@@ -106,23 +152,36 @@ class CloudQueues:
         connections: where queued messages are delivered.
     """
 
-    __slots__ = ("_connections", "_feedback", "_feedback_added", "_queues", "observer")
+    __slots__ = (
+        "_connections",
+        "_feedback",
+        "_feedback_added",
+        "_generations",
+        "_queues",
+        "feedback_outbox",
+        "observer",
+    )
 
     def __init__(self, connections: ConnectionTable) -> None:
         self._connections = connections
         self._queues: dict[IdentityKey, deque[CloudMessage]] = {}
+        self._generations: dict[IdentityKey, str] = {}
         self._feedback: deque[FeedbackRecord] = deque(maxlen=_FEEDBACK_KEPT)
         self._feedback_added = Broadcast()
+        #: Feedback records not yet taken by a back end over AMQP.
+        self.feedback_outbox: ServiceBoundQueue[FeedbackRecord] = ServiceBoundQueue()
         #: Told of every message queued and removed (see :mod:`aioiothub.emulator.storage.state_store`).
         self.observer: StateObserver = NO_OBSERVER
 
-    def add(self, key: IdentityKey) -> None:
-        """Give a newly registered identity its empty queue."""
+    def add(self, key: IdentityKey, generation_id: str = "") -> None:
+        """Give a newly registered identity its empty queue (``generation_id`` goes into its feedback)."""
         self._queues[key] = deque()
+        self._generations[key] = generation_id
 
     def remove(self, key: IdentityKey) -> None:
         """Forget the queue of a deleted identity."""
         self._queues.pop(key, None)
+        self._generations.pop(key, None)
 
     def restore(self, key: IdentityKey, message: CloudMessage) -> None:
         """Put back a message loaded from a store, after those already queued."""
@@ -145,10 +204,12 @@ class CloudQueues:
                 await self._feedback_added.wait()
         return records
 
-    def _record_feedback(self, key: IdentityKey, message: CloudMessage, status: str) -> None:
+    def _record_feedback(self, key: IdentityKey, message: CloudMessage, status: FeedbackStatus) -> None:
         wanted = ("positive", "full") if status == "Success" else ("negative", "full")
         if key[1] is None and message.ack in wanted:
-            self._feedback.append(FeedbackRecord(message.message_id, key[0], status, now_utc()))
+            record = FeedbackRecord(message.message_id, key[0], status, now_utc(), self._generations.get(key, ""))
+            self._feedback.append(record)
+            self.feedback_outbox.put(record)
             self._feedback_added.notify()
 
     async def send_c2d(
@@ -236,11 +297,38 @@ class CloudQueues:
         return len(queue)
 
     def undelivered(self, connection: Connection) -> list[CloudMessage]:
-        """The queued messages of the connection's identity not yet delivered on it."""
+        """The queued messages of the connection's identity not yet delivered on it.
+
+        A message already delivered :data:`MAX_DELIVERY_COUNT` times is dead-lettered instead.
+        """
         key = connection.identity.key
         queue = self._queues[key]
         self._purge(key, queue)
+        worn = [m for m in queue if m.delivered_on is not connection and m.delivery_count >= MAX_DELIVERY_COUNT]
+        for message in worn:
+            logger.info(
+                "cloud-to-device message %s dead-lettered after %d deliveries",
+                message.message_id,
+                message.delivery_count,
+            )
+            self._remove(key, queue, message, "DeliveryCountExceeded")
         return [message for message in queue if message.delivered_on is not connection]
+
+    def purge(self, key: IdentityKey) -> int:
+        """Remove every message waiting for the identity; how many there were."""
+        queue = self._queues[key]
+        self._purge(key, queue)
+        messages = list(queue)
+        for message in messages:
+            self._remove(key, queue, message, "Purged")
+        return len(messages)
+
+    def _remove(
+        self, key: IdentityKey, queue: deque[CloudMessage], message: CloudMessage, status: FeedbackStatus
+    ) -> None:
+        queue.remove(message)
+        self.observer.message_removed(key, message)
+        self._record_feedback(key, message, status)
 
     def complete(self, identity: Identity, message: CloudMessage) -> None:
         """Remove an acknowledged message from the identity's queue."""

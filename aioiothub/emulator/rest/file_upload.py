@@ -4,18 +4,24 @@
 "sasToken"}`` with ``blobName = {deviceId}/{name}``; ``POST /devices/{id}/files/notifications``
 takes ``{"correlationId","isSuccess","statusCode","statusDescription"}`` and answers 204. Both are
 authenticated like an MQTT CONNECT of that device. A correlation id stays valid for the SAS
-lifetime; IoT Hub allows 10 uploads in progress per device and answers 429 past that.
+lifetime; IoT Hub allows 10 uploads in progress per device and answers 429 past that. A successful
+upload whose blob exists is announced to back ends as a
+:class:`~aioiothub.emulator.hub.service_bound.FileNotification` (read over AMQP).
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+import httpx
+
 from aioiothub.emulator.hub import Hub
+from aioiothub.emulator.hub.service_bound import FileNotification
 from aioiothub.emulator.rest.http_auth import authenticate
 from aioiothub.emulator.rest.https import HttpError, HttpRequest, HttpResponse, Router
 from aioiothub.emulator.storage.upload_storage import UploadStorage
@@ -25,6 +31,8 @@ __all__ = ["MAX_UPLOADS_IN_PROGRESS", "FileUploads", "UploadRecord"]
 
 MAX_UPLOADS_IN_PROGRESS: Final = 10
 _MAX_BLOB_NAME: Final = 1024
+
+logger = logging.getLogger("aioiothub.emulator")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,17 +157,37 @@ class FileUploads:
         if pending is None or pending.device_id != device_id:
             raise HttpError(400, f"unknown or expired correlationId {correlation_id!r}", error_code=400002)
         del self._pending[correlation_id]
-        self._records.append(
-            UploadRecord(
-                device_id=device_id,
-                blob_name=pending.blob_name,
-                container=self.storage.container,
-                blob_url=self.blob_url(pending.blob_name),
-                correlation_id=correlation_id,
-                is_success=is_success,
-                status_code=status_code,
-                status_description=description,
-                notified_at=datetime.datetime.now(datetime.UTC),
+        record = UploadRecord(
+            device_id=device_id,
+            blob_name=pending.blob_name,
+            container=self.storage.container,
+            blob_url=self.blob_url(pending.blob_name),
+            correlation_id=correlation_id,
+            is_success=is_success,
+            status_code=status_code,
+            status_description=description,
+            notified_at=datetime.datetime.now(datetime.UTC),
+        )
+        self._records.append(record)
+        if is_success:
+            await self._announce(record)
+        return HttpResponse(204)
+
+    async def _announce(self, record: UploadRecord) -> None:
+        # IoT Hub notifies only of blobs that exist: a device claiming success for a blob it never
+        # wrote gets its 204 but no notification.
+        try:
+            size = len(await self.storage.read(record.blob_name))
+        except (LookupError, OSError, httpx.HTTPError) as exc:
+            logger.info("no file notification for %r: %s", record.blob_name, exc)
+            return
+        self._hub.core.file_notifications.put(
+            FileNotification(
+                device_id=record.device_id,
+                blob_uri=record.blob_url,
+                blob_name=record.blob_name,
+                last_updated_time=record.notified_at,
+                blob_size_in_bytes=size,
+                enqueued_time=record.notified_at,
             )
         )
-        return HttpResponse(204)

@@ -31,7 +31,6 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-from aioiothub.emulator.hub.values import iso_time
 from aioiothub.emulator.rest.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.service_api.context import ServiceContext
 from aioiothub.emulator.service_api.errors import service_error
@@ -125,19 +124,7 @@ def install_emulator_routes(router: Router, context: ServiceContext) -> None:
                 records = hub.feedback(device_id)
         except TimeoutError:
             raise service_error(408, "RequestTimeout", f"fewer than {count} records in {timeout:g} s") from None
-        return HttpResponse.json(
-            200,
-            [
-                {
-                    "originalMessageId": record.original_message_id,
-                    "deviceId": record.device_id,
-                    "statusCode": record.status,
-                    "description": record.status,
-                    "enqueuedTimeUtc": iso_time(record.enqueued_time),
-                }
-                for record in records
-            ],
-        )
+        return HttpResponse.json(200, [record.as_dict() for record in records])
 
     def selection(request: HttpRequest) -> tuple[str | None, str | None]:
         context.authorize(request, "ServiceConnect")
