@@ -136,3 +136,46 @@ async def test_node_device_sdk_against_the_emulator(node_modules: Path, tmp_path
             assert feedback.original_message_id == message_id
             assert feedback.status == "Success"
             assert hub.c2d_queue_length("node-dev") == 0
+
+
+async def test_node_service_sdk_sends_c2d_and_reads_feedback_and_file_notifications_over_amqp(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    async with Emulator(port=MQTT_PORT, websocket_port=WEBSOCKET_PORT) as hub:
+        assert hub.amqp.tls_port == 5671, "the Node service SDK reaches AMQPS on 5671, which is taken"
+        device = hub.add_device("node-c2d")
+        command = _node_command("service_c2d.js", hub.service_connection_string, "node-c2d")
+        async with (
+            aioiothub.IoTHubDeviceClient.from_connection_string(
+                device.connection_string, port=hub.port, ssl_context=hub.client_ssl_context()
+            ) as client,
+            run_steps(command, tmp_path / "node-c2d.log", env=_environment(hub, node_modules)) as script,
+        ):
+            messages = aiter(client.cloud_messages())
+            await script.next_step("receiving", 60)
+            await script.next_step("sent")
+            assert (await script.next_step("refused"))["error"] == "DeviceNotFoundError"
+            with anyio.fail_after(15):
+                received = await anext(messages)  # taken, so acknowledged: "Success" feedback
+            assert received.body == b'{"command":"on"}'
+            assert (received.message_id, received.correlation_id) == ("node-c2d-1", "node-corr")
+            assert (received.content_type, received.ack) == ("application/json", "full")
+            assert received.properties == {"room": "hall"}
+
+            feedback = await script.next_step("feedback")
+            assert feedback["contentType"] == "application/vnd.microsoft.iothub.feedback.json"
+            (record,) = feedback["records"]
+            assert record["originalMessageId"] == "node-c2d-1"
+            assert (record["statusCode"], record["description"], record["deviceId"]) == ("Success", "Success", "node-c2d")
+            assert record["deviceGenerationId"] == device.generation_id
+
+            async with aioiothub.IoTHubDeviceClient.from_connection_string(
+                device.connection_string, port=hub.websocket_port, websockets=True, ssl_context=hub.client_ssl_context()
+            ) as uploader:
+                await uploader.upload_file("node/report.json", b'{"ok": true}')
+            notification = (await script.next_step("file notification"))["notification"]
+            assert notification["deviceId"] == "node-c2d"
+            assert notification["blobName"] == "node-c2d/node/report.json"
+            assert notification["blobSizeInBytes"] == 12
+        assert len(hub.core.queues.feedback_outbox) == 0
+        assert len(hub.core.file_notifications) == 0

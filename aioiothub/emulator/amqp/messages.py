@@ -14,7 +14,7 @@ import functools
 import json
 from typing import Any
 
-from proton import Message, symbol, timestamp
+from proton import Message, int32, symbol, timestamp
 
 from aioiothub.emulator.hub.event_log import Event, EventLog, Partition
 
@@ -77,7 +77,8 @@ def event_message(event: Event, *, generation_id: str, authentication: str) -> M
 
 def reply(request: Message, status: int, description: str, body: Any = None) -> Message:
     """A node's answer to ``request``: its ``correlation_id`` is the request's message id."""
-    properties: dict[str, Any] = {"status-code": status, "status-description": description}
+    # An AMQP int: uamqp's management client reads no other type for the status code.
+    properties: dict[str, Any] = {"status-code": int32(status), "status-description": description}
     return Message(body=body, correlation_id=request.id, properties=properties)
 
 
