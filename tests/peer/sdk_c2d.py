@@ -1,4 +1,4 @@
-"""Microsoft's Python service SDK (``azure-iot-hub``) sends cloud-to-device messages over AMQP, as a user's script would.
+"""Microsoft's Python service SDK (``azure-iot-hub``) sends cloud-to-device messages over AMQP, as a script would.
 
 Runs under the service peer venv's interpreter, never under pytest, so it imports nothing from
 aioiothub. Arguments: the service connection string, then the device ids to send to. For each, one

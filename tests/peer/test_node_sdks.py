@@ -166,7 +166,8 @@ async def test_node_service_sdk_sends_c2d_and_reads_feedback_and_file_notificati
             assert feedback["contentType"] == "application/vnd.microsoft.iothub.feedback.json"
             (record,) = feedback["records"]
             assert record["originalMessageId"] == "node-c2d-1"
-            assert (record["statusCode"], record["description"], record["deviceId"]) == ("Success", "Success", "node-c2d")
+            assert (record["statusCode"], record["description"]) == ("Success", "Success")
+            assert record["deviceId"] == "node-c2d"
             assert record["deviceGenerationId"] == device.generation_id
 
             async with aioiothub.IoTHubDeviceClient.from_connection_string(

@@ -59,7 +59,8 @@ async def test_send_c2d_message_reaches_the_official_sdk_and_an_aioiothub_device
             )
         )
         messages = aiter(client.cloud_messages())
-        command = [str(service_python), str(HERE / "sdk_c2d.py"), hub.service_connection_string, "dev1", "aio1", "ghost"]
+        script_path = str(HERE / "sdk_c2d.py")
+        command = [str(service_python), script_path, hub.service_connection_string, "dev1", "aio1", "ghost"]
         env = {**os.environ, "SSL_CERT_FILE": str(hub.ca_file)}
         async with run_steps(command, tmp_path / "service-c2d.log", env=env) as script:
             assert await script.next_step("sent", 60) == {"step": "sent", "device_id": "dev1"}

@@ -160,3 +160,23 @@ async def test_telemetry_over_rest_is_the_in_process_record(
         assert events[0]["annotations"]["iothub-connection-device-id"] == device_id
         timed_out = await http.get(f"/emulator/devices/{device_id}/telemetry", params={"count": 3, "timeout": 0.2})
         assert timed_out.status_code == 408
+
+
+async def test_purging_the_command_queue_removes_every_waiting_message_with_feedback(iothub_emulator: Emulator) -> None:
+    iothub_emulator.add_device("offline")
+    for index in range(3):
+        await iothub_emulator.send_c2d("offline", b"m%d" % index, message_id=f"p{index}", ack="negative")
+    async with service_client(iothub_emulator, "service") as http:
+        purged = await http.delete("/devices/offline/commands", params={"api-version": "2021-04-12"})
+        assert purged.status_code == 200
+        assert purged.json() == {"totalMessagesPurged": 3, "deviceId": "offline", "moduleId": None}
+        assert iothub_emulator.c2d_queue_length("offline") == 0
+        records = iothub_emulator.feedback("offline")
+        assert [(record.original_message_id, record.status) for record in records] == [
+            ("p0", "Purged"),
+            ("p1", "Purged"),
+            ("p2", "Purged"),
+        ]
+        assert (await http.delete("/devices/nobody/commands")).status_code == 404
+        async with service_client(iothub_emulator, "registryRead") as reader:
+            assert (await reader.delete("/devices/offline/commands")).status_code == 401

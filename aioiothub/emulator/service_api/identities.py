@@ -212,6 +212,16 @@ def install_identities(router: Router, context: ServiceContext) -> None:
         modules = [i for i in hub.identities() if i.device_id == device.device_id and i.module_id is not None]
         return HttpResponse.json(200, [identity_json(context, identity) for identity in modules])
 
+    async def purge_queue(request: HttpRequest) -> HttpResponse:
+        # IoT Hub's "purge command queue": every waiting cloud-to-device message goes, with "Purged" feedback.
+        context.authorize(request, "ServiceConnect")
+        device = context.identity(request.params["device_id"])
+        purged = hub.core.queues.purge(device.key)
+        hub.core.report_service_call(device.device_id, None, f"{purged} cloud-to-device message(s) purged")
+        body = {"totalMessagesPurged": purged, "deviceId": device.device_id, "moduleId": None}
+        return HttpResponse.json(200, body)
+
+    router.add("DELETE", "/devices/{device_id}/commands", purge_queue)
     for pattern in ("/devices/{device_id}", "/devices/{device_id}/modules/{module_id}"):
         router.add("PUT", pattern, put)
         router.add("GET", pattern, get)
