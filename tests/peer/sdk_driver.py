@@ -104,7 +104,9 @@ class Driver:
     async def connect(self, command: dict[str, Any]) -> Any:
         """Create the client from a connection string, connect, then install the asked-for handlers."""
         client = self._client_class.create_from_connection_string(
-            command["connection_string"], server_verification_cert=command["ca_pem"]
+            command["connection_string"],
+            server_verification_cert=command["ca_pem"],
+            sastoken_ttl=command.get("sastoken_ttl", 3600),
         )
         self._client = client
 
