@@ -23,6 +23,13 @@ Fixtures:
 * ``iothub_event_hub_connection_string`` -- the Event Hubs-compatible connection string of
   ``iothub_emulator``, for a back end reading telemetry with ``azure-eventhub``.
 
+Options: the marker ``@pytest.mark.iothub_emulator(**options)`` on a test (or ``pytestmark`` on a
+module, for ``iothub_emulator_module``) passes keyword options to the fixture's
+:class:`~aioiothub.emulator.Emulator`, for instance the route data sources of the built-in endpoint::
+
+    @pytest.mark.iothub_emulator(event_sources=["DeviceMessages", "TwinChangeEvents"])
+    async def test_backend_sees_twin_changes(iothub_emulator, iothub_device): ...
+
 Without sockets: :class:`MemoryNetwork` is a transport factory that connects clients to an
 in-process emulator through memory (no socket, no TLS), as httpx's ``MockTransport`` does for HTTP.
 """
@@ -32,6 +39,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -41,7 +49,31 @@ from aioiothub.transports.base import Channel, ConnectParameters, MessageHandler
 from aioiothub.transports.memory import memory_pipe
 from aioiothub.transports.native import NativeConnection
 
-__all__ = ["EmulatedDevice", "MemoryNetwork", "iothub_device", "iothub_emulator", "iothub_emulator_module"]
+__all__ = [
+    "EmulatedDevice",
+    "MemoryNetwork",
+    "iothub_device",
+    "iothub_emulator",
+    "iothub_emulator_module",
+]
+
+_MARKER = "iothub_emulator"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``iothub_emulator`` marker (``--strict-markers`` sessions accept it)."""
+    config.addinivalue_line(
+        "markers", f"{_MARKER}(**options): keyword options for the Emulator of the iothub_emulator fixtures"
+    )
+
+
+def _options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    marker = request.node.get_closest_marker(_MARKER)
+    if marker is None:
+        return {}
+    if marker.args:
+        raise TypeError(f"@pytest.mark.{_MARKER} takes keyword options only, as Emulator(...) does")
+    return dict(marker.kwargs)
 
 
 class MemoryNetwork:
@@ -102,16 +134,22 @@ class EmulatedDevice:
 
 
 @pytest.fixture
-async def iothub_emulator() -> AsyncIterator[Emulator]:
-    """A running emulator for one test: MQTT/TLS, WebSocket and HTTPS (service API) on free ports."""
-    async with Emulator() as emulator:
+async def iothub_emulator(request: pytest.FixtureRequest) -> AsyncIterator[Emulator]:
+    """A running emulator for one test: MQTT/TLS, WebSocket and HTTPS (service API) on free ports.
+
+    ``@pytest.mark.iothub_emulator(**options)`` gives it keyword options, e.g. ``event_sources=``.
+    """
+    async with Emulator(**_options(request)) as emulator:
         yield emulator
 
 
 @pytest.fixture(scope="module")
-async def iothub_emulator_module() -> AsyncIterator[Emulator]:
-    """A running emulator shared by the tests of one module (register distinct ids per test)."""
-    async with Emulator() as emulator:
+async def iothub_emulator_module(request: pytest.FixtureRequest) -> AsyncIterator[Emulator]:
+    """A running emulator shared by the tests of one module (register distinct ids per test).
+
+    A module's ``pytestmark = pytest.mark.iothub_emulator(**options)`` gives it keyword options.
+    """
+    async with Emulator(**_options(request)) as emulator:
         yield emulator
 
 

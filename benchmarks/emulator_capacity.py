@@ -10,22 +10,28 @@ event loop.
 * Connections: N TLS connections with SAS authentication are opened (200 handshakes at a time) and
   held; then every one of them is pinged. Target: at least 5,000.
 
+With ``--state-dir DIR`` the ingest emulator keeps its state, and so the built-in endpoint's events,
+in a fresh directory inside ``DIR`` (``Emulator(state_dir=...)``): the rate then includes writing
+every message to SQLite in batches, and the number of events on disk after the stop is reported.
+
 The targets are reported as met or missed; missing one does not make the command fail (timed goals
 on a shared machine are for reading, not for CI).
 
 Usage::
 
-    python benchmarks/emulator_capacity.py [--smoke] [--json out.json] [--connections 5000]
+    python benchmarks/emulator_capacity.py [--smoke] [--json out.json] [--connections 5000] [--state-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import statistics
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import _common
@@ -50,6 +56,8 @@ class Sizes:
     messages: int
     repetitions: int
     connections: int
+    #: Where the ingest emulator keeps its state (a fresh directory inside it), or ``None``: in memory.
+    state_dir: str | None = None
 
 
 FULL = Sizes(messages=60_000, repetitions=3, connections=CONNECTIONS_TARGET)
@@ -68,7 +76,8 @@ def _token(hub: Emulator, device_id: str, key: str | None) -> str:
 async def ingest(sizes: Sizes) -> dict[str, Any]:
     """The flood: messages per second per repetition, each checked against what the emulator stored."""
     rates = []
-    async with Emulator(websocket_port=None, telemetry_limit=sizes.messages) as hub:
+    state_dir = tempfile.mkdtemp(prefix="capacity-", dir=sizes.state_dir) if sizes.state_dir is not None else None
+    async with Emulator(websocket_port=None, telemetry_limit=sizes.messages, state_dir=state_dir) as hub:
         device = hub.add_device("dev1")
         for _ in range(sizes.repetitions):
             hub.clear_telemetry()
@@ -90,7 +99,11 @@ async def ingest(sizes: Sizes) -> dict[str, Any]:
             if len(records) != sizes.messages or records[-1].system_properties["$.mid"] != str(sizes.messages - 1):
                 raise RuntimeError(f"the emulator stored {len(records)} of {sizes.messages} messages")
             rates.append(float(result.stdout))
-    return {"rates": rates, "median": statistics.median(rates), "messages": sizes.messages}
+    on_disk = None
+    if state_dir is not None:
+        with sqlite3.connect(os.path.join(state_dir, "events.sqlite3")) as database:
+            on_disk = database.execute("SELECT count(*) FROM events").fetchone()[0]
+    return {"rates": rates, "median": statistics.median(rates), "messages": sizes.messages, "events_on_disk": on_disk}
 
 
 async def connections(count: int) -> dict[str, Any]:
@@ -151,9 +164,10 @@ def report(results: dict[str, Any]) -> str:
     rate = ingest_result["median"]
     all_held = held["connected"] == held["requested"] == held["pinged"]
     rss_kib = held["emulator_rss_growth_bytes"] / max(1, held["connected"]) / 1024
+    persisted = ", events in state_dir" if results["sizes"]["state_dir"] is not None else ""
     rows = [
         [
-            f"ingest, QoS 1, one TLS connection (msg/s, median of {len(ingest_result['rates'])} x "
+            f"ingest, QoS 1, one TLS connection{persisted} (msg/s, median of {len(ingest_result['rates'])} x "
             f"{ingest_result['messages']:,})",
             number(rate),
             f"{INGEST_TARGET:,}",
@@ -168,6 +182,8 @@ def report(results: dict[str, Any]) -> str:
         ["  time to open them all (s)", f"{held['connect_seconds']:.1f}", "", ""],
         ["  emulator RSS per connection (KiB)", f"{rss_kib:.1f}", "", ""],
     ]
+    if ingest_result.get("events_on_disk") is not None:
+        rows.insert(1, ["  events on disk after the stop", f"{ingest_result['events_on_disk']:,}", "", ""])
     text = table(
         f"Emulator capacity on this machine ({os.cpu_count()} CPUs)", ["measure", "result", "target", ""], rows
     )
@@ -179,8 +195,17 @@ def report(results: dict[str, Any]) -> str:
 def _settings(arguments: argparse.Namespace) -> Sizes:
     sizes = SMOKE if arguments.smoke else FULL
     if arguments.connections:
-        sizes = Sizes(sizes.messages, sizes.repetitions, arguments.connections)
+        sizes = replace(sizes, connections=arguments.connections)
+    if arguments.state_dir:
+        sizes = replace(sizes, state_dir=arguments.state_dir)
     return sizes
+
+
+def _options(command_line: argparse.ArgumentParser) -> None:
+    command_line.add_argument("--connections", type=int, help=f"connections to hold (default {CONNECTIONS_TARGET})")
+    command_line.add_argument(
+        "--state-dir", metavar="DIR", help="run the ingest with a state directory (a fresh one inside DIR)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         settings=_settings,
         run=run,
         report=report,
-        options=lambda command_line: command_line.add_argument(
-            "--connections", type=int, help=f"connections to hold (default {CONNECTIONS_TARGET})"
-        ),
+        options=_options,
     )
 
 

@@ -11,7 +11,12 @@ and devices named here get keys derived from the owner key and their id, so the 
 the same credentials every time -- insecure by design, like Azurite's account key.
 
 With ``--state-dir`` the configuration file seeds a new state directory; once it holds identities,
-it is what the emulator starts from (an identity deleted over REST stays deleted).
+it is what the emulator starts from (an identity deleted over REST stays deleted). The built-in
+endpoint's events are kept there too; SIGINT and SIGTERM stop after writing the last of them.
+
+``--route-source NAME`` (repeatable) names the route data sources sent to the Event Hubs-compatible
+endpoint -- ``DeviceMessages``, ``TwinChangeEvents``, ``DeviceLifecycleEvents`` -- in place of the
+default, device messages only; the banner prints what is routed.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import anyio
 from aioiothub.emulator.amqp.surface import AMQPS_PORT
 from aioiothub.emulator.config import ConfigError, EmulatorConfig, load_config
 from aioiothub.emulator.hub.dps_enrollments import EnrollmentGroup
+from aioiothub.emulator.hub.notifications import DEFAULT_EVENT_SOURCES, ROUTE_SOURCES
 from aioiothub.emulator.server import Emulator
 from aioiothub.emulator.service_api import SharedAccessPolicy, development_policies, generated_policies
 from aioiothub.protocol.connect import MQTT_PORT, WEBSOCKET_PATH, WEBSOCKET_PORT
@@ -110,6 +116,16 @@ def _parser() -> argparse.ArgumentParser:
         "--amqp-plain-port", type=_amqp_port, default=None, help="also serve AMQP without TLS on this port (0: free)"
     )
     parser.add_argument("--no-amqp", action="store_true", help="do not serve the AMQP endpoint")
+    parser.add_argument(
+        "--route-source",
+        action="append",
+        choices=ROUTE_SOURCES,
+        default=None,
+        metavar="NAME",
+        help="a route data source sent to the Event Hubs-compatible endpoint, repeatable: "
+        f"{', '.join(ROUTE_SOURCES)} (default: DeviceMessages only, as a hub without routes; "
+        "list DeviceMessages too to keep telemetry there)",
+    )
     parser.add_argument(
         "--enrollment-group",
         action="extend",
@@ -225,6 +241,8 @@ def _amqp_lines(hub: Emulator) -> list[str]:
         lines.append(f"  Event Hubs-compatible connection string: {amqp.event_hub_connection_string()}")
     if amqp.plain_port is not None:
         lines.append(f"    plain AMQP: {amqp.event_hub_connection_string(plain=True)}")
+    routed = [source for source in ROUTE_SOURCES if source in hub.core.event_sources]
+    lines.append(f"  routed there:   {', '.join(routed) or 'nothing'} (--route-source)")
     return lines
 
 
@@ -284,6 +302,7 @@ async def _run(arguments: argparse.Namespace) -> None:
         log_traffic=_print_line if arguments.log_traffic else None,
         amqp_port=None if arguments.no_amqp else arguments.amqp_port,
         amqp_plain_port=arguments.amqp_plain_port,
+        event_sources=arguments.route_source or DEFAULT_EVENT_SOURCES,
     )
     # A state directory that holds identities is the truth: the config's identities seed only a new one.
     await config.apply(hub, identities=not hub.identities())

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import os
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -32,6 +32,7 @@ from aioiothub.emulator.certs import (
 from aioiothub.emulator.edge.edge_hub import EdgeEnvironment
 from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.hub.management import restore_state
+from aioiothub.emulator.hub.notifications import DEFAULT_EVENT_SOURCES
 from aioiothub.emulator.listeners import PeerInfo, serve_tls, serve_websocket
 from aioiothub.emulator.mqtt import serve_mqtt
 from aioiothub.emulator.rest.file_upload import UploadRecord
@@ -85,8 +86,9 @@ class Emulator(Hub):
             (or kept in ``state_dir``).
         policies: the shared access policies of IoT Hub's service REST API (served on the
             WebSocket port); the five standard ones with random keys when ``None``.
-        state_dir: keep identities, twins, queued cloud-to-device messages and the CA in this
-            directory, and start from what it holds (:mod:`aioiothub.emulator.storage.state_store`); the CA
+        state_dir: keep identities, twins, queued cloud-to-device messages, the CA and the built-in
+            endpoint's events in this directory, and start from what it holds
+            (:mod:`~aioiothub.emulator.storage.state_store`, :mod:`~aioiothub.emulator.storage.event_store`); the CA
             file and the IoT Edge workload sockets live there too, at the same paths every start.
         log_traffic: write one line per MQTT or HTTP operation served to this (``--log-traffic``;
             :mod:`aioiothub.emulator.traffic`); never a key, token or signature.
@@ -95,6 +97,9 @@ class Emulator(Hub):
             a free one; 0 a free one; ``None`` none.
         amqp_plain_port: a port for AMQP without TLS (``UseDevelopmentEmulator=true`` clients), or
             ``None`` (the default) for none.
+        event_sources: the route data sources sent to the Event Hubs-compatible endpoint, by IoT Hub's
+            names: ``"DeviceMessages"`` (the default, as a hub without routes), ``"TwinChangeEvents"``,
+            ``"DeviceLifecycleEvents"`` (:mod:`aioiothub.emulator.hub.notifications`).
     """
 
     def __init__(
@@ -116,16 +121,19 @@ class Emulator(Hub):
         log_traffic: Callable[[str], None] | None = None,
         amqp_port: AmqpPort = "auto",
         amqp_plain_port: AmqpPort = None,
+        event_sources: Collection[str] = DEFAULT_EVENT_SOURCES,
     ) -> None:
         store = StateStore(state_dir) if state_dir is not None else None
         if store is not None and certificate_authority is None:
             certificate_authority = load_certificate_authority(store.directory)
         super().__init__(
-            hostname=hostname, telemetry_limit=telemetry_limit, certificate_authority=certificate_authority
+            hostname=hostname, telemetry_limit=telemetry_limit, certificate_authority=certificate_authority,
+            event_sources=event_sources,
         )
         self._store = store
         if store is not None:
             restore_state(self.core, store.load(self.hostname), store)
+            store.events.restore(self.core.events)
         self._policies = list(policies) if policies is not None else generated_policies()
         if len({policy.name for policy in self._policies}) != len(self._policies):
             raise ValueError("policies: two policies have the same name")
@@ -147,9 +155,7 @@ class Emulator(Hub):
         if log_traffic is not None:
             traffic = self.core.traffic = TrafficLog(log_traffic)
             self._https.router.observer = traffic.http_answered
-        for argument, value in (("port", port), ("websocket_port", websocket_port)):
-            if value is None and argument == "websocket_port":
-                continue
+        for argument, value in (("port", port), ("websocket_port", 0 if websocket_port is None else websocket_port)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
                 raise ValueError(f"{argument} must be an int between 0 and 65535, got {value!r}")
         if (certfile is None) != (keyfile is None):
@@ -173,18 +179,21 @@ class Emulator(Hub):
         if self._exit_stack is not None:
             raise RuntimeError("the emulator is already running")
         context, ca_pem = self._tls_material()
-        for identity in self.identities():
-            if identity.authentication == "x509" and identity.certificate_pem is not None:
-                trust_client_certificate(context, identity.certificate_pem)
-        for certificate_pem in self.dps.trusted_certificates():
-            trust_client_certificate(context, certificate_pem)
+        self_signed = [each.certificate_pem for each in self.identities() if each.authentication == "x509"]
+        for certificate_pem in [*self_signed, *self.dps.trusted_certificates()]:
+            if certificate_pem is not None:
+                trust_client_certificate(context, certificate_pem)
         run_files.remove_stale()
         stack = contextlib.AsyncExitStack()
         try:
             self._ca_file = self._write_ca_file(ca_pem)
             stack.callback(self._remove_ca_file)
+            if self._store is not None:  # called after the task group ends, with its last events in
+                stack.callback(self._store.events.flush)
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._task_group.cancel_scope.cancel)
+            if self._store is not None:
+                self._task_group.start_soon(self._store.events.run, name="emulator event log writer")
             stack.callback(self.core.close_all, "the emulator is shutting down")
             self._server_context = context
             self._ca_pem = ca_pem

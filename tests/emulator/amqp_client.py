@@ -16,7 +16,9 @@ import anyio
 import anyio.abc
 from proton import Collector, Condition, Connection, Data, Delivery, Described, Link, Message, Transport, symbol
 
-__all__ = ["AmqpTestClient", "service_bus_token"]
+from aioiothub.emulator import Emulator
+
+__all__ = ["AmqpTestClient", "authorized_client", "partition_address", "service_bus_token"]
 
 STEP = 10.0
 
@@ -189,3 +191,19 @@ class AmqpTestClient:
 def remote_error(link: Link) -> Condition | None:
     """The error the emulator detached ``link`` with, if it did."""
     return link.remote_condition
+
+
+def partition_address(hub: Emulator, partition: str = "0", group: str = "$Default") -> str:
+    """The address of one partition of ``hub``'s built-in endpoint, as azure-eventhub writes it."""
+    return f"amqps://{hub.hostname}/{hub.amqp.event_hub_name}/ConsumerGroups/{group}/Partitions/{partition}"
+
+
+async def authorized_client(hub: Emulator, policy: str = "service") -> AmqpTestClient:
+    """A client on ``hub``'s plain-AMQP port holding a token of ``policy`` for the event hub."""
+    assert hub.amqp.plain_port is not None
+    client = await AmqpTestClient.connect(hub.amqp.plain_port)
+    audience = f"sb://{hub.hostname}/{hub.amqp.event_hub_name}"
+    key = next(each.primary_key for each in hub.policies if each.name == policy)
+    status, description = await client.put_token(audience, service_bus_token(audience, policy, key))
+    assert (status, description) == (200, "OK")
+    return client

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -94,3 +95,52 @@ def test_bad_module_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]
         main(["--port", "0", "--no-websocket", "--module", "just-a-device"])
     assert caught.value.code == 2
     assert "DEVICE/MODULE" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_cli_routes_the_sources_named_and_keeps_the_events_in_the_state_dir(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "aioiothub.emulator", "--port", "0", "--no-websocket", "--amqp-port", "0",
+        "--device", "d1", "--state-dir", str(tmp_path),
+        "--route-source", "DeviceLifecycleEvents", "--route-source", "DeviceMessages",
+    ]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = await anyio.open_process(command, cwd=ROOT, env=environment, stderr=subprocess.STDOUT)
+    try:
+        banner = await _read_banner(process)
+        assert re.search(r"^  routed there:\s+DeviceMessages, DeviceLifecycleEvents \(--route-source\)$", banner,
+                         re.MULTILINE), banner
+        port = int(re.search(r"^  port:\s+(\d+)", banner, re.MULTILINE)[1])  # type: ignore[index]
+        connection_string = ConnectionString.parse(
+            re.search(r"^  device d1: (\S+)", banner, re.MULTILINE)[1]  # type: ignore[index]
+        )
+        assert connection_string.shared_access_key is not None
+        token = generate_sas_token(
+            device_resource_uri("localhost", "d1"), connection_string.shared_access_key, int(time.time()) + 600
+        )
+        async with aiomqtt.Client(
+            "localhost", port, identifier="d1", username=username("localhost", "d1"), password=token,
+            tls_context=client_ssl_context((tmp_path / "ca.pem").read_bytes()),
+            protocol=aiomqtt.ProtocolVersion.V311,
+        ) as client:
+            await client.publish("devices/d1/messages/events/", b"kept", qos=1)
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await process.aclose()
+    # A clean stop wrote the last batch: the lifecycle event of d1's registration, then its message.
+    with sqlite3.connect(tmp_path / "events.sqlite3") as db:
+        stored = db.execute("SELECT source, body FROM events ORDER BY key").fetchall()
+    assert [source for source, _ in stored] == ["deviceLifecycleEvents", "Telemetry"]
+    assert stored[1][1] == b"kept"
+
+
+def test_an_unknown_route_source_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--port", "0", "--no-websocket", "--route-source", "Telemetry"])
+    assert caught.value.code == 2
+    assert "invalid choice: 'Telemetry'" in capsys.readouterr().err

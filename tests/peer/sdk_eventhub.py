@@ -4,6 +4,10 @@ Runs under the Event Hubs peer venv's interpreter, never under pytest, so it imp
 aioiothub. Arguments: the Event Hubs-compatible connection string, the CA file to verify the
 emulator with (``-`` for a plain-AMQP ``UseDevelopmentEmulator=true`` string), how many events to
 read, and a wrong key to try. Each step prints one JSON line ``{"step": …, …}``.
+
+``sdk_eventhub.py notifications CONNECTION_STRING CA COUNT`` reads ``COUNT`` events from the start
+and reports them with their content type, user id and body as JSON: a back end following twin
+changes and device lifecycle events.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def describe(partition_id: str, event: EventData) -> dict[str, Any]:
         "correlation_id": _text(annotations.get("correlation-id")),
         "content_type": _text(annotations.get("content-type")),
         "content_encoding": _text(annotations.get("content-encoding")),
+        "user_id": _text(annotations.get("user-id")),
         "annotations": {key: value for key, value in annotations.items() if key.startswith(("iothub-", "x-opt-"))},
     }
 
@@ -84,7 +89,20 @@ async def read_async(connection_string: str, verify: dict[str, Any], partition: 
     return events
 
 
+def notifications(connection_string: str, ca_file: str, count: int) -> None:
+    """Read ``count`` events from the start, as a back end replicating twins does: each body as JSON."""
+    verify: dict[str, Any] = {} if ca_file == "-" else {"connection_verify": ca_file}
+    client = EventHubConsumerClient.from_connection_string(connection_string, consumer_group="$Default", **verify)
+    events = read(client, count, starting_position="-1")
+    for event in events:
+        event["json"] = json.loads(event["body"]) if event["content_type"] == "application/json" else None
+    report("notifications", events=events)
+
+
 def main() -> None:
+    if sys.argv[1] == "notifications":
+        notifications(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
     connection_string, ca_file, count, wrong_key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     verify: dict[str, Any] = {} if ca_file == "-" else {"connection_verify": ca_file}
     client = EventHubConsumerClient.from_connection_string(connection_string, consumer_group="$Default", **verify)

@@ -6,13 +6,16 @@ for a real hub -- once over AMQPS on 5671 trusting the emulator's CA through ``c
 once over plain AMQP with ``UseDevelopmentEmulator=true``. An aioiothub device (aiomqtt transport)
 and module (native transport) send messages with system and application properties; the test checks
 what the SDK read: bodies, properties, IoT Hub's annotations, partitions, offsets, a resume from a
-checkpoint, the asyncio client from a sequence number, and a wrong key refused.
+checkpoint, the asyncio client from a sequence number, and a wrong key refused. With the
+``TwinChangeEvents`` route on, the SDK reads the twin changes of a device's reported and desired
+properties beside its telemetry, as a back end replicating twins does.
 """
 
 from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,7 +44,7 @@ async def _send_telemetry(hub: Emulator) -> list[tuple[str, str | None, str]]:
     """Three messages from a device and two from a module; returns (device, module, body) sent."""
     device = hub.add_device("eh-dev")
     module = hub.add_module("eh-dev", "eh-mod")
-    options = {"port": hub.port, "ssl_context": hub.client_ssl_context()}
+    options: dict[str, Any] = {"port": hub.port, "ssl_context": hub.client_ssl_context()}
     sent: list[tuple[str, str | None, str]] = []
     async with (
         aioiothub.IoTHubDeviceClient.from_connection_string(
@@ -124,3 +127,39 @@ async def test_azure_eventhub_reads_what_devices_sent(eventhub_python: Path, tmp
             wrong = await script.next_step("wrong key")
             assert wrong["error"] == "AuthenticationError"
             assert "signature does not match" in wrong["message"]
+
+
+async def test_azure_eventhub_reads_twin_change_events(eventhub_python: Path, tmp_path: Path) -> None:
+    async with Emulator(event_sources=["DeviceMessages", "TwinChangeEvents"], amqp_port=None, amqp_plain_port=0) as hub:
+        device = hub.add_device("eh-twin")
+        async with aioiothub.IoTHubDeviceClient.from_connection_string(
+            device.connection_string, port=hub.port, ssl_context=hub.client_ssl_context(), transport="native"
+        ) as client:
+            await client.send_message("before the patch")
+            await client.update_reported_properties({"firmware": "1.2.0"})
+        await hub.update_desired("eh-twin", {"interval": 30})
+        command = [
+            str(eventhub_python), str(HERE / "sdk_eventhub.py"), "notifications",
+            hub.amqp.event_hub_connection_string(plain=True), "-", "3",
+        ]
+        async with run_steps(command, tmp_path / "eventhub-notifications.log") as script:
+            telemetry, reported, desired = (await script.next_step("notifications"))["events"]
+    assert telemetry["body"] == "before the patch"
+    assert telemetry["annotations"]["iothub-message-source"] == "Telemetry"
+    for event in (reported, desired):
+        assert event["partition"] == telemetry["partition"]
+        assert event["annotations"]["iothub-message-source"] == "twinChangeEvents"
+        assert event["annotations"]["iothub-connection-device-id"] == "eh-twin"
+        assert (event["content_type"], event["content_encoding"]) == ("application/json", "utf-8")
+        assert event["user_id"] == hub.hostname
+        assert event["properties"]["opType"] == "updateTwin"
+        assert event["properties"]["iothub-message-schema"] == "twinChangeNotification"
+        assert (event["properties"]["hubName"], event["properties"]["deviceId"]) == (hub.hostname, "eh-twin")
+        assert event["properties"]["operationTimestamp"].endswith("Z")
+    assert [event["sequence_number"] for event in (telemetry, reported, desired)] == [0, 1, 2]
+    section = reported["json"]["properties"]["reported"]
+    assert (section["firmware"], section["$version"]) == ("1.2.0", 2)
+    assert section["$metadata"]["firmware"]["$lastUpdated"] == reported["properties"]["operationTimestamp"]
+    assert desired["json"]["version"] == 3
+    assert desired["json"]["properties"]["desired"]["interval"] == 30
+    assert desired["json"]["properties"]["desired"]["$metadata"]["$lastUpdatedVersion"] == 2

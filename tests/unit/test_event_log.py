@@ -88,3 +88,27 @@ def test_partition_ids_and_consumer_groups() -> None:
     assert log.consumer_groups == {"$Default", "analytics"}
     assert log.partition("2") is None
     assert log.partition("01") is None
+
+
+def test_events_since_reads_the_newest_and_restore_numbers_on() -> None:
+    log = EventLog(partition_count=1, retention_events=3)
+    for index in range(5):
+        log.append(record("dev", bytes([index]) * (index + 1)))
+    partition = log.partitions[0]
+    assert partition.first_kept == 2
+    assert [event.sequence_number for event in partition.events_since(0)] == [2, 3, 4]
+    assert [event.sequence_number for event in partition.events_since(4)] == [4]
+    assert partition.events_since(5) == []
+    kept = partition.events_since(0)
+    restored = EventLog(partition_count=1, retention_events=3)
+    again = restored.partitions[0]
+    again.restore(kept, next_sequence=partition.next_sequence_number, next_offset=partition.next_offset)
+    assert [event.offset for event in again.events_from(0, 10)] == [3, 6, 10]
+    event = restored.append(record("dev", b"x"))
+    assert (event.sequence_number, event.offset) == (5, 15)
+    with pytest.raises(RuntimeError, match="restore"):
+        again.restore([], next_sequence=0, next_offset=0)
+    empty = EventLog(partition_count=1).partitions[0]
+    assert empty.first_kept == 0
+    empty.restore([], next_sequence=7, next_offset=70)
+    assert (empty.first_kept, empty.start(parse_selector("amqp.annotation.x-opt-offset > '-1'"))) == (7, 7)

@@ -5,7 +5,8 @@ body as a data section; its message id, correlation id, user id, content type an
 properties; its application properties as sent; and as message annotations the Event Hubs fields
 (``x-opt-sequence-number``, ``x-opt-offset``, ``x-opt-enqueued-time``) and IoT Hub's own
 (``iothub-connection-device-id``, ``-module-id``, ``-auth-method``, ``-auth-generation-id``,
-``iothub-enqueuedtime``, ``iothub-message-source``).
+``iothub-enqueuedtime``, ``iothub-message-source``). A twin-change or lifecycle notification is the
+hub's own message, sent by no connection: it carries no ``-auth-method`` nor ``-auth-generation-id``.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ def event_message(event: Event, *, generation_id: str, authentication: str) -> M
         _OFFSET: str(event.offset),
         _ENQUEUED: enqueued,
         _DEVICE_ID: record.device_id,
-        _AUTH_METHOD: _auth_method("device" if record.module_id is None else "module", authentication),
-        _GENERATION_ID: generation_id,
         _IOTHUB_ENQUEUED: enqueued,
         _SOURCE: event.source,
     }
+    if event.source == "Telemetry":
+        annotations[_AUTH_METHOD] = _auth_method("device" if record.module_id is None else "module", authentication)
+        annotations[_GENERATION_ID] = generation_id
     if record.module_id is not None:
         annotations[_MODULE_ID] = record.module_id
     fields: dict[str, Any] = {

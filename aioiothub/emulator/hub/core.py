@@ -7,12 +7,18 @@ CONNECT, attach and detach, hand over telemetry, twin requests, method answers a
 :class:`~aioiothub.emulator.hub.facade.Hub` holds one as ``hub.core`` and puts the service-side API
 in front of it. A :class:`~aioiothub.emulator.hub.observer.TrafficObserver` set as :attr:`HubCore.traffic`
 hears of each of these calls (``--log-traffic``); without one nothing is reported.
+
+Which data sources reach the built-in endpoint's :class:`~aioiothub.emulator.hub.event_log.EventLog`
+is decided once, here: device messages go to the log or, when their route is off, to a sink that
+drops them, so the telemetry path makes the same single call either way; twin-change and lifecycle
+notifications (:mod:`.notifications`) are built only when routed.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Collection
+from typing import Protocol
 
 from aioiothub.emulator.certs import CertificateAuthority
 from aioiothub.emulator.hub.admission import Admission, admit
@@ -22,6 +28,7 @@ from aioiothub.emulator.hub.event_log import EventLog
 from aioiothub.emulator.hub.faults import Faults
 from aioiothub.emulator.hub.identity import Identity
 from aioiothub.emulator.hub.methods import DirectMethods
+from aioiothub.emulator.hub.notifications import DEFAULT_EVENT_SOURCES, Notifications, check_event_sources
 from aioiothub.emulator.hub.queues import CloudMessage, CloudQueues
 from aioiothub.emulator.hub.registry import Registry
 from aioiothub.emulator.hub.service_bound import FileNotification, ServiceBoundQueue
@@ -34,6 +41,19 @@ from aioiothub.protocol.topics import TwinRequestTopic
 __all__ = ["HubCore"]
 
 
+class _TelemetryLog(Protocol):
+    def append(self, record: TelemetryRecord) -> object: ...
+
+
+class _Unrouted:
+    """Where device messages go when ``DeviceMessages`` is not routed to the built-in endpoint."""
+
+    __slots__ = ()
+
+    def append(self, record: TelemetryRecord) -> None:
+        pass
+
+
 class HubCore:
     """The parts of one emulated hub and the calls its device connections make (see the module docstring).
 
@@ -43,6 +63,8 @@ class HubCore:
         certificate_authority: the CA that issues ``"x509_ca"`` certificates.
         trust_certificate: called with a self-signed client certificate when one is registered (the
             running emulator adds it to what its TLS listeners trust).
+        event_sources: the route data sources sent to the built-in endpoint (see
+            :func:`~aioiothub.emulator.hub.notifications.check_event_sources`).
     """
 
     def __init__(
@@ -52,14 +74,20 @@ class HubCore:
         telemetry_limit: int = 100_000,
         certificate_authority: CertificateAuthority | None = None,
         trust_certificate: Callable[[bytes], None] = lambda pem: None,
+        event_sources: Collection[str] = DEFAULT_EVENT_SOURCES,
     ) -> None:
         if not isinstance(hostname, str) or not hostname or "/" in hostname or not hostname.isascii():
             raise ValueError(f"hostname must be a non-empty ASCII host name, got {hostname!r}")
+        self.event_sources = check_event_sources(event_sources)
+        """The route data sources sent to the built-in endpoint."""
         self.telemetry = TelemetryStore(telemetry_limit)
         self.events = EventLog()
         """The built-in Event Hubs-compatible endpoint's partitions (read over AMQP)."""
         self.file_notifications: ServiceBoundQueue[FileNotification] = ServiceBoundQueue()
         """Finished uploads not yet taken by a back end (``/messages/serviceBound/filenotifications``)."""
+        self._telemetry_log: _TelemetryLog = self.events if "DeviceMessages" in self.event_sources else _Unrouted()
+        self.notifications = Notifications(self.events, hostname=hostname, sources=self.event_sources)
+        """Twin-change and lifecycle notifications, for the kinds routed to the built-in endpoint."""
         self.registry = Registry(
             hostname=hostname,
             certificate_authority=certificate_authority,
@@ -68,6 +96,8 @@ class HubCore:
         self.faults = Faults()
         self.connections = ConnectionTable()
         self.twins = Twins(self.connections, self.faults)
+        if self.notifications.twin_changes:
+            self.twins.changes = self.notifications
         self.methods = DirectMethods(self.connections)
         self.queues = CloudQueues(self.connections)
         self.dps = ProvisioningService(
@@ -85,6 +115,8 @@ class HubCore:
         """Give a newly registered identity its place in every part that keeps state per identity."""
         self.twins.add(identity.key)
         self.queues.add(identity.key, identity.generation_id)
+        if self.notifications.lifecycle:
+            self.notifications.identity_created(identity.key, self.twins.state(identity.key))
 
     def set_device_status(self, device_id: str, *, enabled: bool) -> None:
         """Enable or disable a device; disabling closes its connections and those of its modules."""
@@ -180,7 +212,7 @@ class HubCore:
             ProtocolError: the topic or its property bag is malformed.
         """
         record = self.telemetry.store(identity, topic, body, retain=retain, enqueued_time=enqueued_time, will=will)
-        self.events.append(record)
+        self._telemetry_log.append(record)
         identity.mark_active(enqueued_time)
         if self.traffic is not None:
             self.traffic.device_message(identity, body, will=will)

@@ -15,26 +15,41 @@ sequence number: :meth:`Partition.start` turns an Event Hubs selector (offset, s
 enqueued time, inclusive or not, or ``@latest``) into one, :meth:`Partition.events_from` reads from
 it, and :meth:`EventLog.wait` sleeps until the next append anywhere. Consumer groups do not change
 what is stored; the log only knows their names, ``$Default`` and the configured ones.
+
+With a state directory the log is also the write buffer of
+:class:`~aioiothub.emulator.storage.event_store.EventStore`: it takes what is new in each partition
+(:meth:`Partition.events_since`) a batch at a time, and at start puts the kept events back
+(:meth:`Partition.restore`), numbering on from where the partition was.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from aioiothub.emulator.hub.telemetry import TelemetryRecord
 from aioiothub.emulator.hub.values import Broadcast, now_utc
 
-__all__ = ["DEFAULT_CONSUMER_GROUP", "Event", "EventLog", "Partition", "PartitionStart", "parse_selector"]
+__all__ = [
+    "DEFAULT_CONSUMER_GROUP",
+    "Event",
+    "EventLog",
+    "MessageSource",
+    "Partition",
+    "PartitionStart",
+    "parse_selector",
+]
 
 DEFAULT_CONSUMER_GROUP: Final = "$Default"
 
 MessageSource = Literal["Telemetry", "twinChangeEvents", "deviceLifecycleEvents"]
+"""``iothub-message-source``: what produced an event."""
 
 # Event Hubs selector filters, as azure-eventhub writes them.
 _SELECTOR = re.compile(
@@ -51,7 +66,8 @@ class Event:
         offset: the bytes stored in the partition before it.
         enqueued_time: when the hub accepted the message (UTC).
         record: the message as the hub received it.
-        source: ``iothub-message-source``: ``"Telemetry"`` for device-to-cloud messages.
+        source: ``iothub-message-source``: ``"Telemetry"`` for device-to-cloud messages,
+            ``"twinChangeEvents"`` and ``"deviceLifecycleEvents"`` for the hub's notifications.
     """
 
     sequence_number: int
@@ -145,6 +161,40 @@ class Partition:
         return self._next_sequence
 
     @property
+    def next_offset(self) -> int:
+        """The offset the next event will get."""
+        return self._next_offset
+
+    @property
+    def first_kept(self) -> int:
+        """The sequence number of the oldest event kept (:attr:`next_sequence_number` when none is)."""
+        return self._events[0].sequence_number if self._events else self._next_sequence
+
+    def events_since(self, sequence_number: int) -> list[Event]:
+        """The events kept from ``sequence_number`` on, oldest first.
+
+        Read from the newest end, so taking the latest few of a long partition costs only those few.
+        """
+        count = self._next_sequence - max(sequence_number, self.first_kept)
+        if count <= 0:
+            return []
+        newest = list(itertools.islice(reversed(self._events), count))
+        newest.reverse()
+        return newest
+
+    def restore(self, events: Sequence[Event], *, next_sequence: int, next_offset: int) -> None:
+        """Put back events loaded from a store, oldest first, and number on from ``next_sequence``.
+
+        Raises:
+            RuntimeError: the partition already holds events.
+        """
+        if self._events or self._next_sequence:
+            raise RuntimeError(f"partition {self.identifier} is not empty: restore() must come first")
+        self._events.extend(events)
+        self._next_sequence = next_sequence
+        self._next_offset = next_offset
+
+    @property
     def first(self) -> Event | None:
         """The oldest event kept, if any."""
         return self._events[0] if self._events else None
@@ -214,6 +264,10 @@ class EventLog:
         self.partitions = [
             Partition(str(index), max_events=retention_events, max_age=retention) for index in range(partition_count)
         ]
+        self.retention_events = retention_events
+        """Events kept per partition."""
+        self.retention = retention
+        """How long an event is kept."""
         self.consumer_groups = {DEFAULT_CONSUMER_GROUP}
         for group in consumer_groups:
             self.add_consumer_group(group)

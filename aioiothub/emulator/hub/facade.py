@@ -5,7 +5,7 @@ and the calls device connections make are the hub's :class:`~aioiothub.emulator.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from typing import Any
 
 from aioiothub.emulator.certs import CertificateAuthority
@@ -15,6 +15,7 @@ from aioiothub.emulator.hub.dps import ProvisioningService
 from aioiothub.emulator.hub.faults import ArmsFault, Faults
 from aioiothub.emulator.hub.identity import Authentication, DeviceIdentity, Identity, ModuleIdentity
 from aioiothub.emulator.hub.methods import MethodResult
+from aioiothub.emulator.hub.notifications import DEFAULT_EVENT_SOURCES
 from aioiothub.emulator.hub.queues import DEFAULT_C2D_TTL, AckMode, FeedbackRecord
 from aioiothub.emulator.hub.telemetry import TelemetryRecord
 
@@ -34,6 +35,8 @@ class Hub:
         hostname: the host name devices put in their username and SAS scope.
         telemetry_limit: how many telemetry messages to keep; older ones are dropped first.
         certificate_authority: the CA that issues ``"x509_ca"`` certificates; generated on first use when ``None``.
+        event_sources: the route data sources the built-in endpoint receives: ``"DeviceMessages"`` (the
+            default), ``"TwinChangeEvents"``, ``"DeviceLifecycleEvents"`` (:mod:`.notifications`).
     """
 
     def __init__(
@@ -42,10 +45,11 @@ class Hub:
         hostname: str = "localhost",
         telemetry_limit: int = 100_000,
         certificate_authority: CertificateAuthority | None = None,
+        event_sources: Collection[str] = DEFAULT_EVENT_SOURCES,
     ) -> None:
         self.core = HubCore(  # the running emulator's _trust_certificate adds to what its TLS trusts
             hostname=hostname, telemetry_limit=telemetry_limit, certificate_authority=certificate_authority,
-            trust_certificate=self._trust_certificate,
+            trust_certificate=self._trust_certificate, event_sources=event_sources,
         )
         """The hub's parts, and the calls its device connections make."""
         self.faults: Faults = self.core.faults
@@ -353,12 +357,7 @@ class Hub:
         self.core.report_service_call(device_id, module_id, "twin patched")
 
     async def replace_twin(
-        self,
-        device_id: str,
-        *,
-        module_id: str | None = None,
-        tags: Mapping[str, Any],
-        desired: Mapping[str, Any],
+        self, device_id: str, *, module_id: str | None = None, tags: Mapping[str, Any], desired: Mapping[str, Any]
     ) -> None:
         """Replace the twin's tags and desired properties; the device is sent what changed.
 

@@ -43,6 +43,8 @@ def remove_identity(core: HubCore, device_id: str, module_id: str | None = None)
     """
     keys = core.registry.remove(device_id, module_id)
     for key in keys:
+        if core.notifications.lifecycle:
+            core.notifications.identity_deleted(key, core.twins.state(key))
         core.connections.forget(key, "the identity was deleted")
         core.twins.remove(key)
         core.queues.remove(key)

@@ -8,8 +8,11 @@ rules (keys, depth, string and integer limits), merged into a copy, and the copy
 only then does it replace the section and bump its version, so a refused patch changes nothing.
 
 Beside the two sections a twin has ``tags``, which only the service reads and writes, and a twin
-``version`` bumped by every change, from which the service API derives the twin's etag. Every change
-is reported to the :class:`~aioiothub.emulator.hub.observer.StateObserver`.
+``version`` bumped by every change, from which the service API derives the twin's etag
+(:func:`twin_etag`). Every change is reported to the
+:class:`~aioiothub.emulator.hub.observer.StateObserver`, and, when twin changes are routed to the
+built-in endpoint, to :attr:`Twins.changes` (:mod:`.notifications`), which hears what each change
+patched or replaced.
 
 The service changes ``desired`` (:meth:`Twins.update_desired`, :meth:`Twins.update`,
 :meth:`Twins.replace`); the patch, with its new
@@ -21,11 +24,12 @@ and a body that is not a JSON object, or breaks the rules, is answered 400.
 
 from __future__ import annotations
 
+import base64
 import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aioiothub.emulator.hub.connections import ConnectionTable
 from aioiothub.emulator.hub.errors import RuleViolation
@@ -38,12 +42,35 @@ from aioiothub.protocol.json_payloads import load_json_object
 from aioiothub.protocol.topics import TWIN_DESIRED_SUBSCRIPTION, TwinRequestTopic, twin_desired_topic
 from aioiothub.protocol.twin import merge_patch, validate_patch, validate_section_size
 
-__all__ = ["TwinAnswer", "Twins"]
+__all__ = ["TwinAnswer", "TwinChanges", "Twins", "twin_etag"]
 
 logger = logging.getLogger("aioiothub.emulator")
 
 TwinAnswer = tuple[int, bytes, int | None]
 """``(status, response body, new reported version or None)``: the answer to one twin request."""
+
+
+def twin_etag(version: int) -> str:
+    """The twin's etag: its version as eight big-endian bytes in base64, as IoT Hub writes it."""
+    return base64.b64encode(version.to_bytes(8, "big")).decode("ascii")
+
+
+class TwinChanges(Protocol):
+    """Hears each twin change as a patch or a replacement (:class:`~.notifications.Notifications`)."""
+
+    def twin_updated(
+        self,
+        key: IdentityKey,
+        version: int,
+        *,
+        tags: Mapping[str, Any] | None = None,
+        desired: tuple[Mapping[str, Any], int] | None = None,
+        reported: tuple[Mapping[str, Any], int] | None = None,
+    ) -> None:
+        """Sections were patched; ``desired`` and ``reported`` come with their new ``$version``."""
+
+    def twin_replaced(self, key: IdentityKey, state: Mapping[str, Any]) -> None:
+        """The tags and desired properties were replaced; ``state`` is the whole twin."""
 
 
 @dataclass(slots=True, eq=False)
@@ -80,7 +107,7 @@ class Twins:
         faults: the twin-request faults to apply.
     """
 
-    __slots__ = ("_connections", "_faults", "_twins", "observer")
+    __slots__ = ("_connections", "_faults", "_twins", "changes", "observer")
 
     def __init__(self, connections: ConnectionTable, faults: Faults) -> None:
         self._connections = connections
@@ -88,6 +115,8 @@ class Twins:
         self._twins: dict[IdentityKey, _Twin] = {}
         #: Told of every change (see :mod:`aioiothub.emulator.storage.state_store`).
         self.observer: StateObserver = NO_OBSERVER
+        #: Told what each change patched or replaced, when twin changes are routed (else ``None``).
+        self.changes: TwinChanges | None = None
 
     def add(self, key: IdentityKey) -> None:
         """Give a newly registered identity its empty twin."""
@@ -131,9 +160,16 @@ class Twins:
         new_desired = self._merged(twin.desired, desired, "desired")
         twin.tags = new_tags
         if desired:
-            await self._set_desired(identity, twin, new_desired, desired)
+            self._set_desired(identity, twin, new_desired)
         else:
             self._saved(identity.key, twin)
+        version = twin.desired_version
+        if self.changes is not None and (tags or desired):
+            self.changes.twin_updated(
+                identity.key, twin.version, tags=tags or None, desired=(desired, version) if desired else None
+            )
+        if desired:
+            await self._notify_desired(identity, desired, version)
 
     async def replace(self, identity: Identity, *, tags: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
         """Replace the tags and the desired properties (the service's twin PUT).
@@ -151,9 +187,14 @@ class Twins:
         patch.update((name, value) for name, value in new_desired.items() if twin.desired.get(name) != value)
         twin.tags = new_tags
         if patch:
-            await self._set_desired(identity, twin, new_desired, patch)
+            self._set_desired(identity, twin, new_desired)
         else:
             self._saved(identity.key, twin)
+        version = twin.desired_version
+        if self.changes is not None:
+            self.changes.twin_replaced(identity.key, twin.state())
+        if patch:
+            await self._notify_desired(identity, patch, version)
 
     @staticmethod
     def _merged(section: dict[str, Any], patch: Mapping[str, Any] | None, argument: str) -> dict[str, Any]:
@@ -187,19 +228,23 @@ class Twins:
         twin = self._twins[identity.key]
         merged = merge_patch(twin.desired, patch)
         validate_section_size(merged, argument="patch")
-        return await self._set_desired(identity, twin, merged, patch)
+        version = self._set_desired(identity, twin, merged)
+        if self.changes is not None:
+            self.changes.twin_updated(identity.key, twin.version, desired=(patch, version))
+        await self._notify_desired(identity, patch, version)
+        return version
 
-    async def _set_desired(
-        self, identity: Identity, twin: _Twin, merged: dict[str, Any], patch: Mapping[str, Any]
-    ) -> int:
+    def _set_desired(self, identity: Identity, twin: _Twin, merged: dict[str, Any]) -> int:
         twin.desired = merged
         twin.desired_version += 1
-        version = twin.desired_version
         self._saved(identity.key, twin)
+        return twin.desired_version
+
+    async def _notify_desired(self, identity: Identity, patch: Mapping[str, Any], version: int) -> None:
+        # Notifications are not queued: only a connection holding the subscription now hears of it.
         connection = self._connections.get(identity.key)
         if connection is not None and connection.is_subscribed(TWIN_DESIRED_SUBSCRIPTION):
             await connection.publish(twin_desired_topic(version), json_bytes({**patch, "$version": version}))
-        return version
 
     def serve(self, identity: Identity, request: TwinRequestTopic, body: bytes) -> TwinAnswer | None:
         """Serve a twin GET or reported-properties PATCH from a device.
@@ -232,4 +277,6 @@ class Twins:
         twin.reported = merged
         twin.reported_version += 1
         self._saved(identity.key, twin)
+        if self.changes is not None:
+            self.changes.twin_updated(identity.key, twin.version, reported=(patch, twin.reported_version))
         return 204, b"", twin.reported_version

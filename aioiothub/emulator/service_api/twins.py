@@ -9,10 +9,10 @@ are the device's: a service write that carries them ignores them. Needs ``Servic
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from aioiothub.emulator.hub.identity import Identity
+from aioiothub.emulator.hub.twins import twin_etag
 from aioiothub.emulator.hub.values import iso_time
 from aioiothub.emulator.rest.https import HttpRequest, HttpResponse, Router
 from aioiothub.emulator.service_api.context import ServiceContext, activity_time, etag_matches, quoted
@@ -22,11 +22,6 @@ from aioiothub.emulator.service_api.identities import identity_etag
 __all__ = ["install_twins", "twin_etag", "twin_json"]
 
 _AUTHENTICATION_TYPES = {"sas": "sas", "x509": "selfSigned", "x509_ca": "certificateAuthority"}
-
-
-def twin_etag(version: int) -> str:
-    """The twin's etag: its version as eight big-endian bytes in base64, as IoT Hub writes it."""
-    return base64.b64encode(version.to_bytes(8, "big")).decode("ascii")
 
 
 def twin_json(context: ServiceContext, identity: Identity) -> dict[str, Any]:

@@ -12,7 +12,9 @@ live ran out while the emulator was stopped are dropped then.
 
 The directory also keeps the emulator's CA (``ca.pem``, ``ca.key.pem``), so devices that trust it
 keep trusting the restarted emulator. The key files are readable by their owner only; the database
-holds device keys too, so it is created the same way. A telemetry record is not kept.
+holds device keys too, so it is created the same way. The built-in endpoint's events are kept
+beside it, in a file of their own written in batches (:attr:`StateStore.events`,
+:mod:`~aioiothub.emulator.storage.event_store`); the telemetry kept for ``Hub.telemetry()`` is not.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from aioiothub.emulator.certs import CertificateAuthority
 from aioiothub.emulator.hub.identity import DeviceIdentity, Identity, IdentityKey, ModuleIdentity
 from aioiothub.emulator.hub.management import RestoredState
 from aioiothub.emulator.hub.queues import CloudMessage
+from aioiothub.emulator.storage.event_store import EventStore
 
 __all__ = ["DATABASE_NAME", "StateStore", "load_certificate_authority"]
 
@@ -145,10 +148,13 @@ class StateStore:
         self._db.executescript(_SCHEMA)
         # Which row holds each queued message, so acknowledging one deletes exactly that row.
         self._message_rows: dict[int, int] = {}
+        self.events = EventStore(self.directory)
+        """The built-in endpoint's events, in ``events.sqlite3`` beside this file."""
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the databases (write the events still to be written first: ``store.events.flush()``)."""
         self._db.close()
+        self.events.close()
 
     def _write(self, statement: str, parameters: tuple[Any, ...]) -> int:
         with self._db:
