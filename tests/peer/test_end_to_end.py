@@ -5,7 +5,8 @@ system and custom properties -- across a dropped connection, connections the hub
 retries, and a SAS renewal (a 125 s token, which the SDK renews 120 s before it expires) -- and a
 back end reads every message from the Event Hubs-compatible endpoint with ``azure-eventhub`` (its
 venv, AMQPS on 5671, trusting the CA with ``connection_verify=``) and checks arrival, order, body,
-properties and IoT Hub's annotations. Nothing in either SDK is changed.
+properties and IoT Hub's annotations; a reported patch from the SDK reaches the same back end as a
+``twinChangeEvents`` notification. Nothing in either SDK is changed.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ async def hub() -> AsyncIterator[Emulator]:
         yield emulator
 
 
-async def _start_sdk(python: Path, hub: Emulator, device_id: str, log_path: Path) -> tuple[SdkPeer, Any]:
+async def _start_sdk(
+    python: Path, hub: Emulator, device_id: str, log_path: Path, *, sastoken_ttl: int = RENEWING_TTL
+) -> tuple[SdkPeer, Any]:
     with log_path.open("wb") as log:
         process = await anyio.open_process(
             [str(python), str(DEVICE_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log
@@ -59,7 +62,7 @@ async def _start_sdk(python: Path, hub: Emulator, device_id: str, log_path: Path
         connection_string=hub.identity(device_id).connection_string,
         ca_pem=hub.ca_pem.decode("ascii"),
         handlers=[],
-        sastoken_ttl=RENEWING_TTL,
+        sastoken_ttl=sastoken_ttl,
     )
     return peer, process
 
@@ -135,3 +138,34 @@ async def test_sdk_telemetry_across_drops_refusals_and_a_renewal_reaches_the_bac
         assert annotations["iothub-connection-device-id"] == "e2e"
         assert annotations["iothub-message-source"] == "Telemetry"
         assert annotations["iothub-connection-auth-generation-id"] == hub.identity("e2e").generation_id
+
+
+async def test_a_reported_patch_from_the_sdk_reaches_the_back_end_as_a_twin_change_event(
+    peer_python: Path, eventhub_python: Path, tmp_path: Path
+) -> None:
+    routes = ["DeviceMessages", "TwinChangeEvents"]
+    async with Emulator(
+        hostname="localhost", host="127.0.0.1", port=SDK_PORT, websocket_port=None, event_sources=routes
+    ) as hub:
+        assert hub.amqp.tls_port == AMQPS_PORT, "azure-eventhub reaches AMQPS only on 5671, which is taken"
+        hub.add_device("e2e-twin")
+        peer, _ = await _start_sdk(peer_python, hub, "e2e-twin", tmp_path / "sdk.log", sastoken_ttl=3600)
+        try:
+            await peer.call("patch_reported", patch={"firmware": "2.1", "battery": 87})
+            await peer.call("send_message", **_message(0, "after the patch"))
+            assert (await peer.shutdown())["background_errors"] == []
+        finally:
+            await peer.stop()
+        command = [str(eventhub_python), str(HERE / "sdk_eventhub_read.py"), hub.amqp.event_hub_connection_string(),
+                   str(hub.ca_file), "2"]
+        async with run_steps(command, tmp_path / "backend.log") as script:
+            change, telemetry = (await script.next_step("events", 90))["events"]
+    assert change["annotations"]["iothub-message-source"] == "twinChangeEvents"
+    assert change["annotations"]["iothub-connection-device-id"] == "e2e-twin"
+    assert change["properties"]["iothub-message-schema"] == "twinChangeNotification"
+    assert change["properties"]["opType"] == "updateTwin"
+    assert change["properties"]["deviceId"] == "e2e-twin"
+    reported = json.loads(change["body"])["properties"]["reported"]
+    assert (reported["firmware"], reported["battery"]) == ("2.1", 87)
+    assert telemetry["annotations"]["iothub-message-source"] == "Telemetry"
+    assert json.loads(telemetry["body"]) == {"n": 0, "phase": "after the patch"}
