@@ -83,3 +83,19 @@ async def test_send_c2d_message_reaches_the_official_sdk_and_an_aioiothub_device
         assert (received.content_type, received.content_encoding) == ("application/json", "utf-8")
         assert received.properties == {"room": "lab"}
         assert received.ack == "none"
+
+
+async def test_the_iot_hub_connection_string_redirect_as_the_event_hubs_sample_follows_it(
+    service_python: Path, tmp_path: Path
+) -> None:
+    async with Emulator(hostname="localhost", host="127.0.0.1", websocket_port=0) as hub:
+        assert hub.amqp.tls_port == AMQPS_PORT, "uamqp reaches AMQPS only on 5671, which is taken"
+        command = [str(service_python), str(HERE / "sdk_redirect.py"), hub.service_connection_string]
+        env = {**os.environ, "SSL_CERT_FILE": str(hub.ca_file)}
+        async with run_steps(command, tmp_path / "redirect.log", env=env) as script:
+            redirect = await script.next_step("redirect", 60)
+        assert redirect["hostname"] == "localhost"
+        entity = f"{hub.amqp.event_hub_name}/ConsumerGroups/$Default/Partitions/0"
+        assert redirect["address"] == f"amqps://localhost:5671/{entity}"
+        # What the sample builds from the redirect is the string the emulator prints for that policy.
+        assert redirect["event_hub_connection_string"] == hub.amqp.event_hub_connection_string("iothubowner")
