@@ -234,7 +234,8 @@ def _amqp_lines(hub: Emulator) -> list[str]:
     if amqp.tls_port is not None:
         taken = f"; {AMQPS_PORT} was taken, and azure-eventhub and uamqp use no other"
         note = "" if amqp.tls_port == AMQPS_PORT else taken
-        lines.append(f"  AMQPS port:     {amqp.tls_port} (Event Hubs-compatible endpoint{note})")
+        served = "Event Hubs-compatible endpoint, service C2D and feedback"
+        lines.append(f"  AMQPS port:     {amqp.tls_port} ({served}{note})")
     if amqp.plain_port is not None:
         lines.append(f"  AMQP port:      {amqp.plain_port} (plain, for UseDevelopmentEmulator=true)")
     if amqp.tls_port == AMQPS_PORT:
