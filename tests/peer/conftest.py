@@ -11,19 +11,38 @@ The Node.js SDKs come from the npm registry into ``<repo>/.peer-node-iot``, pinn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from benchmarks._peer_venv import PeerVenvError, ensure_peer_python
+from tests.peer.eventhub_venv import ensure_eventhub_python
 from tests.peer.npm_packages import NpmInstallError, ensure_npm_packages
+from tests.peer.service_venv import ensure_service_python
 
 
 @pytest.fixture(scope="session")
 def peer_python() -> Path:
     """The interpreter of the peer venv, with a satisfying ``azure-iot-device`` importable."""
+    return _built(ensure_peer_python)
+
+
+@pytest.fixture(scope="session")
+def service_python() -> Path:
+    """The interpreter of the service venv, with ``azure-iot-hub`` (and uamqp) importable."""
+    return _built(ensure_service_python)
+
+
+@pytest.fixture(scope="session")
+def eventhub_python() -> Path:
+    """The interpreter of the Event Hubs venv, with ``azure-eventhub`` importable."""
+    return _built(ensure_eventhub_python)
+
+
+def _built(ensure: Callable[[], Path]) -> Path:
     try:
-        return ensure_peer_python()
+        return ensure()
     except PeerVenvError as exc:
         pytest.fail(str(exc), pytrace=False)
 

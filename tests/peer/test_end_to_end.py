@@ -22,8 +22,6 @@ import pytest
 
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.amqp.surface import AMQPS_PORT
-from benchmarks._peer_venv import PeerVenvError
-from tests.peer.eventhub_venv import ensure_eventhub_python
 from tests.peer.script_steps import run_steps
 from tests.peer.test_official_sdk import DEVICE_SCRIPT, SDK_PORT, SdkPeer
 
@@ -33,13 +31,6 @@ HERE = Path(__file__).resolve().parent
 RENEWING_TTL = 125
 """Seconds: the SDK renews a token 120 s before it expires, so this one is renewed after about 5 s."""
 
-
-@pytest.fixture(scope="session")
-def eventhub_python() -> Path:
-    try:
-        return ensure_eventhub_python()
-    except PeerVenvError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture

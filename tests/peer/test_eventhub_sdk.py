@@ -22,8 +22,6 @@ import pytest
 import aioiothub
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.amqp.surface import AMQPS_PORT
-from benchmarks._peer_venv import PeerVenvError
-from tests.peer.eventhub_venv import ensure_eventhub_python
 from tests.peer.script_steps import run_steps
 
 pytestmark = [pytest.mark.peer, pytest.mark.anyio]
@@ -31,13 +29,6 @@ pytestmark = [pytest.mark.peer, pytest.mark.anyio]
 HERE = Path(__file__).resolve().parent
 WRONG_KEY = base64.b64encode(b"\x01" * 32).decode()
 
-
-@pytest.fixture(scope="session")
-def eventhub_python() -> Path:
-    try:
-        return ensure_eventhub_python()
-    except PeerVenvError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 async def _send_telemetry(hub: Emulator) -> list[tuple[str, str | None, str]]:

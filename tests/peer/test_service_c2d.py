@@ -21,22 +21,13 @@ import pytest
 import aioiothub
 from aioiothub.emulator import Emulator
 from aioiothub.emulator.amqp.surface import AMQPS_PORT
-from benchmarks._peer_venv import PeerVenvError
 from tests.peer.script_steps import run_steps
-from tests.peer.service_venv import ensure_service_python
 from tests.peer.test_official_sdk import SDK_PORT, PeerLauncher, received_body, wait_until
 
 pytestmark = [pytest.mark.peer, pytest.mark.anyio]
 
 HERE = Path(__file__).resolve().parent
 
-
-@pytest.fixture(scope="session")
-def service_python() -> Path:
-    try:
-        return ensure_service_python()
-    except PeerVenvError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture

@@ -19,21 +19,12 @@ import pytest
 import aioiothub
 from aioiothub.emulator import Emulator
 from aioiothub.protocol.topics import METHODS_SUBSCRIPTION, TWIN_DESIRED_SUBSCRIPTION
-from benchmarks._peer_venv import PeerVenvError
 from tests.peer.script_steps import answer_methods, run_steps
-from tests.peer.service_venv import ensure_service_python
 
 pytestmark = [pytest.mark.peer, pytest.mark.anyio]
 
 HERE = Path(__file__).resolve().parent
 
-
-@pytest.fixture(scope="session")
-def service_python() -> Path:
-    try:
-        return ensure_service_python()
-    except PeerVenvError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 
