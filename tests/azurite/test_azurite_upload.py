@@ -48,6 +48,11 @@ async def test_20_mib_file_in_chunks_reads_back_identical(hub: Emulator, tmp_pat
     assert len(reported) == 5  # 4 MiB blocks
     assert reported[-1] == SIZE
     assert await hub.upload_content(record) == data
+    # The notification for back ends has the size from the storage account (a HEAD, not a download).
+    loan = hub.core.file_notifications.take(2)
+    assert loan is not None
+    (notification,) = loan.items
+    assert (notification.blob_name, notification.blob_size_in_bytes) == ("dev1/big.bin", SIZE)
 
 
 async def test_small_file_in_one_put(hub: Emulator) -> None:

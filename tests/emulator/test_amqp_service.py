@@ -135,7 +135,9 @@ async def test_service_nodes_need_a_token_granting_service_connect(hub: Emulator
     await registry_only.aclose()
 
 
-async def test_feedback_is_batched_json_and_a_released_batch_goes_to_the_next_receiver(hub: Emulator) -> None:
+async def test_feedback_is_batched_json_and_a_released_batch_goes_to_the_next_receiver(
+    transport: str, hub: Emulator
+) -> None:
     device = hub.add_device("dev1")
     service = await _service_client(hub)
     sender = await service.attach_sender(DEVICEBOUND)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,41 +17,14 @@ from aioiothub.emulator.certs import client_ssl_context
 from aioiothub.protocol.connect import username
 from aioiothub.protocol.connection_string import ConnectionString
 from aioiothub.protocol.sas import device_resource_uri, generate_sas_token
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _read_banner(process: anyio.abc.Process) -> str:
-    assert process.stdout is not None
-    text = ""
-    with anyio.fail_after(20):
-        async for chunk in process.stdout:
-            text += chunk.decode()
-            if "Press Ctrl-C to stop." in text:
-                return text
-    raise AssertionError(f"the emulator exited early: {text!r}")
+from tests.emulator.cli_helpers import running_cli, stop_cli
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 async def test_cli_serves_the_printed_device_and_stops_cleanly(stop_signal: signal.Signals) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "aioiothub.emulator",
-        "--port",
-        "0",
-        "--websocket-port",
-        "0",
-        "--device",
-        "d1",
-        "--module",
-        "d1/m1",
-    ]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = await anyio.open_process(command, cwd=ROOT, env=environment, stderr=subprocess.STDOUT)
-    try:
-        banner = await _read_banner(process)
+    arguments = ("--port", "0", "--websocket-port", "0", "--device", "d1", "--module", "d1/m1")
+    async with running_cli(*arguments) as (process, banner):
         port = int(re.search(r"^  port:\s+(\d+)", banner, re.MULTILINE)[1])  # type: ignore[index]
         assert re.search(r"^  websocket port:\s+\d+", banner, re.MULTILINE)
         ca_file = anyio.Path(re.search(r"^  CA file:\s+(\S+)", banner, re.MULTILINE)[1])  # type: ignore[index]
@@ -79,15 +49,8 @@ async def test_cli_serves_the_printed_device_and_stops_cleanly(stop_signal: sign
             protocol=aiomqtt.ProtocolVersion.V311,
         ) as client:
             await client.publish("devices/d1/messages/events/", b"from the CLI test", qos=1)
-        process.send_signal(stop_signal)
-        with anyio.fail_after(20):
-            assert await process.wait() == 0
+        assert await stop_cli(process, stop_signal) == 0
         assert not await ca_file.exists()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await process.aclose()
 
 
 def test_bad_module_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -99,15 +62,11 @@ def test_bad_module_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.anyio
 async def test_cli_routes_the_sources_named_and_keeps_the_events_in_the_state_dir(tmp_path: Path) -> None:
-    command = [
-        sys.executable, "-m", "aioiothub.emulator", "--port", "0", "--no-websocket", "--amqp-port", "0",
-        "--device", "d1", "--state-dir", str(tmp_path),
+    arguments = (
+        "--port", "0", "--no-websocket", "--amqp-port", "0", "--device", "d1", "--state-dir", str(tmp_path),
         "--route-source", "DeviceLifecycleEvents", "--route-source", "DeviceMessages",
-    ]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = await anyio.open_process(command, cwd=ROOT, env=environment, stderr=subprocess.STDOUT)
-    try:
-        banner = await _read_banner(process)
+    )
+    async with running_cli(*arguments) as (process, banner):
         assert re.search(r"^  routed there:\s+DeviceMessages, DeviceLifecycleEvents \(--route-source\)$", banner,
                          re.MULTILINE), banner
         port = int(re.search(r"^  port:\s+(\d+)", banner, re.MULTILINE)[1])  # type: ignore[index]
@@ -124,14 +83,7 @@ async def test_cli_routes_the_sources_named_and_keeps_the_events_in_the_state_di
             protocol=aiomqtt.ProtocolVersion.V311,
         ) as client:
             await client.publish("devices/d1/messages/events/", b"kept", qos=1)
-        process.send_signal(signal.SIGTERM)
-        with anyio.fail_after(20):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await process.aclose()
+        assert await stop_cli(process, signal.SIGTERM) == 0
     # A clean stop wrote the last batch: the lifecycle event of d1's registration, then its message.
     with sqlite3.connect(tmp_path / "events.sqlite3") as db:
         stored = db.execute("SELECT source, body FROM events ORDER BY key").fetchall()

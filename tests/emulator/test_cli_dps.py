@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import anyio
 import pytest
@@ -15,39 +10,17 @@ import pytest
 import aioiothub
 from aioiothub.emulator.__main__ import main
 from aioiothub.emulator.certs import client_ssl_context
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _read_banner(process: anyio.abc.Process) -> str:
-    assert process.stdout is not None
-    text = ""
-    with anyio.fail_after(20):
-        async for chunk in process.stdout:
-            text += chunk.decode()
-            if "Press Ctrl-C to stop." in text:
-                return text
-    raise AssertionError(f"the emulator exited early: {text!r}")
-
-
-def _field(pattern: str, text: str) -> str:
-    match = re.search(pattern, text, re.MULTILINE)
-    assert match is not None, f"{pattern!r} not in {text!r}"
-    return match[1]
+from tests.emulator.cli_helpers import banner_field, running_cli, stop_cli
 
 
 @pytest.mark.anyio
 async def test_cli_enrollment_group_provisions_a_device() -> None:
-    command = [sys.executable, "-m", "aioiothub.emulator", "--port", "0", "--no-websocket",
-               "--id-scope", "0neCLI00001", "--enrollment-group", "factory"]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = await anyio.open_process(command, cwd=ROOT, env=environment, stderr=subprocess.STDOUT)
-    try:
-        banner = await _read_banner(process)
-        port = int(_field(r"^  port:\s+(\d+)", banner))
-        ca_pem = await anyio.Path(_field(r"^  CA file:\s+(\S+)", banner)).read_bytes()
-        id_scope = _field(r"^  DPS id scope:\s+(\S+) \(provisioning host localhost, port \d+\)", banner)
-        key = _field(r"^  enrollment group factory: key (\S+)", banner)
+    arguments = ("--port", "0", "--no-websocket", "--id-scope", "0neCLI00001", "--enrollment-group", "factory")
+    async with running_cli(*arguments) as (process, banner):
+        port = int(banner_field(r"^  port:\s+(\d+)", banner))
+        ca_pem = await anyio.Path(banner_field(r"^  CA file:\s+(\S+)", banner)).read_bytes()
+        id_scope = banner_field(r"^  DPS id scope:\s+(\S+) \(provisioning host localhost, port \d+\)", banner)
+        key = banner_field(r"^  enrollment group factory: key (\S+)", banner)
         assert id_scope == "0neCLI00001"
         provisioning = aioiothub.ProvisioningClient.from_enrollment_group_key(
             provisioning_host="localhost", id_scope=id_scope, registration_id="cli-sensor", group_key=key,
@@ -55,14 +28,7 @@ async def test_cli_enrollment_group_provisions_a_device() -> None:
         )
         async with await aioiothub.IoTHubDeviceClient.from_provisioning(provisioning) as client:
             await client.send_message(b"provisioned from the CLI")
-        process.send_signal(signal.SIGINT)
-        with anyio.fail_after(20):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await process.aclose()
+        assert await stop_cli(process, signal.SIGINT) == 0
 
 
 def test_bad_id_scope_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ import anyio.abc
 import pytest
 
 from aioiothub.emulator import Emulator
-from tests.emulator.test_cli import ROOT, _read_banner
+from tests.emulator.cli_helpers import ROOT, read_banner
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +29,7 @@ async def emulator_process(temporary: Path, *arguments: str) -> AsyncIterator[tu
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temporary)}
     process = await anyio.open_process(command, cwd=ROOT, env=environment, stderr=subprocess.STDOUT)
     try:
-        banner = await _read_banner(process)
+        banner = await read_banner(process)
         ca_file = Path(re.search(r"^  CA file:\s+(\S+)", banner, re.MULTILINE)[1])  # type: ignore[index]
         yield process, ca_file
     finally:

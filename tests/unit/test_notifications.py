@@ -15,7 +15,8 @@ from aioiothub.emulator import Hub
 from aioiothub.emulator.amqp.messages import event_message
 from aioiothub.emulator.hub.event_log import Event
 from aioiothub.emulator.hub.management import remove_identity
-from aioiothub.emulator.hub.notifications import check_event_sources, operation_time, section_metadata
+from aioiothub.emulator.hub.notifications import check_event_sources, section_metadata
+from aioiothub.emulator.hub.values import precise_time
 from aioiothub.protocol.topics import TwinRequestTopic
 
 pytestmark = pytest.mark.anyio
@@ -242,8 +243,8 @@ async def test_the_amqp_message_of_a_notification_has_no_connection_auth_annotat
 
 def test_times_and_metadata_as_iot_hub_writes_them() -> None:
     moment = datetime.datetime(2026, 6, 1, 22, 27, 50, 261258, tzinfo=datetime.UTC)
-    assert operation_time(moment) == "2026-06-01T22:27:50.2612580Z"
-    stamp = operation_time(moment)
+    assert precise_time(moment) == "2026-06-01T22:27:50.2612580Z"
+    stamp = precise_time(moment)
     assert section_metadata({"a": None, "b": {}}, stamp, 3) == {
         "$lastUpdated": stamp,
         "$lastUpdatedVersion": 3,

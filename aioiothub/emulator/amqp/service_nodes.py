@@ -39,16 +39,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from proton import Condition, Delivery, Link, Message, symbol
 
 from aioiothub.emulator.amqp.cbs import Authorizations, normalize_address
 from aioiothub.emulator.hub.core import HubCore
-from aioiothub.emulator.hub.queues import DEFAULT_C2D_TTL, AckMode
+from aioiothub.emulator.hub.queues import DEFAULT_C2D_TTL, AckMode, BodyTooLarge
 from aioiothub.emulator.hub.service_bound import Loan, ServiceBoundQueue
 from aioiothub.exceptions import ServiceError
-from aioiothub.protocol.limits import MAX_C2D_BODY_BYTES
 
 __all__ = ["FEEDBACK_BATCH", "FEEDBACK_CONTENT_TYPE", "FILE_NOTIFICATION_CONTENT_TYPE", "ServiceNodes"]
 
@@ -66,7 +65,6 @@ _TO: Final = re.compile(r"^/devices/(?P<id>[^/]+)/messages/devicebound/?$")
 _EVENTS: Final = re.compile(
     r"^(?:amqps?://[^/]+)?/?messages/events/ConsumerGroups/(?P<group>[^/]+)/Partitions/(?P<id>[^/]+)/?$", re.I
 )
-_ACK_MODES: Final = ("none", "positive", "negative", "full")
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +178,6 @@ class ServiceNodes:
             reader.queue.settle(loan, keep=True)
         reader.loans.clear()
 
-    def serves(self, link: Link) -> bool:
-        """Whether ``link`` is one of ours."""
-        return link in self._senders or any(reader.link == link for reader in self._readers)
-
     # --- cloud-to-device sends -----------------------------------------------------------------
 
     def received(self, link: Link, delivery: Delivery, message: Message) -> None:
@@ -222,16 +216,10 @@ class ServiceNodes:
         except ValueError:
             raise _Refused("amqp:not-found", f"device {device_id!r} is not registered") from None
         body = _body(message.body)
-        if len(body) > MAX_C2D_BODY_BYTES:
-            raise _Refused(
-                "amqp:link:message-size-exceeded",
-                f"body is {len(body)} bytes; a cloud-to-device message holds at most {MAX_C2D_BODY_BYTES}",
-            )
         raw: dict[Any, Any] = message.properties or {}
         properties = {str(name): _text(value) for name, value in raw.items()}
-        ack = properties.pop("iothub-ack", "none")
-        if ack not in _ACK_MODES:
-            raise _Refused("amqp:invalid-field", f"iothub-ack must be one of {list(_ACK_MODES)}, not {ack!r}")
+        # Checked by the queue, as every other field is: a bad one is a ValueError, refused below.
+        ack = cast(AckMode, properties.pop("iothub-ack", "none"))
         ttl = DEFAULT_C2D_TTL
         if message.expiry_time:
             # An absolute expiry in the past still queues the message: it expires at once, with feedback.
@@ -246,11 +234,13 @@ class ServiceNodes:
                 user_id=_text(message.user_id) if message.user_id else None,
                 content_type=message.content_type or None,
                 content_encoding=message.content_encoding or None,
-                ack=_ack(ack),
+                ack=ack,
                 ttl=ttl,
             )
         except ServiceError as exc:
             raise _Refused("amqp:resource-limit-exceeded", str(exc)) from None
+        except BodyTooLarge as exc:
+            raise _Refused("amqp:link:message-size-exceeded", str(exc)) from None
         except ValueError as exc:
             raise _Refused("amqp:invalid-field", str(exc)) from None
         self._core.report_service_call(device_id, None, f"cloud-to-device message {message_id} queued over AMQP")
@@ -336,12 +326,3 @@ def _identifier(value: object) -> str | None:
         return None
     return _text(value)
 
-
-def _ack(value: str) -> AckMode:
-    if value == "positive":
-        return "positive"
-    if value == "negative":
-        return "negative"
-    if value == "full":
-        return "full"
-    return "none"

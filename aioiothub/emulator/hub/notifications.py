@@ -42,7 +42,7 @@ from aioiothub.emulator.hub.event_log import EventLog, MessageSource
 from aioiothub.emulator.hub.identity import IdentityKey
 from aioiothub.emulator.hub.telemetry import TelemetryRecord
 from aioiothub.emulator.hub.twins import twin_etag
-from aioiothub.emulator.hub.values import json_bytes, now_utc
+from aioiothub.emulator.hub.values import NEVER, json_bytes, now_utc, precise_time
 
 __all__ = [
     "DEFAULT_EVENT_SOURCES",
@@ -50,7 +50,6 @@ __all__ = [
     "Notifications",
     "RouteSource",
     "check_event_sources",
-    "operation_time",
     "section_metadata",
 ]
 
@@ -62,9 +61,6 @@ ROUTE_SOURCES: Final[tuple[RouteSource, ...]] = ("DeviceMessages", "TwinChangeEv
 
 DEFAULT_EVENT_SOURCES: Final[tuple[RouteSource, ...]] = ("DeviceMessages",)
 """What a new hub, without routes, sends to the built-in endpoint: device messages only."""
-
-_NEVER: Final = "0001-01-01T00:00:00Z"
-
 
 def check_event_sources(value: object, argument: str = "event_sources") -> frozenset[str]:
     """The route data sources ``value`` names, checked.
@@ -83,12 +79,6 @@ def check_event_sources(value: object, argument: str = "event_sources") -> froze
     if unknown:
         raise ValueError(f"{argument}: {unknown[0]!r} is not a route data source; choose from {ROUTE_SOURCES!r}")
     return frozenset(value)
-
-
-def operation_time(moment: datetime.datetime) -> str:
-    """``2026-12-07T09:00:00.1234567Z``: a time as IoT Hub writes ``operationTimestamp`` (seven digits, UTC)."""
-    utc = moment.astimezone(datetime.UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond:06d}0Z"
 
 
 def section_metadata(patch: Mapping[str, Any], stamp: str, version: int | None) -> dict[str, Any]:
@@ -114,7 +104,7 @@ def _changed_section(patch: Mapping[str, Any], version: int, stamp: str, *, desi
 
 
 def _whole_section(values: Mapping[str, Any], version: int, stamp: str) -> dict[str, Any]:
-    return {**values, "$metadata": {"$lastUpdated": _NEVER if version == 1 else stamp}, "$version": version}
+    return {**values, "$metadata": {"$lastUpdated": NEVER if version == 1 else stamp}, "$version": version}
 
 
 def twin_document(key: IdentityKey, state: Mapping[str, Any], stamp: str) -> dict[str, Any]:
@@ -173,7 +163,7 @@ class Notifications:
             reported: ``(patch, new reported $version)``, if the device patched its reported properties.
         """
         moment = now_utc()
-        stamp = operation_time(moment)
+        stamp = precise_time(moment)
         body: dict[str, Any] = {"version": version}
         if tags is not None:
             body["tags"] = dict(tags)
@@ -184,13 +174,14 @@ class Notifications:
             properties["reported"] = _changed_section(reported[0], reported[1], stamp, desired=False)
         if properties:
             body["properties"] = properties
-        self._append(key, "twinChangeEvents", "twinChangeNotification", "updateTwin", body, moment)
+        self._append(key, "twinChangeEvents", "twinChangeNotification", "updateTwin", body, moment, stamp)
 
     def twin_replaced(self, key: IdentityKey, state: Mapping[str, Any]) -> None:
         """A twin's tags and desired properties were replaced: ``replaceTwin`` with the whole twin."""
         moment = now_utc()
-        body = twin_document(key, state, operation_time(moment))
-        self._append(key, "twinChangeEvents", "twinChangeNotification", "replaceTwin", body, moment)
+        stamp = precise_time(moment)
+        body = twin_document(key, state, stamp)
+        self._append(key, "twinChangeEvents", "twinChangeNotification", "replaceTwin", body, moment, stamp)
 
     def identity_created(self, key: IdentityKey, state: Mapping[str, Any]) -> None:
         """An identity was registered: ``createDeviceIdentity`` (or ``createModuleIdentity``) with its twin."""
@@ -202,10 +193,11 @@ class Notifications:
 
     def _lifecycle(self, key: IdentityKey, state: Mapping[str, Any], verb: str) -> None:
         moment = now_utc()
+        stamp = precise_time(moment)
         kind = "Device" if key[1] is None else "Module"
-        body = twin_document(key, state, operation_time(moment))
+        body = twin_document(key, state, stamp)
         schema = f"{kind.lower()}LifecycleNotification"
-        self._append(key, "deviceLifecycleEvents", schema, f"{verb}{kind}Identity", body, moment)
+        self._append(key, "deviceLifecycleEvents", schema, f"{verb}{kind}Identity", body, moment, stamp)
 
     def _append(
         self,
@@ -215,13 +207,14 @@ class Notifications:
         op_type: str,
         body: dict[str, Any],
         moment: datetime.datetime,
+        stamp: str,
     ) -> None:
         device_id, module_id = key
         properties: dict[str, str | None] = {"hubName": self._hub_name, "deviceId": device_id}
         if module_id is not None:
             properties["moduleId"] = module_id
         properties.update(
-            {"operationTimestamp": operation_time(moment), "iothub-message-schema": schema, "opType": op_type}
+            {"operationTimestamp": stamp, "iothub-message-schema": schema, "opType": op_type}
         )
         system: dict[str, str | None] = {
             "$.cid": uuid.uuid4().hex[:12],

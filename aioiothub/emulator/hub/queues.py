@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_C2D_TTL",
     "MAX_DELIVERY_COUNT",
     "AckMode",
+    "BodyTooLarge",
     "CloudMessage",
     "CloudQueues",
     "FeedbackRecord",
@@ -79,6 +80,11 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
 }
 _ACK_MODES: Final = frozenset({"none", "positive", "negative", "full"})
 _FEEDBACK_KEPT: Final = 1000
+
+
+class BodyTooLarge(ValueError):
+    """A cloud-to-device or routed message body over its limit (the REST routes answer 400, AMQP
+    ``amqp:link:message-size-exceeded``)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -229,7 +235,8 @@ class CloudQueues:
         """Queue a cloud-to-device message (see :meth:`Hub.send_c2d <aioiothub.emulator.Hub.send_c2d>`)."""
         data = _body_bytes(body)
         if len(data) > MAX_C2D_BODY_BYTES:
-            raise ValueError(f"body is {len(data)} bytes; a cloud-to-device message holds at most {MAX_C2D_BODY_BYTES}")
+            limit = MAX_C2D_BODY_BYTES
+            raise BodyTooLarge(f"body is {len(data)} bytes; a cloud-to-device message holds at most {limit}")
         if ack not in _ACK_MODES:
             raise ValueError(f"ack must be one of {sorted(_ACK_MODES)}, got {ack!r}")
         message_id = message_id if message_id is not None else str(uuid.uuid4())

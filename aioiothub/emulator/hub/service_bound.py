@@ -15,14 +15,16 @@ is bounded: past its size the oldest pending item is dropped, as the hub drops w
 from __future__ import annotations
 
 import datetime
+import logging
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 from aioiothub.emulator.hub.values import Broadcast, iso_time
 
 __all__ = ["DEFAULT_SERVICE_BOUND_LIMIT", "FileNotification", "Loan", "ServiceBoundQueue"]
+
+logger = logging.getLogger("aioiothub.emulator")
 
 DEFAULT_SERVICE_BOUND_LIMIT: Final = 10_000
 """How many items a service-bound queue holds before it drops the oldest."""
@@ -90,9 +92,6 @@ class ServiceBoundQueue(Generic[Item]):
     def __len__(self) -> int:
         return len(self._pending)
 
-    def __iter__(self) -> Iterator[Item]:
-        return iter(list(self._pending))
-
     @property
     def dropped(self) -> int:
         """How many items were dropped unread because the queue was full."""
@@ -103,6 +102,8 @@ class ServiceBoundQueue(Generic[Item]):
         if len(self._pending) >= self._limit:
             self._pending.popleft()
             self._dropped += 1
+            if self._dropped == 1 or self._dropped % self._limit == 0:  # said now and then, not per item
+                logger.warning("a service-bound queue is full: %d unread item(s) dropped so far", self._dropped)
         self._pending.append(item)
         self._added.notify()
 

@@ -14,6 +14,7 @@ from aioiothub.exceptions import CredentialError
 from aioiothub.protocol.sas import decode_key
 
 __all__ = [
+    "NEVER",
     "Broadcast",
     "check_count",
     "check_key",
@@ -22,6 +23,7 @@ __all__ = [
     "iso_time",
     "json_bytes",
     "now_utc",
+    "precise_time",
 ]
 
 _JSON_SEPARATORS: Final = (",", ":")
@@ -30,6 +32,17 @@ _JSON_SEPARATORS: Final = (",", ":")
 def now_utc() -> datetime.datetime:
     """The current time, timezone-aware UTC."""
     return datetime.datetime.now(datetime.UTC)
+
+
+NEVER: Final = "0001-01-01T00:00:00Z"
+"""How IoT Hub writes a time that has not happened (a device never connected, a section never written)."""
+
+
+def precise_time(moment: datetime.datetime) -> str:
+    """``2026-12-07T09:00:00.1234567Z``: a time with seven fractional digits, in UTC, as IoT Hub writes
+    connection-state, activity and operation times."""
+    utc = moment.astimezone(datetime.UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond:06d}0Z"
 
 
 def iso_time(moment: datetime.datetime) -> str:

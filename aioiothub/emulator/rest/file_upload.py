@@ -177,8 +177,8 @@ class FileUploads:
         # IoT Hub notifies only of blobs that exist: a device claiming success for a blob it never
         # wrote gets its 204 but no notification.
         try:
-            size = len(await self.storage.read(record.blob_name))
-        except (LookupError, OSError, httpx.HTTPError) as exc:
+            size = await self.storage.size(record.blob_name)
+        except (LookupError, OSError, KeyError, ValueError, httpx.HTTPError) as exc:
             logger.info("no file notification for %r: %s", record.blob_name, exc)
             return
         self._hub.core.file_notifications.put(

@@ -9,23 +9,17 @@ from typing import Any
 
 from aioiothub.emulator.hub import Hub
 from aioiothub.emulator.hub.identity import Identity
+from aioiothub.emulator.hub.values import NEVER, precise_time
 from aioiothub.emulator.rest.https import HttpRequest
 from aioiothub.emulator.service_api.errors import service_error
 from aioiothub.emulator.service_api.policies import Right, SharedAccessPolicy, authorize
 
 __all__ = ["NEVER", "ServiceContext", "activity_time", "etag_matches", "if_match", "quoted"]
 
-NEVER = "0001-01-01T00:00:00Z"
-"""How IoT Hub writes a time that has not happened (a device never connected)."""
-
-
 def activity_time(moment: datetime.datetime | None) -> str:
-    """A connection-state or activity time as IoT Hub writes it: ``2026-12-07T09:00:00.1234567Z``
-    (seven fractional digits, UTC), or :data:`NEVER`."""
-    if moment is None:
-        return NEVER
-    utc = moment.astimezone(datetime.UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond:06d}0Z"
+    """A connection-state or activity time as IoT Hub writes it (:func:`~aioiothub.emulator.hub.values.precise_time`),
+    or :data:`~aioiothub.emulator.hub.values.NEVER`."""
+    return NEVER if moment is None else precise_time(moment)
 
 
 def quoted(etag: str) -> str:

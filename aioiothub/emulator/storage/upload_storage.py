@@ -48,6 +48,14 @@ class UploadStorage(Protocol):
         """
         ...
 
+    async def size(self, blob_name: str) -> int:
+        """The size in bytes of ``blob_name``, without reading it.
+
+        Raises:
+            LookupError: there is no such blob.
+        """
+        ...
+
 
 class EmbeddedStorage:
     """Uploads go to the emulator's own :class:`BlobStore`.
@@ -86,6 +94,10 @@ class EmbeddedStorage:
         if blob is None:
             raise LookupError(f"no blob {blob_name!r} in container {self.container!r}")
         return blob.data
+
+    async def size(self, blob_name: str) -> int:
+        """The blob's size, from memory."""
+        return len(await self.read(blob_name))
 
 
 class ExternalStorage:
@@ -143,6 +155,13 @@ class ExternalStorage:
 
     async def read(self, blob_name: str) -> bytes:
         """Download the blob with a short-lived read SAS."""
+        return (await self._request("GET", blob_name)).content
+
+    async def size(self, blob_name: str) -> int:
+        """The blob's ``Content-Length``, from a HEAD request with a short-lived read SAS."""
+        return int((await self._request("HEAD", blob_name)).headers["content-length"])
+
+    async def _request(self, method: str, blob_name: str) -> httpx.Response:
         expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=10)
         sas = blob_sas(
             self.account.key,
@@ -154,8 +173,8 @@ class ExternalStorage:
         )
         url = blob_url(self.account.host_name, self.container, blob_name, sas)
         async with self._client() as client:
-            response = await client.get(url, headers={"x-ms-version": SAS_VERSION})
+            response = await client.request(method, url, headers={"x-ms-version": SAS_VERSION})
         if response.status_code == 404:
             raise LookupError(f"no blob {blob_name!r} in container {self.container!r}")
         response.raise_for_status()
-        return response.content
+        return response
