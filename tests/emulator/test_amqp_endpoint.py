@@ -3,6 +3,7 @@ what ill-formed or hostile input does -- over real sockets, with an AMQP client 
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import pytest
 
 import aioiothub
 from aioiothub.emulator import Emulator
+from aioiothub.emulator.hub.telemetry import TelemetryRecord
 from tests.emulator.amqp_client import AmqpTestClient, service_bus_token
 
 pytestmark = pytest.mark.anyio
@@ -149,4 +151,24 @@ async def test_a_reader_without_credit_never_holds_devices_back(transport: str, 
     assert bodies == [f"m{index}".encode() for index in range(200)]
     annotations = reader.messages_on(link)[5].annotations or {}
     assert annotations["x-opt-sequence-number"] == 5
+    await reader.aclose()
+
+
+async def test_events_appended_while_a_write_waits_on_the_reader_are_sent_too(hub: Emulator) -> None:
+    # The reader reads nothing at first: the emulator's write of the first events fills the socket
+    # and waits. The events appended meanwhile must still go out once the reader catches up, with
+    # no new credit from the reader to wake the emulator.
+    log = hub.core.events
+    device = next(f"d{index}" for index in range(100) if log.partition_for(f"d{index}").identifier == "0")
+    reader = await _authorized_client(hub)
+    link = await reader.attach_receiver(_partition(hub), selector="amqp.annotation.x-opt-offset > '-1'", credit=5000)
+    now = datetime.datetime.now(datetime.UTC)
+    for index in range(2003):
+        body = b"x" * 10_000 if index < 2000 else f"late {index}".encode()
+        log.append(TelemetryRecord(device, None, body, {}, {}, now))
+        if index in (1999, 2002):
+            log.appended()
+            await anyio.sleep(0.5)  # the write of the first 2,000 (20 MB) waits for the reader
+    await reader.until(lambda: len(reader.messages_on(link)) == 2003, seconds=30)
+    assert reader.messages_on(link)[-1].body == b"late 2002"
     await reader.aclose()

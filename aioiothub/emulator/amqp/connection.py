@@ -271,9 +271,11 @@ class AmqpConnection:
     async def _follow(self, wait: Callable[[], Awaitable[None]]) -> None:
         while True:
             await wait()
-            self._nodes.pump()
-            if not await self._flush():
-                return
+            # What is added while a flush waits on a slow reader's socket wakes no one (this task is
+            # not waiting then): pump again after each flush that sent something, until one finds none.
+            while self._nodes.pump():
+                if not await self._flush():
+                    return
 
     async def _tick(self) -> None:
         while True:

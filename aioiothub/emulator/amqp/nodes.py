@@ -295,9 +295,9 @@ class Nodes:
         """The client settled a delivery we sent (partition events go settled; the service nodes' do not)."""
         self.service.updated(link, delivery)
 
-    def pump(self) -> None:
-        """Send every reader what its credit allows of what its partition or queue holds."""
-        self.service.pump()
+    def pump(self) -> bool:
+        """Send every reader what its credit allows of what its partition or queue holds; whether any was sent."""
+        sent = self.service.pump()
         for reader in self.readers:
             credit = reader.link.credit
             if credit <= 0:
@@ -308,6 +308,8 @@ class Nodes:
                 _send(reader.link, event_message(event, generation_id=identity[0], authentication=identity[1]),
                       tag=str(reader.tags))
                 reader.next_sequence = event.sequence_number + 1
+                sent = True
+        return sent
 
     def _identity_details(self, device_id: str, module_id: str | None) -> tuple[str, str]:
         try:

@@ -247,8 +247,9 @@ class ServiceNodes:
 
     # --- feedback and file notifications -------------------------------------------------------
 
-    def pump(self) -> None:
-        """Send each reader what its credit allows of what its queue holds."""
+    def pump(self) -> bool:
+        """Send each reader what its credit allows of what its queue holds; whether any was sent."""
+        sent = False
         for reader in self._readers:
             while reader.link.credit > 0 and (loan := reader.queue.take(reader.batch)) is not None:
                 reader.tags += 1
@@ -256,6 +257,8 @@ class ServiceNodes:
                 reader.link.send(reader.render(loan.items).encode())
                 reader.link.advance()
                 reader.loans[delivery] = loan
+                sent = True
+        return sent
 
     def updated(self, link: Link, delivery: Delivery) -> None:
         """The client settled (or changed its mind about) a delivery on one of our links."""
