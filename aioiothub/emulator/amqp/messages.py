@@ -45,7 +45,12 @@ def _auth_method(scope: str, authentication: str) -> str:
 
 
 def event_message(event: Event, *, generation_id: str, authentication: str) -> Message:
-    """The AMQP message a partition reader receives for ``event``."""
+    """The AMQP message a partition reader receives for ``event``.
+
+    The readable statement of it: the endpoint sends the bytes of
+    :func:`~aioiothub.emulator.amqp.event_encoding.encode_event`, which are held to this message's
+    encoding byte for byte.
+    """
     record = event.record
     system = record.system_properties
     enqueued = _milliseconds(event.enqueued_time)

@@ -32,7 +32,8 @@ from typing import Any
 from proton import Condition, Delivery, Link, Message, symbol
 
 from aioiothub.emulator.amqp.cbs import Authorizations
-from aioiothub.emulator.amqp.messages import event_message, eventhub_properties, partition_properties, reply
+from aioiothub.emulator.amqp.event_encoding import encode_event
+from aioiothub.emulator.amqp.messages import eventhub_properties, partition_properties, reply
 from aioiothub.emulator.amqp.service_nodes import ServiceNodes
 from aioiothub.emulator.hub.core import HubCore
 from aioiothub.emulator.hub.event_log import Partition, parse_selector
@@ -259,7 +260,7 @@ class Nodes:
             return
         if request.reply_to:
             answer.address = request.reply_to
-        _send(target, answer, tag="reply")
+        _send(target, answer.encode(), tag="reply")
         link.flow(1)
 
     def _put_token(self, request: Message) -> Message:
@@ -305,7 +306,7 @@ class Nodes:
             for event in reader.partition.events_from(reader.next_sequence, credit):
                 identity = self._identity_details(event.record.device_id, event.record.module_id)
                 reader.tags += 1
-                _send(reader.link, event_message(event, generation_id=identity[0], authentication=identity[1]),
+                _send(reader.link, encode_event(event, generation_id=identity[0], authentication=identity[1]),
                       tag=str(reader.tags))
                 reader.next_sequence = event.sequence_number + 1
                 sent = True
@@ -320,9 +321,9 @@ class Nodes:
         return identity.generation_id, kind
 
 
-def _send(link: Link, message: Message, *, tag: str) -> None:
+def _send(link: Link, message: bytes, *, tag: str) -> None:
     delivery = link.delivery(tag)
-    link.send(message.encode())
+    link.send(message)
     link.advance()
     delivery.settle()
 
