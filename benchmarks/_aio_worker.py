@@ -157,7 +157,7 @@ class RawClient(asyncio.Protocol):
 class Worker(WorkerBase):
     """Holds the clients of one benchmark run and answers its commands."""
 
-    extra_commands = DEVICE_CLIENT_COMMANDS
+    extra_commands = (*DEVICE_CLIENT_COMMANDS, "many_send")
 
     def __init__(self) -> None:
         super().__init__()
@@ -406,6 +406,26 @@ class Worker(WorkerBase):
             "peak_threads": await sampler.stop(),
             "after": process_status(),
         }
+
+    async def many_send(self, command: dict[str, Any]) -> Any:
+        """Every connected client sends ``count`` messages from ``concurrency`` tasks of its own, all at once.
+
+        The time until the last acknowledgement, this process's CPU seconds meanwhile, and
+        ``time.monotonic()`` when the sending began (the system-wide clock on Linux, for a reader in
+        another process to measure against).
+        """
+        count, concurrency = int(command["count"]), int(command["concurrency"])
+        shares = [count // concurrency + (1 if index < count % concurrency else 0) for index in range(concurrency)]
+
+        async def sender(client: Any, share: int) -> None:
+            for _ in range(share):
+                await client.send_message(PAYLOAD)
+
+        began, started, cpu = time.monotonic(), time.perf_counter(), time.process_time()
+        senders = (sender(client, share) for client in self.many for share in shares)
+        await asyncio.wait_for(asyncio.gather(*senders), float(command["timeout"]))
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "cpu": time.process_time() - cpu, "began": began, "sent": count * len(self.many)}
 
     async def many_close(self, command: dict[str, Any]) -> Any:
         """Disconnect every client; the seconds it took."""

@@ -18,10 +18,13 @@ import sys
 from pathlib import Path
 
 __all__ = [
+    "EVENTHUB_REQUIREMENTS",
+    "EVENTHUB_VENV",
     "PEER_VENV",
     "SDK_REQUIREMENT",
     "PeerVenvError",
     "build_venv",
+    "ensure_eventhub_python",
     "ensure_peer_python",
     "ensure_venv_with",
     "installed_sdk",
@@ -36,6 +39,11 @@ SDK_MAJOR = 2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PEER_VENV = REPO_ROOT / ".peer-venv"
+# azure-eventhub carries its own pure-Python AMQP stack; a venv of its own tests (and measures) it
+# exactly as a back end installs it.
+EVENTHUB_VENV = REPO_ROOT / ".peer-venv-eventhub"
+EVENTHUB_REQUIREMENTS = ["azure-eventhub==5.15.1"]
+_EVENTHUB_PROBE = "import azure.eventhub\nprint(azure.eventhub.__version__)\n"
 
 VENV_TIMEOUT = 300.0
 INSTALL_TIMEOUT = 900.0
@@ -163,3 +171,12 @@ def ensure_peer_python() -> Path:
                 f"{SDK_REQUIREMENT} was installed into {PEER_VENV} but does not import there:\n{probe.stdout}"
             )
     return python
+
+
+def ensure_eventhub_python() -> Path:
+    """The interpreter of the Event Hubs venv (``.peer-venv-eventhub``), with ``azure-eventhub`` importable.
+
+    Raises:
+        PeerVenvError: the venv could not be built or the SDK does not import in it.
+    """
+    return ensure_venv_with(EVENTHUB_VENV, EVENTHUB_REQUIREMENTS, _EVENTHUB_PROBE, "5.15.1")

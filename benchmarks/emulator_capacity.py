@@ -1,4 +1,4 @@
-"""Emulator capacity: telemetry ingest on one TLS connection, and concurrent TLS connections.
+"""Emulator capacity: telemetry ingest on one TLS connection, concurrent TLS connections, Event Hubs reading.
 
 The emulator runs in this process; the load comes from byte-level clients in a child process
 (``_capacity_clients.py``) so that no client library is the bottleneck and the two do not share an
@@ -9,6 +9,11 @@ event loop.
   stored. Target: at least 15,000 messages/s.
 * Connections: N TLS connections with SAS authentication are opened (200 handshakes at a time) and
   held; then every one of them is pinged. Target: at least 5,000.
+* Event Hubs: devices (aioiothub's native transport, MQTT over TLS) send to the emulator while a
+  reader of its Event Hubs-compatible endpoint reads, on one partition and across four; the
+  readers are the official ``azure-eventhub`` consumer (in its own venv, ``.peer-venv-eventhub``)
+  and a lean one on proton's engine, each from a backlog and live, with each side's CPU share (see
+  ``_eventhub_load.py``). Target: live, a reader keeps at least half the MQTT side's rate.
 
 With ``--state-dir DIR`` the ingest emulator keeps its state, and so the built-in endpoint's events,
 in a fresh directory inside ``DIR`` (``Emulator(state_dir=...)``): the rate then includes writing
@@ -20,6 +25,7 @@ on a shared machine are for reading, not for CI).
 Usage::
 
     python benchmarks/emulator_capacity.py [--smoke] [--json out.json] [--connections 5000] [--state-dir DIR]
+                                           [--only ingest,connections,eventhub]
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import _common
+import _eventhub_load
 import anyio
 from _common import BENCH_DIR, REPO_ROOT, number, table
 from _worker_base import process_status
@@ -47,6 +55,7 @@ CLIENTS = BENCH_DIR / "_capacity_clients.py"
 INGEST_TARGET = 15_000
 CONNECTIONS_TARGET = 5_000
 PHASE_TIMEOUT = 300.0
+PARTS = ("ingest", "connections", "eventhub")
 
 
 @dataclass(frozen=True)
@@ -56,12 +65,14 @@ class Sizes:
     messages: int
     repetitions: int
     connections: int
+    eventhub: _eventhub_load.Sizes
+    parts: tuple[str, ...] = PARTS
     #: Where the ingest emulator keeps its state (a fresh directory inside it), or ``None``: in memory.
     state_dir: str | None = None
 
 
-FULL = Sizes(messages=60_000, repetitions=3, connections=CONNECTIONS_TARGET)
-SMOKE = Sizes(messages=2_000, repetitions=1, connections=50)
+FULL = Sizes(60_000, 3, CONNECTIONS_TARGET, _eventhub_load.Sizes(messages=60_000, warmup=4_000))
+SMOKE = Sizes(2_000, 1, 50, _eventhub_load.Sizes(messages=1_000, warmup=100))
 
 
 def _environment() -> dict[str, str]:
@@ -148,8 +159,16 @@ async def connections(count: int) -> dict[str, Any]:
 
 
 async def run(sizes: Sizes) -> dict[str, Any]:
-    """Both measurements."""
-    return {"sizes": sizes.__dict__, "ingest": await ingest(sizes), "connections": await connections(sizes.connections)}
+    """The measurements asked for."""
+    results: dict[str, Any] = {"sizes": {**sizes.__dict__, "eventhub": sizes.eventhub.__dict__}}
+    if "ingest" in sizes.parts:
+        results["ingest"] = await ingest(sizes)
+    if "connections" in sizes.parts:
+        results["connections"] = await connections(sizes.connections)
+    if "eventhub" in sizes.parts:
+        with tempfile.TemporaryDirectory(prefix="aioiothub-bench-") as directory:
+            results["eventhub"] = await _eventhub_load.measure(sizes.eventhub, Path(directory))
+    return results
 
 
 def _verdict(all_held: bool, requested: int) -> str:
@@ -159,41 +178,58 @@ def _verdict(all_held: bool, requested: int) -> str:
 
 
 def report(results: dict[str, Any]) -> str:
-    """The results table."""
-    ingest_result, held = results["ingest"], results["connections"]
-    rate = ingest_result["median"]
-    all_held = held["connected"] == held["requested"] == held["pinged"]
-    rss_kib = held["emulator_rss_growth_bytes"] / max(1, held["connected"]) / 1024
-    persisted = ", events in state_dir" if results["sizes"]["state_dir"] is not None else ""
-    rows = [
-        [
+    """The results tables."""
+    rows = []
+    if "ingest" in results:
+        ingest_result = results["ingest"]
+        rate = ingest_result["median"]
+        persisted = ", events in state_dir" if results["sizes"]["state_dir"] is not None else ""
+        rows.append([
             f"ingest, QoS 1, one TLS connection{persisted} (msg/s, median of {len(ingest_result['rates'])} x "
             f"{ingest_result['messages']:,})",
             number(rate),
             f"{INGEST_TARGET:,}",
             "met" if rate >= INGEST_TARGET else "MISSED",
-        ],
-        [
-            f"concurrent TLS connections held and pinged (of {held['requested']:,})",
-            f"{min(held['connected'], held['pinged']):,}",
-            f"{CONNECTIONS_TARGET:,}",
-            _verdict(all_held, held["requested"]),
-        ],
-        ["  time to open them all (s)", f"{held['connect_seconds']:.1f}", "", ""],
-        ["  emulator RSS per connection (KiB)", f"{rss_kib:.1f}", "", ""],
-    ]
-    if ingest_result.get("events_on_disk") is not None:
-        rows.insert(1, ["  events on disk after the stop", f"{ingest_result['events_on_disk']:,}", "", ""])
-    text = table(
-        f"Emulator capacity on this machine ({os.cpu_count()} CPUs)", ["measure", "result", "target", ""], rows
-    )
-    if held["warning"]:
+        ])
+        if ingest_result.get("events_on_disk") is not None:
+            rows.append(["  events on disk after the stop", f"{ingest_result['events_on_disk']:,}", "", ""])
+    held = results.get("connections")
+    if held is not None:
+        all_held = held["connected"] == held["requested"] == held["pinged"]
+        rss_kib = held["emulator_rss_growth_bytes"] / max(1, held["connected"]) / 1024
+        rows += [
+            [
+                f"concurrent TLS connections held and pinged (of {held['requested']:,})",
+                f"{min(held['connected'], held['pinged']):,}",
+                f"{CONNECTIONS_TARGET:,}",
+                _verdict(all_held, held["requested"]),
+            ],
+            ["  time to open them all (s)", f"{held['connect_seconds']:.1f}", "", ""],
+            ["  emulator RSS per connection (KiB)", f"{rss_kib:.1f}", "", ""],
+        ]
+    title = f"Emulator capacity on this machine ({os.cpu_count()} CPUs)"
+    text = table(title, ["measure", "result", "target", ""], rows) if rows else title
+    if held is not None and held["warning"]:
         text += f"\nwarning: {held['warning']}"
+    if "eventhub" in results:
+        eventhub = results["eventhub"]
+        title = (
+            f"Event Hubs-compatible endpoint: {eventhub['messages']:,} messages per phase from one device per "
+            f"partition (aioiothub[native], MQTT over TLS, {eventhub['concurrency']} in flight each) to a reader "
+            f"over {'AMQPS' if eventhub['amqps'] else 'plain AMQP (5671 was taken)'}; msg/s, CPU in shares of one CPU"
+        )
+        headers = ["measure", "msg/s", "x MQTT side", "devices CPU", "reader CPU", "emulator CPU", "limited by",
+                   "target", ""]
+        text += "\n\n" + table(title, headers, _eventhub_load.rows(eventhub))
     return text
 
 
 def _settings(arguments: argparse.Namespace) -> Sizes:
     sizes = SMOKE if arguments.smoke else FULL
+    parts = tuple(part for part in arguments.only.split(",") if part) if arguments.only else PARTS
+    if unknown := set(parts) - set(PARTS):
+        raise SystemExit(f"--only: unknown measurements {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    sizes = replace(sizes, parts=parts)
     if arguments.connections:
         sizes = replace(sizes, connections=arguments.connections)
     if arguments.state_dir:
@@ -206,6 +242,7 @@ def _options(command_line: argparse.ArgumentParser) -> None:
     command_line.add_argument(
         "--state-dir", metavar="DIR", help="run the ingest with a state directory (a fresh one inside DIR)"
     )
+    command_line.add_argument("--only", help=f"comma-separated measurements to run (default all: {','.join(PARTS)})")
 
 
 def main(argv: list[str] | None = None) -> int:
