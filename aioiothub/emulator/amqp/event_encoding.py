@@ -20,7 +20,8 @@ The sections, in order (AMQP 1.0 part 3.2):
   ``iothub-connection-auth-method`` (JSON) and ``-auth-generation-id``; for a module
   ``iothub-connection-module-id``;
 * ``properties``: message-id, user-id (binary), to, subject, reply-to (null), correlation-id,
-  content-type and content-encoding (symbols), trailing nulls left out;
+  content-type and content-encoding (symbols, each ending at a NUL if it holds one, as proton
+  writes them), trailing nulls left out;
 * ``application-properties``: a map of strings, the properties without a value left out;
 * one ``data`` section: the body.
 
@@ -75,8 +76,9 @@ def _binary(data: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=256)
 def _symbol(text: str) -> bytes:
-    # Keys, content types and content encodings: a few distinct values, each encoded once.
-    data = text.encode()
+    # Keys, content types and content encodings: a few distinct values, each encoded once. A
+    # symbol ends at a NUL, as proton writes it (a C string).
+    data = text.split("\x00", 1)[0].encode()
     size = len(data)
     return _SYM8[size] + data if size < 256 else b"\xb3" + _SIZE(size) + data
 
