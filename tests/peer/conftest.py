@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks._peer_venv import PeerVenvError, ensure_peer_python
-from tests.peer.eventhub_venv import ensure_eventhub_python
+from benchmarks._peer_venv import PeerVenvError, ensure_eventhub_python, ensure_peer_python
 from tests.peer.npm_packages import NpmInstallError, ensure_npm_packages
 from tests.peer.service_venv import ensure_service_python
 

@@ -34,11 +34,11 @@ strings that name it.
 from __future__ import annotations
 
 import functools
-import json
 import struct
 from collections.abc import Mapping
 from typing import Final
 
+from aioiothub.emulator.amqp.messages import auth_method
 from aioiothub.emulator.hub.event_log import Event
 
 __all__ = ["encode_event"]
@@ -102,11 +102,9 @@ def _sender(device_id: str, module_id: str | None, telemetry: bool, generation_i
     """The annotations after ``iothub-message-source``: who sent the event (nothing for the hub's own)."""
     parts = []
     if telemetry:
-        scope = "device" if module_id is None else "module"
-        details = {"scope": scope, "type": authentication, "issuer": "iothub", "acceptingIpFilterRule": None}
         parts += [
             _symbol("iothub-connection-auth-method"),
-            _string(json.dumps(details, separators=(",", ":"))),
+            _string(auth_method("device" if module_id is None else "module", authentication)),
             _symbol("iothub-connection-auth-generation-id"),
             _string(generation_id),
         ]

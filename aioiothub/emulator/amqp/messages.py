@@ -19,7 +19,7 @@ from proton import Message, int32, symbol, timestamp
 
 from aioiothub.emulator.hub.event_log import Event, EventLog, Partition
 
-__all__ = ["event_message", "eventhub_properties", "partition_properties", "reply"]
+__all__ = ["auth_method", "event_message", "eventhub_properties", "partition_properties", "reply"]
 
 
 def _milliseconds(event_time: Any) -> timestamp:
@@ -38,8 +38,15 @@ _SOURCE = symbol("iothub-message-source")
 
 
 @functools.lru_cache(maxsize=8)
-def _auth_method(scope: str, authentication: str) -> str:
-    # A handful of distinct values, asked for on every event: encoded once each.
+def auth_method(scope: str, authentication: str) -> str:
+    """The ``iothub-connection-auth-method`` annotation: JSON naming the sender's kind and credential.
+
+    A handful of distinct values, asked for on every event: each is encoded once.
+
+    Example:
+        >>> auth_method("device", "sas")
+        '{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}'
+    """
     details = {"scope": scope, "type": authentication, "issuer": "iothub", "acceptingIpFilterRule": None}
     return json.dumps(details, separators=(",", ":"))
 
@@ -63,7 +70,7 @@ def event_message(event: Event, *, generation_id: str, authentication: str) -> M
         _SOURCE: event.source,
     }
     if event.source == "Telemetry":
-        annotations[_AUTH_METHOD] = _auth_method("device" if record.module_id is None else "module", authentication)
+        annotations[_AUTH_METHOD] = auth_method("device" if record.module_id is None else "module", authentication)
         annotations[_GENERATION_ID] = generation_id
     if record.module_id is not None:
         annotations[_MODULE_ID] = record.module_id
