@@ -156,7 +156,9 @@ class ClientOptions(TypedDict, total=False):
         outbox: an :class:`~aioiothub.Outbox`, or the path of its file (an outbox with the
             default options): ``send_message`` then commits each message to it and returns, and
             the client delivers the file's messages in the background, in order, across outages and
-            restarts. ``client.outbox`` is this identity's queue in it.
+            restarts. ``client.outbox`` is this identity's queue in it. With an outbox (and
+            ``reconnect`` on), the client also starts while the hub is unreachable: entering it
+            returns once the first attempt fails, and it keeps connecting in the background.
     """
 
     port: int

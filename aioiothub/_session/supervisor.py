@@ -8,7 +8,10 @@ subscription the application asked for, adopts the connection, then watches it -
 lost, judged dead by the liveness rule (:mod:`aioiothub.protocol.liveness`), or a new SAS token is
 due (renewal ahead of expiry, or a token the application pushed) -- and starts over (after a
 back-off delay when the end was not planned). The first connection attempt is the caller's: its
-failure is raised from ``run`` before ``task_status.started()``. Later failures, including a
+failure is raised from ``run`` before ``task_status.started()`` -- unless the session may start
+offline (an outbox keeps what is sent meanwhile, :attr:`SessionSettings.may_start_offline`): then
+a transient failure (a refused or unreachable hub, not an authentication refusal) says
+``started()`` and is retried like a later one. Later failures, including a
 SUBACK that does not come while subscriptions are restored, are retried by the reconnect policy;
 only authentication and credential failures and an exhausted policy end ``run`` with an error,
 which fails every waiting operation.
@@ -95,6 +98,15 @@ class SessionSettings:
     def retry_delay(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` of something that failed (the reconnect policy's pace)."""
         return (self.reconnect or ReconnectPolicy()).delay(attempt)
+
+    @property
+    def may_start_offline(self) -> bool:
+        """Whether a first connection that fails for a transient reason is retried in the background.
+
+        With an outbox, what the application sends meanwhile is kept in its file, so a device that
+        starts while the hub is unreachable starts anyway; reconnecting must be on to catch up.
+        """
+        return self.outbox is not None and self.reconnect is not None
 
 
 class ConnectionSupervisor:
@@ -234,13 +246,17 @@ class ConnectionSupervisor:
             except IoTHubError as exc:
                 # ConnectionLostError here is a connection that failed while it was being set up
                 # (a SUBACK that did not come): as transient as a refused connect.
-                if first:
-                    raise
-                self._report_state(False)  # a planned reconnect that failed: now it is a loss
-                failures += 1
                 transient = isinstance(exc, ConnectError | ConnectionLostError) and not isinstance(
                     exc, AuthenticationError
                 )
+                if first:
+                    if not (transient and self.settings.may_start_offline):
+                        raise
+                    _log.info("starting offline: %s", exc)
+                    task_status.started()  # the caller goes on; the next success is a restoration
+                    first = False
+                self._report_state(False)  # a planned reconnect that failed: now it is a loss
+                failures += 1
                 if not transient or policy is None or policy.gives_up_after(failures):
                     self.report(ReconnectFailed(exc, failures, None))
                     if transient and policy is not None:

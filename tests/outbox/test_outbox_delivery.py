@@ -172,6 +172,57 @@ async def test_a_client_opened_later_on_the_file_delivers_what_an_earlier_one_le
         assert list(dict.fromkeys(body["n"] for body in hub.bodies("later"))) == list(range(301))
 
 
+async def test_a_client_with_an_outbox_starts_while_the_hub_is_down_and_delivers_once_it_is_back(
+    restartable_hub: RestartableHub, tmp_path: Path
+) -> None:
+    async with restartable_hub.running() as hub:
+        hub.emulator.add_device("boot")
+        # A device powered on without a network: entering returns, and sends are kept.
+        async with hub.stopped(), hub.client("boot", tmp_path / "outbox.db") as client:
+            assert not client.connected
+            for number in range(200):
+                await client.send_message({"n": number})
+            assert client.outbox.statistics().pending == 200
+            failed = await _next_event(client, aioiothub.ReconnectFailed)
+            assert isinstance(failed, aioiothub.ReconnectFailed)
+            assert isinstance(failed.error, aioiothub.ConnectError)
+            assert failed.retry_in is not None
+            async with anyio.create_task_group() as waiting:
+                waiting.start_soon(hub.start)  # the hub comes up while the client waits
+                await client.outbox.flush(timeout=30)
+            assert client.connected
+            twin = await client.get_twin()  # the rest of the client works on the late connection
+            assert "$version" in twin.desired
+            await hub.stop()
+    assert [body["n"] for body in hub.bodies("boot")] == list(range(200))
+
+
+async def test_an_outbox_client_still_fails_at_entry_without_reconnecting_or_with_a_refused_key(
+    restartable_hub: RestartableHub, tmp_path: Path
+) -> None:
+    path = tmp_path / "outbox.db"
+    async with restartable_hub.running() as hub:
+        hub.emulator.add_device("strict")
+        async with hub.stopped():
+            # Nothing would ever deliver what is sent: entering fails, as without an outbox.
+            with pytest.raises(aioiothub.ConnectError):
+                async with hub.client("strict", path, reconnect=False):
+                    pytest.fail("entered with reconnecting off and no hub")
+        # A key the hub refuses is no outage: it is raised at entry, not retried.
+        wrong = aioiothub.IoTHubDeviceClient.from_connection_string(
+            f"HostName={hub.emulator.hostname};DeviceId=strict;SharedAccessKey=" + "A" * 44,
+            port=hub.port,
+            ssl_context=hub.emulator.client_ssl_context(),
+            outbox=path,
+        )
+        with pytest.raises(aioiothub.AuthenticationError):
+            async with wrong:
+                pytest.fail("entered with a refused key")
+        # Each failure released the identity's queue.
+        async with hub.client("strict", path) as client:
+            assert client.connected
+
+
 async def test_one_file_holds_many_identities_and_one_identity_has_one_live_client(
     restartable_hub: RestartableHub, tmp_path: Path
 ) -> None:
