@@ -1,8 +1,9 @@
 """The durable outbox: durable send rate, fsync'd rate, drain after an outage, memory with a large backlog.
 
-One process, the native transport, a small JSON body, against two brokers in the same run: a real
-mosquitto started here with a TLS listener, then the aioiothub emulator (each stopped and started
-again on its port for the outage). Measured:
+The client in this process, on the native transport, a small JSON body, against two brokers in the
+same run, each in a process of its own: a real mosquitto started here with a TLS listener, then the
+aioiothub emulator (``_outbox_hub.py``); each is stopped and started again on its port for the
+outage. Measured:
 
 - live: sends/s from 100 concurrent senders without an outbox (each waits for its PUBACK);
 - durable: the same with an outbox at ``durability="normal"`` (each send returns once committed),
@@ -38,11 +39,10 @@ from typing import Any
 import _common
 import anyio
 import anyio.abc
-from _common import number, ratio, table, verdict
+from _common import BENCH_DIR, REPO_ROOT, number, ratio, table, verdict
 from _mosquitto import Mosquitto, free_port, mosquitto_executable
 
 import aioiothub
-from aioiothub.emulator import Emulator
 from aioiothub.emulator.certs import CertificateAuthority
 
 SENDERS = 100
@@ -51,6 +51,7 @@ TARGET_DURABLE_SHARE = 0.5  # of the same client's rate without an outbox
 TARGET_FULL = 1_000.0  # msg/s at durability="full"
 TARGET_DRAIN_SHARE = 0.8  # of the live rate
 TARGET_RSS_GROWTH_MB = 20.0  # between 10 % and 100 % of the large backlog
+HUB = BENCH_DIR / "_outbox_hub.py"
 FAST_RECONNECT = aioiothub.ReconnectPolicy(initial_delay=0.05, max_delay=0.2, jitter=0)
 
 
@@ -88,44 +89,52 @@ class Broker:
 
 
 @contextlib.asynccontextmanager
-async def emulator_broker(tasks: anyio.abc.TaskGroup) -> AsyncIterator[Broker]:
+async def emulator_broker(directory: Path) -> AsyncIterator[Broker]:
+    """The emulator in a child process (``_outbox_hub.py``): stopped by closing its input, started again on its port."""
+    authority = CertificateAuthority.generate()
+    (directory / "ca.pem").write_bytes(authority.certificate_pem)
+    (directory / "ca.key.pem").write_bytes(authority.key_pem)
+    context = ssl.create_default_context(cadata=authority.certificate_pem.decode("ascii"))
+    key = base64.b64encode(os.urandom(32)).decode("ascii")
     port = free_port()
-    hub = Emulator(port=port, websocket_port=None, telemetry_limit=1000)
-    device = hub.add_device("bench")
-    stop_event, finished = anyio.Event(), anyio.Event()
-
-    async def serve(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        try:
-            async with hub:
-                task_status.started()
-                await stop_event.wait()
-        finally:
-            finished.set()
+    process: anyio.abc.Process | None = None
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, str(HUB), str(port), str(directory), key]
 
     async def start() -> None:
-        nonlocal stop_event, finished
-        stop_event, finished = anyio.Event(), anyio.Event()
-        while True:
-            try:
-                await tasks.start(serve)
-                return
-            except OSError:  # the port is still held by the last run's closing sockets
+        nonlocal process
+        with anyio.fail_after(30):
+            while True:
+                process = await anyio.open_process(command, env=environment)
+                assert process.stdout is not None
+                line = await process.stdout.receive()
+                if line.startswith(b"ready"):
+                    return
+                await process.wait()  # the port is still held by the last run's closing sockets
                 await anyio.sleep(0.05)
 
     async def stop() -> None:
-        stop_event.set()
-        await finished.wait()
+        nonlocal process
+        if process is None:
+            return
+        assert process.stdin is not None
+        await process.stdin.aclose()
+        with anyio.fail_after(30):
+            await process.wait()
+        await process.aclose()
+        process = None
 
     def client(**options: Any) -> aioiothub.IoTHubDeviceClient:
-        return aioiothub.IoTHubDeviceClient.from_connection_string(
-            device.connection_string, port=port, ssl_context=hub.client_ssl_context(), **options
+        return aioiothub.IoTHubDeviceClient(
+            hostname="localhost", device_id="bench", shared_access_key=key, port=port, ssl_context=context, **options
         )
 
     await start()
     try:
         yield Broker("emulator", start, stop, client)
     finally:
-        stop_event.set()
+        with anyio.CancelScope(shield=True):
+            await stop()
 
 
 @contextlib.asynccontextmanager
@@ -224,7 +233,7 @@ async def run(sizes: Sizes) -> dict[str, Any]:
         async with mosquitto_broker() as broker:
             results["brokers"]["mosquitto"] = {**await _rates(broker, sizes, directory)}
             results["brokers"]["mosquitto"]["drain"] = await _drain(broker, sizes, directory)
-        async with anyio.create_task_group() as tasks, emulator_broker(tasks) as broker:
+        async with emulator_broker(directory) as broker:
             results["brokers"]["emulator"] = {**await _rates(broker, sizes, directory)}
             results["brokers"]["emulator"]["drain"] = await _drain(broker, sizes, directory)
             results["memory"] = await _memory(broker, sizes, directory)
