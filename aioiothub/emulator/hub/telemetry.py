@@ -9,8 +9,8 @@ many it missed. Connections store a whole received batch and then call :meth:`Te
 once, which wakes every waiter and stream through one
 :class:`~aioiothub.emulator.hub.values.Broadcast`.
 
-Devices reuse a handful of topics, so what a topic says (identity, system and application
-properties, their share of the size limit) is decoded once and cached by topic text.
+What a topic says is decoded once per distinct topic, a fresh message id aside
+(:mod:`~aioiothub.emulator.hub.telemetry_topics`).
 """
 
 from __future__ import annotations
@@ -23,26 +23,21 @@ from collections import deque
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import anyio
 
 from aioiothub.emulator.hub.errors import RuleViolation
 from aioiothub.emulator.hub.identity import Identity
+from aioiothub.emulator.hub.telemetry_topics import TopicCache
 from aioiothub.emulator.hub.values import Broadcast, check_count, iso_time
 from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.json_payloads import load_json_payload
-from aioiothub.protocol.limits import MAX_TELEMETRY_BYTES, message_wire_size
-from aioiothub.protocol.properties import SYSTEM_PROPERTY_KEYS
-from aioiothub.protocol.topics import parse_telemetry_topic
+from aioiothub.protocol.limits import MAX_TELEMETRY_BYTES
 
 __all__ = ["TelemetryRecord", "TelemetryStore"]
 
 logger = logging.getLogger("aioiothub.emulator")
-
-_EMPTY: Final[Mapping[str, str | None]] = MappingProxyType({})
-# Distinct telemetry topics remembered; a device that puts a fresh $.mid in every topic just misses.
-_TOPIC_CACHE_SIZE: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,31 +120,6 @@ class TelemetryRecord:
             raise ValueError(str(exc)) from None
 
 
-@dataclass(frozen=True, slots=True)
-class _TopicInfo:
-    """What a telemetry topic says, decoded once: devices tend to reuse the same topic."""
-
-    device_id: str
-    module_id: str | None
-    system: Mapping[str, str | None]
-    application: Mapping[str, str | None]
-    #: The properties' share of the size IoT Hub counts against the 256 KiB limit.
-    properties_size: int
-
-    @classmethod
-    def parse(cls, topic: str) -> _TopicInfo:
-        parsed = parse_telemetry_topic(topic)
-        system = {name: value for name, value in parsed.properties.items() if name in SYSTEM_PROPERTY_KEYS}
-        application = {name: value for name, value in parsed.properties.items() if name not in SYSTEM_PROPERTY_KEYS}
-        return cls(
-            parsed.device_id,
-            parsed.module_id,
-            MappingProxyType(system) if system else _EMPTY,
-            MappingProxyType(application) if application else _EMPTY,
-            message_wire_size(b"", parsed.properties),
-        )
-
-
 def _matches(record: TelemetryRecord, device_id: str | None, module_id: str | None) -> bool:
     if device_id is not None and record.device_id != device_id:
         return False
@@ -167,7 +137,7 @@ class TelemetryStore:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"telemetry_limit must be a positive int, got {limit!r}")
         self._records: deque[TelemetryRecord] = deque(maxlen=limit)
-        self._topics: dict[str, _TopicInfo] = {}
+        self._topics = TopicCache()
         # Running count of records ever stored: streams keep their place by it across evictions.
         self._total = 0
         self._cleared_at = 0
@@ -189,15 +159,10 @@ class TelemetryStore:
             RuleViolation: the topic belongs to another identity or the message is over 256 KiB.
             ProtocolError: the topic or its property bag is malformed.
         """
-        info = self._topics.get(topic)
-        if info is None:
-            info = _TopicInfo.parse(topic)
-            if len(self._topics) >= _TOPIC_CACHE_SIZE:
-                self._topics.clear()
-            self._topics[topic] = info
+        info, system, properties_size = self._topics.lookup(topic)
         if info.device_id != identity.device_id or info.module_id != identity.module_id:
             raise RuleViolation(f"publish to another identity's telemetry topic {topic!r}")
-        size = len(body) + info.properties_size
+        size = len(body) + properties_size
         if size > MAX_TELEMETRY_BYTES:
             raise RuleViolation(f"telemetry of {size} bytes exceeds {MAX_TELEMETRY_BYTES} bytes")
         application = info.application
@@ -206,7 +171,7 @@ class TelemetryStore:
             if will:
                 extra["iothub-MessageType"] = "Will"
             application = MappingProxyType({**application, **extra})
-        record = TelemetryRecord(identity.device_id, identity.module_id, body, application, info.system, enqueued_time)
+        record = TelemetryRecord(identity.device_id, identity.module_id, body, application, system, enqueued_time)
         self._records.append(record)
         self._total += 1
         return record
