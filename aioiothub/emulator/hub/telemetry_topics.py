@@ -22,15 +22,15 @@ from typing import Final
 
 from aioiothub.exceptions import ProtocolError
 from aioiothub.protocol.limits import message_wire_size
-from aioiothub.protocol.properties import SYSTEM_PROPERTY_KEYS, unquote_component
+from aioiothub.protocol.properties import SYSTEM_PROPERTY_KEYS, quote_component, unquote_component
 from aioiothub.protocol.topics import parse_telemetry_topic
 
 __all__ = ["TopicCache", "TopicInfo"]
 
-EMPTY: Final[Mapping[str, str | None]] = MappingProxyType({})
+_EMPTY: Final[Mapping[str, str | None]] = MappingProxyType({})
 _MESSAGE_ID: Final = "$.mid"
 # The two spellings of the name devices send: quoted (every official SDK, and this library) and bare.
-_MESSAGE_ID_FIELDS: Final = ("%24.mid=", "$.mid=")
+_MESSAGE_ID_FIELDS: Final = (f"{quote_component(_MESSAGE_ID)}=", f"{_MESSAGE_ID}=")
 _BAG_START: Final = "/messages/events/"
 # Distinct (id-less) topics remembered; the cache starts again when it is full.
 _CACHE_SIZE: Final = 4096
@@ -67,8 +67,8 @@ class TopicInfo:
         return cls(
             parsed.device_id,
             parsed.module_id,
-            MappingProxyType(system) if system else EMPTY,
-            MappingProxyType(application) if application else EMPTY,
+            MappingProxyType(system) if system else _EMPTY,
+            MappingProxyType(application) if application else _EMPTY,
             message_wire_size(b"", parsed.properties),
         )
 
@@ -130,8 +130,9 @@ class TopicCache:
             except ProtocolError:
                 info = None  # the ordinary path raises the error the whole topic deserves
             if info is not None:
-                system = MappingProxyType({**info.system, _MESSAGE_ID: message_id})
-                return info, system, info.properties_size + len(message_id.encode())
+                cut_out = {_MESSAGE_ID: message_id}
+                system = MappingProxyType({**info.system, **cut_out})
+                return info, system, info.properties_size + message_wire_size(b"", cut_out)
         info = self._entry(topic)
         return info, info.system, info.properties_size
 
